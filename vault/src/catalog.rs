@@ -1,0 +1,372 @@
+//! The SQLite catalog: a rebuildable cache of index segments and snapshot manifests, plus the
+//! history of verification results (docs/FORMAT.md section 11).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, TryStreamExt};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::format::{self, BlobEntry, Id, IndexSegment, SnapshotManifest};
+use crate::repo::Vault;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS index_segments(id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS packs(id TEXT PRIMARY KEY, type TEXT NOT NULL, size INTEGER NOT NULL, segment TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks(id BLOB NOT NULL, pack TEXT NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, raw_length INTEGER NOT NULL, segment TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_id ON chunks(id);
+CREATE INDEX IF NOT EXISTS chunks_by_segment ON chunks(segment);
+CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL,
+    host TEXT NOT NULL, job TEXT NOT NULL, manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS verifications(snapshot TEXT NOT NULL, time TEXT NOT NULL, level TEXT NOT NULL,
+    ok INTEGER NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS verifications_by_snapshot ON verifications(snapshot, time);
+";
+
+/// The last verification of a snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    pub time: String,
+    /// `structure`, `stored-objects` or `content`.
+    pub level: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A snapshot as the catalog knows it.
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    pub id: Id,
+    pub manifest: SnapshotManifest,
+    pub verification: Option<Verification>,
+}
+
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Where the catalog lives when `--catalog` is not given.
+pub fn default_path(vault_id: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("vault").join(format!("{vault_id}.sqlite"))
+}
+
+fn db_err(path: &Path) -> impl FnOnce() -> String + '_ {
+    move || format!("catalog {} failed", path.display())
+}
+
+impl Catalog {
+    /// Open (creating if needed) the catalog for this vault.
+    pub fn open(path: &Path, vault_id: &str) -> Result<Catalog> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).context(ErrorKind::Io, || format!("cannot create catalog directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).context(ErrorKind::Io, || format!("cannot open catalog {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .context(ErrorKind::Io, db_err(path))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .context(ErrorKind::Io, db_err(path))?;
+        conn.execute_batch(SCHEMA).context(ErrorKind::Io, db_err(path))?;
+        let existing: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key='vault_id'", [], |r| r.get(0))
+            .optional()
+            .context(ErrorKind::Io, db_err(path))?;
+        match existing {
+            Some(v) if v != vault_id => {
+                return Err(
+                    Error::usage(format!("catalog {} belongs to vault {v}, not {vault_id}", path.display()))
+                        .hint("pass another --catalog, or remove this file (it is only a cache)"),
+                );
+            }
+            Some(_) => {}
+            None => {
+                conn.execute("INSERT INTO meta(key, value) VALUES('vault_id', ?1)", [vault_id])
+                    .context(ErrorKind::Io, db_err(path))?;
+            }
+        }
+        Ok(Catalog {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Drop everything derived from the vault (verification history is kept).
+    pub fn clear(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("DELETE FROM index_segments; DELETE FROM packs; DELETE FROM chunks; DELETE FROM snapshots;")
+            .context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    /// Bring the catalog up to date with the vault: read only index segments and manifests it
+    /// has not seen, and forget those that are gone. Returns (new segments, new snapshots).
+    pub async fn sync(&mut self, vault: &Vault) -> Result<(usize, usize)> {
+        let known_segments = self.ids("SELECT id FROM index_segments")?;
+        let listed_segments: HashSet<Id> = vault.list_ids(format::INDEX_PREFIX).await?.into_iter().collect();
+        let new_segments: Vec<Id> = listed_segments.difference(&known_segments).copied().collect();
+        let segments: Vec<(Id, IndexSegment)> = futures::stream::iter(new_segments)
+            .map(|id| async move { vault.read_index(&id).await.map(|s| (id, s)) })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+
+        let known_snaps = self.ids("SELECT id FROM snapshots")?;
+        let listed_snaps: HashSet<Id> = vault.list_ids(format::SNAPSHOT_PREFIX).await?.into_iter().collect();
+        let new_snaps: Vec<Id> = listed_snaps.difference(&known_snaps).copied().collect();
+        let manifests: Vec<(Id, SnapshotManifest)> = futures::stream::iter(new_snaps)
+            .map(|id| async move { vault.read_snapshot(&id).await.map(|m| (id, m)) })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+
+        let path = self.path.clone();
+        let tx = self.conn.transaction().context(ErrorKind::Io, db_err(&path))?;
+        for gone in known_segments.difference(&listed_segments) {
+            let g = gone.hex();
+            tx.execute("DELETE FROM chunks WHERE segment=?1", [&g])
+                .context(ErrorKind::Io, db_err(&path))?;
+            tx.execute("DELETE FROM packs WHERE segment=?1", [&g])
+                .context(ErrorKind::Io, db_err(&path))?;
+            tx.execute("DELETE FROM index_segments WHERE id=?1", [&g])
+                .context(ErrorKind::Io, db_err(&path))?;
+        }
+        for gone in known_snaps.difference(&listed_snaps) {
+            tx.execute("DELETE FROM snapshots WHERE id=?1", [gone.hex()])
+                .context(ErrorKind::Io, db_err(&path))?;
+        }
+        for (id, seg) in &segments {
+            insert_segment(&tx, id, seg).context(ErrorKind::Io, db_err(&path))?;
+        }
+        for (id, m) in &manifests {
+            insert_snapshot(&tx, id, m).context(ErrorKind::Io, db_err(&path))?;
+        }
+        tx.commit().context(ErrorKind::Io, db_err(&path))?;
+        Ok((segments.len(), manifests.len()))
+    }
+
+    /// Record an index segment this process just wrote (saves re-reading it).
+    pub fn add_segment(&mut self, id: &Id, seg: &IndexSegment) -> Result<()> {
+        let tx = self.conn.transaction().context(ErrorKind::Io, db_err(&self.path))?;
+        insert_segment(&tx, id, seg).context(ErrorKind::Io, db_err(&self.path))?;
+        tx.commit().context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    pub fn add_snapshot(&mut self, id: &Id, m: &SnapshotManifest) -> Result<()> {
+        insert_snapshot(&self.conn, id, m).context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    fn ids(&self, sql: &str) -> Result<HashSet<Id>> {
+        let mut stmt = self.conn.prepare(sql).context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = HashSet::new();
+        for r in rows {
+            if let Some(id) = Id::parse(&r.context(ErrorKind::Io, db_err(&self.path))?) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every chunk ID the vault holds (for deduplication).
+    pub fn known_chunks(&self) -> Result<HashSet<Id>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT id FROM chunks")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = HashSet::new();
+        for r in rows {
+            let v = r.context(ErrorKind::Io, db_err(&self.path))?;
+            if let Ok(a) = <[u8; 32]>::try_from(v.as_slice()) {
+                out.insert(Id(a));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every location of a chunk (normally one; more after an interrupted capture was repeated).
+    pub fn chunk_locations(&self, id: &Id) -> Result<Vec<(Id, BlobEntry)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT pack, offset, length, raw_length FROM chunks WHERE id=?1")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (pack, offset, length, raw_length) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            if let Some(p) = Id::parse(&pack) {
+                out.push((
+                    p,
+                    BlobEntry {
+                        id: *id,
+                        offset,
+                        length,
+                        raw_length,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// All packs the index knows: (id, type, size).
+    pub fn packs(&self) -> Result<Vec<(Id, String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, type, size FROM packs ORDER BY id")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, t, s) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            if let Some(id) = Id::parse(&id) {
+                out.push((id, t, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Snapshots, oldest first, with their last verification.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.id, s.manifest, v.time, v.level, v.ok, v.detail FROM snapshots s
+                 LEFT JOIN verifications v ON v.rowid = (SELECT rowid FROM verifications WHERE snapshot = s.id ORDER BY time DESC, rowid DESC LIMIT 1)
+                 ORDER BY s.time, s.id",
+            )
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<bool>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, manifest, time, level, ok, detail) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            let id = Id::parse(&id).ok_or_else(|| Error::integrity("catalog holds a malformed snapshot id"))?;
+            let manifest: SnapshotManifest =
+                serde_json::from_str(&manifest).map_err(|e| Error::integrity("catalog holds an unreadable manifest").with_source(e))?;
+            let verification = match (time, level, ok, detail) {
+                (Some(time), Some(level), Some(ok), Some(detail)) => Some(Verification { time, level, ok, detail }),
+                _ => None,
+            };
+            out.push(SnapshotEntry {
+                id,
+                manifest,
+                verification,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Resolve a snapshot ID or unique prefix (at least 6 hex digits), or `latest`.
+    pub fn resolve(&self, prefix: &str) -> Result<SnapshotEntry> {
+        let all = self.snapshots()?;
+        if prefix == "latest" {
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::not_found("the vault holds no snapshots"));
+        }
+        if prefix.len() < 6 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::usage(format!(
+                "{prefix:?} is not a snapshot ID (give at least 6 hex digits, or `latest`)"
+            )));
+        }
+        let p = prefix.to_ascii_lowercase();
+        let mut matches: Vec<_> = all.into_iter().filter(|s| s.id.hex().starts_with(&p)).collect();
+        match matches.len() {
+            0 => Err(Error::not_found(format!("no snapshot {prefix} in this vault")).hint("list them with `vaultctl snapshots`")),
+            1 => Ok(matches.pop().expect("one")),
+            n => Err(Error::usage(format!("snapshot prefix {prefix} is ambiguous ({n} snapshots match)")).hint("give more digits")),
+        }
+    }
+
+    pub fn record_verification(&self, snapshot: &Id, level: &str, ok: bool, detail: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO verifications(snapshot, time, level, ok, detail) VALUES(?1, ?2, ?3, ?4, ?5)",
+                params![
+                    snapshot.hex(),
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    level,
+                    ok,
+                    detail
+                ],
+            )
+            .map(|_| ())
+            .context(ErrorKind::Io, db_err(&self.path))
+    }
+}
+
+fn insert_segment(conn: &Connection, id: &Id, seg: &IndexSegment) -> rusqlite::Result<()> {
+    let sid = id.hex();
+    conn.execute("INSERT OR IGNORE INTO index_segments(id) VALUES(?1)", [&sid])?;
+    let mut pack_stmt = conn.prepare_cached("INSERT OR IGNORE INTO packs(id, type, size, segment) VALUES(?1, ?2, ?3, ?4)")?;
+    let mut chunk_stmt =
+        conn.prepare_cached("INSERT INTO chunks(id, pack, offset, length, raw_length, segment) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")?;
+    for p in &seg.packs {
+        let pid = p.id.hex();
+        let ptype = serde_json::to_value(p.pack_type)
+            .expect("pack type")
+            .as_str()
+            .unwrap_or("data")
+            .to_string();
+        pack_stmt.execute(params![pid, ptype, p.size as i64, sid])?;
+        for b in &p.blobs {
+            chunk_stmt.execute(params![&b.id.0[..], pid, b.offset, b.length, b.raw_length, sid])?;
+        }
+    }
+    Ok(())
+}
+
+fn insert_snapshot(conn: &Connection, id: &Id, m: &SnapshotManifest) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO snapshots(id, time, kind, host, job, manifest) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id.hex(),
+            m.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            m.kind.as_str(),
+            m.host,
+            m.job,
+            serde_json::to_string(m).expect("serialize manifest")
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! The client config file (`--config FILE`): one options struct that the CLI flags, the config
+//! file and the library share. Flags and `VAULT_*` variables override the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::source::etcd_v3::EtcdOptions;
+use crate::store::S3Options;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Vault URL: /path, file:///path or s3://bucket/prefix.
+    pub repo: Option<String>,
+    pub writer_key: Option<PathBuf>,
+    pub identity: Option<PathBuf>,
+    pub catalog: Option<PathBuf>,
+    #[serde(default)]
+    pub s3: S3Options,
+    pub etcd: Option<EtcdOptions>,
+}
+
+impl ClientConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::usage(format!("cannot read config file {}", path.display())).with_source(e))?;
+        toml::from_str(&text).map_err(|e| Error::usage(format!("config file {} is invalid: {}", path.display(), e.to_string().trim())))
+    }
+}

@@ -1,0 +1,349 @@
+//! On-disk formats as serde types and byte layouts: the single place that defines what a vault holds.
+//! The normative description is `docs/FORMAT.md`; section numbers below refer to it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Format version written by this code and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Feature flags this build implements (section 4). Empty in version 1.
+pub const KNOWN_FEATURES: &[&str] = &[];
+
+pub const CONFIG_NAME: &str = "config";
+pub const WRITER_KEY_NAME: &str = "keys/writer.age";
+pub const DATA_PREFIX: &str = "data/";
+pub const INDEX_PREFIX: &str = "index/";
+pub const SNAPSHOT_PREFIX: &str = "snapshots/";
+
+pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
+pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
+pub const META_MAGIC: &[u8; 8] = b"VLTMETA1";
+
+/// A 32-byte identifier (chunk ID, object hash) shown as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+    pub fn parse(s: &str) -> Option<Id> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Id(out))
+    }
+    /// Unkeyed BLAKE3 of stored bytes: the name of every stored object (section 3).
+    pub fn of_stored(bytes: &[u8]) -> Id {
+        Id(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Id::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a 64-hex-digit id: {s:?}")))
+    }
+}
+
+/// Object names (section 3).
+pub fn pack_name(id: &Id) -> String {
+    let h = id.hex();
+    format!("{DATA_PREFIX}{}/{h}", &h[..2])
+}
+pub fn index_name(id: &Id) -> String {
+    format!("{INDEX_PREFIX}{id}")
+}
+pub fn snapshot_name(id: &Id) -> String {
+    format!("{SNAPSHOT_PREFIX}{id}")
+}
+
+/// The hash part of an object name (`data/ab/abcd..` -> `abcd..`), if it is one.
+pub fn id_from_name(name: &str) -> Option<Id> {
+    Id::parse(name.rsplit('/').next()?)
+}
+
+/// The vault config (section 4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VaultConfig {
+    pub format: u32,
+    pub features: Features,
+    pub vault_id: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub chunker: ChunkerParams,
+    pub pack: PackParams,
+    pub compression: CompressionParams,
+    pub recipients: Vec<String>,
+    pub store: StoreCapabilities,
+    pub writer_key_check: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Features {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChunkerParams {
+    pub algorithm: ChunkerAlgorithm,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+/// The only chunker algorithm of format 1; a typed marker so a config naming another one fails to parse.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub enum ChunkerAlgorithm {
+    #[serde(rename = "fastcdc2020-keyed-gear")]
+    FastCdc2020KeyedGear,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PackParams {
+    pub target_size: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CompressionParams {
+    pub algorithm: CompressionAlgorithm,
+    pub level: i32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionAlgorithm {
+    Zstd,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoreCapabilities {
+    pub conditional_create: bool,
+}
+
+/// Pack types (section 5): content and content-metadata packs are kept apart.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum PackType {
+    Data,
+    Tree,
+}
+
+impl PackType {
+    pub fn to_byte(self) -> u8 {
+        match self {
+            PackType::Data => 0,
+            PackType::Tree => 1,
+        }
+    }
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(PackType::Data),
+            1 => Some(PackType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// Compression byte that starts every blob's plaintext (section 5).
+pub const BLOB_RAW: u8 = 0;
+pub const BLOB_ZSTD: u8 = 1;
+
+/// Where one blob sits inside a pack.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub id: Id,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// Pack trailer (section 5), sealed as metadata kind `PackTrailer`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PackTrailer {
+    #[serde(rename = "type")]
+    pub pack_type: PackType,
+    pub blobs: Vec<BlobEntry>,
+}
+
+/// One pack in an index segment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexPack {
+    pub id: Id,
+    #[serde(rename = "type")]
+    pub pack_type: PackType,
+    pub size: u64,
+    pub blobs: Vec<BlobEntry>,
+}
+
+/// An index segment (section 6).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct IndexSegment {
+    pub packs: Vec<IndexPack>,
+}
+
+/// Payload kinds (section 6). New kinds are added here; readers list but refuse to restore unknown ones.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PayloadKind {
+    EtcdV3,
+    Other(String),
+}
+
+impl PayloadKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            PayloadKind::EtcdV3 => "etcd-v3",
+            PayloadKind::Other(s) => s,
+        }
+    }
+}
+impl fmt::Display for PayloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl Serialize for PayloadKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> Deserialize<'de> for PayloadKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "etcd-v3" => PayloadKind::EtcdV3,
+            _ => PayloadKind::Other(s),
+        })
+    }
+}
+
+/// One captured byte stream of a snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stream {
+    pub name: String,
+    pub size: u64,
+    /// SHA-256 of the whole stream, hex.
+    pub sha256: String,
+    pub chunks: Vec<Id>,
+}
+
+/// What a capture cost.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CaptureStats {
+    /// Bytes read from the source.
+    pub bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    /// Plaintext bytes of chunks that were not in the vault yet.
+    pub new_bytes: u64,
+    /// Bytes added to the store (compressed, encrypted, with pack overhead).
+    pub stored_bytes: u64,
+    pub packs: u64,
+    pub seconds: f64,
+}
+
+/// Facts recorded about an etcd v3 capture.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EtcdV3Info {
+    pub endpoint: String,
+    pub cluster_id: String,
+    pub member_id: String,
+    pub member_name: String,
+    pub members: Vec<EtcdMember>,
+    pub revision: i64,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub db_size: i64,
+    pub version: String,
+    pub leader: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EtcdMember {
+    pub id: String,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    #[serde(default)]
+    pub is_learner: bool,
+}
+
+/// A snapshot manifest (section 6): the commit point of a capture.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotManifest {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub kind: PayloadKind,
+    pub host: String,
+    pub job: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub streams: Vec<Stream>,
+    pub stats: CaptureStats,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_v3: Option<EtcdV3Info>,
+}
+
+impl SnapshotManifest {
+    /// Every chunk this snapshot references, in stream order (may repeat).
+    pub fn chunk_refs(&self) -> impl Iterator<Item = &Id> {
+        self.streams.iter().flat_map(|s| s.chunks.iter())
+    }
+    /// A short human description of the source.
+    pub fn source(&self) -> String {
+        match &self.etcd_v3 {
+            Some(e) => format!("{} ({})", e.member_name, e.endpoint),
+            None => String::new(),
+        }
+    }
+}
+
+/// Metadata object kinds (section 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaKind {
+    Index = 1,
+    Snapshot = 2,
+    PackTrailer = 3,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_round_trips_and_names() {
+        let id = Id::of_stored(b"hello");
+        assert_eq!(Id::parse(&id.hex()), Some(id));
+        let n = pack_name(&id);
+        assert!(n.starts_with(&format!("data/{}/", &id.hex()[..2])));
+        assert_eq!(id_from_name(&n), Some(id));
+        assert_eq!(Id::parse("zz"), None);
+    }
+
+    #[test]
+    fn unknown_payload_kind_survives() {
+        let k: PayloadKind = serde_json::from_str("\"etcd-v3-kv\"").unwrap();
+        assert_eq!(k, PayloadKind::Other("etcd-v3-kv".into()));
+        assert_eq!(serde_json::to_string(&PayloadKind::EtcdV3).unwrap(), "\"etcd-v3\"");
+    }
+}

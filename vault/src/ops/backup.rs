@@ -1,0 +1,280 @@
+//! Backup: ingest byte streams into the vault (chunk, deduplicate, compress, encrypt, pack,
+//! upload, index) and commit a snapshot manifest last (docs/FORMAT.md section 10).
+//!
+//! The pipeline has four stages so that reading the source, hashing/chunking, compression and
+//! uploading overlap; memory is bounded by the channel capacities (a few packs at most):
+//! source (async) -> chunker thread -> packer thread -> uploader (async, same task).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::format::{CaptureStats, Id, IndexPack, IndexSegment, PackType, PayloadKind, SnapshotManifest, Stream as ManifestStream};
+use crate::pack::PackWriter;
+use crate::repo::Vault;
+use crate::source::etcd_v3::{self, EtcdOptions, TrailerCheck};
+use crate::store::PutMode;
+
+/// Called with the number of source bytes read so far.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// What every backup needs besides its source.
+#[derive(Clone, Default)]
+pub struct BackupOptions {
+    pub job: String,
+    pub host: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub progress: Option<ProgressFn>,
+}
+
+/// The result of one backup, as printed by `vaultctl backup --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub kind: String,
+    pub bytes: u64,
+    pub new_bytes: u64,
+    pub stored_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub packs: u64,
+    pub seconds: f64,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Endpoints tried before the chosen one, and why they were skipped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_endpoints: Vec<String>,
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// One stream as stored, before the manifest is written.
+pub struct IngestedStream {
+    pub stream: ManifestStream,
+    pub stats: CaptureStats,
+    pub trailer: Option<etcd_v3::TrailerResult>,
+}
+
+/// Ingest one byte stream. Packs and their index segments are stored as they fill (so an
+/// interrupted capture's uploads are reused by the next one); no manifest is written here.
+pub async fn ingest_stream<S>(
+    vault: &Vault,
+    catalog: &mut Catalog,
+    name: &str,
+    source: S,
+    check_etcd_trailer: bool,
+    progress: Option<ProgressFn>,
+) -> Result<IngestedStream>
+where
+    S: Stream<Item = Result<Bytes>> + Unpin,
+{
+    let started = Instant::now();
+    let known = catalog.known_chunks()?;
+    let chunker = vault.chunker();
+    let writer = vault.writer.clone();
+    let recipients = vault.recipients.clone();
+    let vault_id = *vault.vault_id();
+    let level = vault.config.compression.level;
+    let pack_target = vault.config.pack.target_size as usize;
+
+    let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
+    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<(Bytes, IndexPack)>(1);
+
+    // Stage 2: hash, chunk, identify, deduplicate.
+    let chunk_writer = writer.clone();
+    let chunk_stage = std::thread::spawn(move || {
+        let mut known: HashSet<Id> = known;
+        let mut sc = crate::chunker::StreamChunker::new(chunker);
+        let mut trailer = check_etcd_trailer.then(TrailerCheck::default);
+        let mut file_hash = (!check_etcd_trailer).then(<sha2::Sha256 as sha2::Digest>::new);
+        let mut ids = Vec::new();
+        let mut stats = CaptureStats::default();
+        let mut failed = false;
+        let mut emit = |c: &[u8]| {
+            let id = chunk_writer.chunk_id(c);
+            ids.push(id);
+            stats.chunks += 1;
+            if known.insert(id) {
+                stats.new_chunks += 1;
+                stats.new_bytes += c.len() as u64;
+                if chunk_tx.send((id, c.to_vec())).is_err() {
+                    failed = true;
+                }
+            }
+        };
+        while let Some(data) = src_rx.blocking_recv() {
+            stats.bytes += data.len() as u64;
+            if let Some(t) = trailer.as_mut() {
+                t.update(&data);
+            }
+            if let Some(h) = file_hash.as_mut() {
+                sha2::Digest::update(h, &data);
+            }
+            sc.push(&data, &mut emit);
+        }
+        sc.finish(&mut emit);
+        drop(chunk_tx);
+        let _ = failed;
+        let (sha256, trailer) = match (trailer, file_hash) {
+            (Some(t), _) => {
+                let r = t.finish();
+                (r.file_sha256.clone(), Some(r))
+            }
+            (None, Some(h)) => (hex::encode(sha2::Digest::finalize(h)), None),
+            (None, None) => unreachable!(),
+        };
+        (ids, stats, sha256, trailer)
+    });
+
+    // Stage 3: compress, encrypt and pack new chunks.
+    let pack_writer_key = writer.clone();
+    let pack_stage = std::thread::spawn(move || {
+        let new_pack = || PackWriter::new(&recipients, vault_id, PackType::Data, level, pack_target);
+        let mut pw = new_pack();
+        for (id, data) in chunk_rx {
+            pw.add(id, &data);
+            if pw.len() >= pack_target {
+                let full = std::mem::replace(&mut pw, new_pack());
+                if pack_tx.blocking_send(full.finish(&pack_writer_key)).is_err() {
+                    return;
+                }
+            }
+        }
+        if !pw.is_empty() {
+            let _ = pack_tx.blocking_send(pw.finish(&pack_writer_key));
+        }
+    });
+
+    // Stage 1 (source) and stage 4 (uploader) run concurrently in this task.
+    let read_bytes = AtomicU64::new(0);
+    let reader = async {
+        let mut source = source;
+        let src_tx = src_tx; // dropped at the end of this block: ends the chunker's input
+        while let Some(item) = source.next().await {
+            let data = item?;
+            let n = read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            if let Some(p) = &progress {
+                p(n);
+            }
+            if src_tx.send(data).await.is_err() {
+                return Err(Error::io("the chunker stage stopped unexpectedly"));
+            }
+        }
+        Ok(())
+    };
+    let uploader = async {
+        let mut stored = 0u64;
+        let mut packs = 0u64;
+        while let Some((bytes, entry)) = pack_rx.recv().await {
+            let size = bytes.len() as u64;
+            let name = crate::format::pack_name(&entry.id);
+            match vault.store.put(&name, bytes, PutMode::Overwrite).await {
+                Ok(()) => {}
+                Err(e) => return Err(e),
+            }
+            let seg = IndexSegment { packs: vec![entry] };
+            let seg_id = vault.write_index(&seg).await?;
+            catalog.add_segment(&seg_id, &seg)?;
+            stored += size;
+            packs += 1;
+        }
+        Ok::<_, Error>((stored, packs))
+    };
+    let (read_result, upload_result) = futures::join!(reader, uploader);
+    // Close the pipeline whatever happened, then join the threads.
+    let (ids, mut stats, sha256, trailer) = chunk_stage.join().map_err(|_| Error::io("chunker thread panicked"))?;
+    pack_stage.join().map_err(|_| Error::io("packer thread panicked"))?;
+    read_result?;
+    let (stored, packs) = upload_result?;
+    stats.stored_bytes = stored;
+    stats.packs = packs;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(IngestedStream {
+        stream: ManifestStream {
+            name: name.to_string(),
+            size: stats.bytes,
+            sha256,
+            chunks: ids,
+        },
+        stats,
+        trailer,
+    })
+}
+
+/// Commit a manifest (the last write of a capture) and record it in the catalog.
+pub async fn commit(vault: &Vault, catalog: &mut Catalog, manifest: &SnapshotManifest) -> Result<Id> {
+    let id = vault.write_snapshot(manifest).await?;
+    catalog.add_snapshot(&id, manifest)?;
+    Ok(id)
+}
+
+/// `vaultctl backup etcd`: snapshot one healthy member into the vault.
+pub async fn backup_etcd_v3(vault: &Vault, catalog: &mut Catalog, etcd: &EtcdOptions, opts: &BackupOptions) -> Result<BackupReport> {
+    let member = etcd_v3::select_member(etcd).await?;
+    let info = member.info.clone();
+    let stream = Box::pin(etcd_v3::snapshot_stream(member.client, info.endpoint.clone()));
+    let ingested = ingest_stream(vault, catalog, "snapshot.db", stream, true, opts.progress.clone()).await?;
+    let trailer = ingested.trailer.as_ref().expect("etcd streams are checked");
+    if !trailer.trailer_ok {
+        return Err(Error::integrity(format!(
+            "the snapshot from etcd member {} ({}) failed its sha256 trailer check ({} bytes received): it was not committed",
+            info.member_name, info.endpoint, ingested.stats.bytes
+        ))
+        .hint("the stream was truncated or corrupted in transit; retry the backup, and check the member's health if it repeats"));
+    }
+    let manifest = SnapshotManifest {
+        time: chrono::Utc::now(),
+        kind: PayloadKind::EtcdV3,
+        host: opts.host.clone().unwrap_or_else(hostname),
+        job: if opts.job.is_empty() { "manual".into() } else { opts.job.clone() },
+        tags: opts.tags.clone(),
+        streams: vec![ingested.stream.clone()],
+        stats: ingested.stats,
+        etcd_v3: Some(info.clone()),
+    };
+    let id = commit(vault, catalog, &manifest).await?;
+    let s = ingested.stats;
+    Ok(BackupReport {
+        id: id.hex(),
+        kind: PayloadKind::EtcdV3.to_string(),
+        bytes: s.bytes,
+        new_bytes: s.new_bytes,
+        stored_bytes: s.stored_bytes,
+        chunks: s.chunks,
+        new_chunks: s.new_chunks,
+        packs: s.packs,
+        seconds: s.seconds,
+        sha256: ingested.stream.sha256,
+        revision: Some(info.revision),
+        member: Some(info.member_name),
+        member_id: Some(info.member_id),
+        endpoint: Some(info.endpoint),
+        cluster_id: Some(info.cluster_id),
+        skipped_endpoints: member.skipped.iter().map(|(e, w)| format!("{e}: {w}")).collect(),
+    })
+}

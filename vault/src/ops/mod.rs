@@ -1,0 +1,5 @@
+pub mod backup;
+pub mod etcd_restore;
+pub mod read;
+pub mod restore;
+pub mod verify;

@@ -1,0 +1,146 @@
+//! Restore a snapshot's stream to a file: never overwrite, never delete (an existing file is
+//! moved aside), write to a temporary name, verify, then rename into place.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::catalog::{Catalog, SnapshotEntry};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::format::PayloadKind;
+use crate::ops::read::read_stream;
+use crate::repo::Vault;
+use crate::source::etcd_v3::TrailerCheck;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Where an existing file or directory at the target was moved.
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// Move `path` aside to `<path>.old`, or `<path>.old.<timestamp>` if that exists. Never deletes.
+pub fn move_aside(path: &Path) -> Result<Option<PathBuf>> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let mut target = PathBuf::from(format!("{}.old", path.display()));
+    if fs::symlink_metadata(&target).is_ok() {
+        let ts = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        target = PathBuf::from(format!("{}.old.{ts}", path.display()));
+    }
+    fs::rename(path, &target).context(ErrorKind::Io, || {
+        format!("cannot move existing {} aside to {}", path.display(), target.display())
+    })?;
+    Ok(Some(target))
+}
+
+/// Check the snapshot can be restored as a single file.
+fn single_stream(snap: &SnapshotEntry) -> Result<&crate::format::Stream> {
+    match &snap.manifest.kind {
+        PayloadKind::EtcdV3 => {}
+        other => {
+            return Err(Error::usage(format!(
+                "snapshot {} has kind {other}, which this vaultctl cannot restore",
+                snap.id.short()
+            )));
+        }
+    }
+    snap.manifest
+        .streams
+        .first()
+        .ok_or_else(|| Error::integrity(format!("snapshot {} has no stream", snap.id.short())))
+}
+
+/// Restore the snapshot's stream to `dest` exactly as captured, checking every chunk, the
+/// whole-file sha256 and, for etcd v3, the snapshot's own sha256 trailer before it appears at `dest`.
+pub async fn restore_to_file(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry, dest: &Path) -> Result<RestoreReport> {
+    let stream = single_stream(snap)?.clone();
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).context(ErrorKind::Io, || format!("cannot create directory {}", dir.display()))?;
+    let fname = dest
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("restore target {} names no file", dest.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.vault-part-{}",
+        fname.to_string_lossy(),
+        hex::encode(crate::crypto::random_bytes::<4>())
+    ));
+    let file = File::create(&tmp).context(ErrorKind::Io, || format!("cannot create {}", tmp.display()))?;
+    let check_trailer = snap.manifest.kind == PayloadKind::EtcdV3;
+    let tmp_for_sink = tmp.clone();
+    let result = read_stream(vault, catalog, &stream, move |rx| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = sha2::Sha256::new();
+        let mut trailer = check_trailer.then(TrailerCheck::default);
+        let mut bytes = 0u64;
+        for chunk in rx {
+            bytes += chunk.len() as u64;
+            if let Some(t) = trailer.as_mut() {
+                t.update(&chunk);
+            } else {
+                hasher.update(&chunk);
+            }
+            out.write_all(&chunk)
+                .context(ErrorKind::Io, || format!("cannot write {}", tmp_for_sink.display()))?;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(format!("cannot write {}", tmp_for_sink.display())).with_source(e.into_error()))?;
+        file.sync_all()
+            .context(ErrorKind::Io, || format!("cannot fsync {}", tmp_for_sink.display()))?;
+        let (sha, trailer_ok) = match trailer {
+            Some(t) => {
+                let r = t.finish();
+                (r.file_sha256, r.trailer_ok)
+            }
+            None => (hex::encode(hasher.finalize()), true),
+        };
+        Ok((bytes, sha, trailer_ok))
+    })
+    .await;
+    let (bytes, sha, trailer_ok) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp); // our own partial temporary file
+            return Err(e);
+        }
+    };
+    let problem = if bytes != stream.size {
+        Some(format!("restored {bytes} bytes but the manifest records {}", stream.size))
+    } else if sha != stream.sha256 {
+        Some("the restored file's sha256 differs from the one recorded at capture".to_string())
+    } else if !trailer_ok {
+        Some("the restored etcd snapshot fails its own sha256 trailer check".to_string())
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::integrity(format!(
+            "snapshot {}: {p}; nothing was written to {}",
+            snap.id.short(),
+            dest.display()
+        )));
+    }
+    let moved_aside = move_aside(dest)?;
+    fs::rename(&tmp, dest).context(ErrorKind::Io, || {
+        format!("cannot move the restored file into place at {}", dest.display())
+    })?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(ErrorKind::Io, || format!("cannot fsync {}", dir.display()))?;
+    Ok(RestoreReport {
+        snapshot: snap.id.hex(),
+        path: dest.to_path_buf(),
+        bytes,
+        sha256: sha,
+        moved_aside,
+    })
+}

@@ -1,0 +1,336 @@
+//! A vault opened with its keys: config checks, key roles, and typed access to index segments,
+//! snapshot manifests and packs (docs/FORMAT.md sections 2-6).
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::Chunker;
+use crate::crypto::{Identities, Recipients, WriterKey, random_bytes};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{
+    self, ChunkerAlgorithm, ChunkerParams, CompressionAlgorithm, CompressionParams, FORMAT_VERSION, Features, Id, IndexSegment,
+    KNOWN_FEATURES, MetaKind, PackParams, SnapshotManifest, StoreCapabilities, VaultConfig,
+};
+use crate::store::{PutMode, Store};
+
+/// Which keys the caller holds. At least one is needed to open a vault.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeySource {
+    pub writer_key: Option<PathBuf>,
+    pub identity: Option<PathBuf>,
+}
+
+/// Parameters chosen at `init` and fixed for the vault's life.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub recipients: Vec<String>,
+    pub chunker: ChunkerParams,
+    pub pack_target_size: u32,
+    pub zstd_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            recipients: Vec::new(),
+            // Chosen by measurement on etcd snapshots: docs/FORMAT.md section 14.
+            chunker: ChunkerParams {
+                algorithm: ChunkerAlgorithm::FastCdc2020KeyedGear,
+                min_size: 16 * 1024,
+                avg_size: 64 * 1024,
+                max_size: 256 * 1024,
+            },
+            pack_target_size: 16 * 1024 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// An open vault.
+pub struct Vault {
+    pub store: Store,
+    pub config: VaultConfig,
+    pub writer: WriterKey,
+    pub recipients: Recipients,
+    identities: Option<Identities>,
+}
+
+/// The config MAC input: the config's JSON with keys sorted and `mac` removed, so unknown fields
+/// added by later versions are covered too.
+fn canonical_config(raw: &serde_json::Value) -> Vec<u8> {
+    let mut v = raw.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("mac");
+    }
+    serde_json::to_vec(&v).expect("serialize json value")
+}
+
+impl Vault {
+    /// Create a new vault. Refuses to touch a store that already holds one.
+    pub async fn init(store: Store, opts: &InitOptions) -> Result<(Vault, WriterKey)> {
+        let recipients = Recipients::parse(&opts.recipients)?;
+        let c = &opts.chunker;
+        if !(c.min_size >= 64 && c.min_size < c.avg_size && c.avg_size < c.max_size && c.max_size <= 8 << 20) {
+            return Err(Error::usage("chunker sizes must satisfy 64 <= min < avg < max <= 8 MiB"));
+        }
+        if !(1 << 20..=256 << 20).contains(&opts.pack_target_size) {
+            return Err(Error::usage("pack target size must be between 1 MiB and 256 MiB"));
+        }
+        if let Store::Local(_) = &store {
+            if let Some(root) = store.describe().strip_prefix("directory ") {
+                crate::store::local::create_root(std::path::Path::new(root))?;
+            }
+        }
+        if store.head(format::CONFIG_NAME).await?.is_some() {
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, format!("a vault already exists at {}", store.describe()))
+                    .hint("vaultctl init never touches an existing vault; choose another --repo"),
+            );
+        }
+        let others = store.list("").await?;
+        if !others.is_empty() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "{} is not empty ({} objects, e.g. {})",
+                    store.describe(),
+                    others.len(),
+                    others[0].name
+                ),
+            )
+            .hint("initialise a vault in an empty directory or bucket prefix"));
+        }
+        let conditional_create = store.probe_conditional_create().await?;
+        let vault_id: [u8; 16] = random_bytes();
+        let writer = WriterKey::generate(vault_id);
+        let mut config = VaultConfig {
+            format: FORMAT_VERSION,
+            features: Features::default(),
+            vault_id: hex::encode(vault_id),
+            created: chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).expect("valid time"),
+            chunker: opts.chunker,
+            pack: PackParams {
+                target_size: opts.pack_target_size,
+            },
+            compression: CompressionParams {
+                algorithm: CompressionAlgorithm::Zstd,
+                level: opts.zstd_level,
+            },
+            recipients: opts.recipients.iter().map(|r| r.trim().to_string()).collect(),
+            store: StoreCapabilities { conditional_create },
+            writer_key_check: writer.key_check(),
+            mac: String::new(),
+        };
+        let value = serde_json::to_value(&config).expect("serialize config");
+        config.mac = writer.config_mac(&canonical_config(&value));
+        // keys first, config last: the config is the commit point of init.
+        let wrapped = recipients.wrap(writer.to_file_text().as_bytes());
+        store.put(format::WRITER_KEY_NAME, Bytes::from(wrapped), PutMode::Create).await?;
+        let json = serde_json::to_vec_pretty(&config).expect("serialize config");
+        store
+            .put(format::CONFIG_NAME, Bytes::from(json), PutMode::Create)
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::AlreadyExists {
+                    Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("another init created a vault at {} at the same time", store.describe()),
+                    )
+                } else {
+                    e
+                }
+            })?;
+        Ok((
+            Vault {
+                store,
+                config,
+                writer: writer.clone(),
+                recipients,
+                identities: None,
+            },
+            writer,
+        ))
+    }
+
+    /// Open an existing vault with whatever keys the caller has.
+    pub async fn open(store: Store, keys: &KeySource) -> Result<Vault> {
+        let raw = match store.get(format::CONFIG_NAME).await {
+            Ok(b) => b,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err(
+                    Error::not_found(format!("no vault at {}: it has no config object", store.describe()))
+                        .hint("check --repo / VAULT_REPO, or create a vault with `vaultctl init`"),
+                );
+            }
+            Err(e) => return Err(e),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| Error::integrity(format!("the config of {} is not valid JSON", store.describe())).with_source(e))?;
+        let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+        if format != FORMAT_VERSION as u64 {
+            return Err(Error::usage(format!(
+                "the vault at {} has format {format}; this vaultctl understands only format {FORMAT_VERSION}",
+                store.describe()
+            ))
+            .hint("use a vaultctl release that supports this format"));
+        }
+        let config: VaultConfig = serde_json::from_value(value.clone())
+            .map_err(|e| Error::integrity(format!("the config of {} does not parse", store.describe())).with_source(e))?;
+        let unknown: Vec<_> = config
+            .features
+            .read
+            .iter()
+            .chain(&config.features.write)
+            .filter(|f| !KNOWN_FEATURES.contains(&f.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::usage(format!(
+                "the vault at {} needs features this vaultctl lacks: {unknown:?}",
+                store.describe()
+            ))
+            .hint("upgrade vaultctl/vaultd"));
+        }
+        let mut vault_id = [0u8; 16];
+        hex::decode_to_slice(&config.vault_id, &mut vault_id).map_err(|_| Error::integrity("config vault_id is not 32 hex digits"))?;
+
+        let identities = keys.identity.as_deref().map(Identities::load).transpose()?;
+        let writer = match (&keys.writer_key, &identities) {
+            (Some(path), _) => WriterKey::load(path)?,
+            (None, Some(ids)) => {
+                let wrapped = store.get(format::WRITER_KEY_NAME).await?;
+                let text = ids.unwrap(&wrapped, "the vault's writer key (keys/writer.age)")?;
+                WriterKey::parse_file_text(&String::from_utf8_lossy(&text), "keys/writer.age")?
+            }
+            (None, None) => {
+                return Err(Error::key("no key given: this command needs the writer key or an identity").hint(
+                    "pass --writer-key FILE (VAULT_WRITER_KEY) on a backup host, or --identity FILE (VAULT_IDENTITY) as an operator",
+                ));
+            }
+        };
+        if writer.vault_id != vault_id {
+            return Err(Error::key(format!(
+                "the writer key belongs to vault {}, not to vault {} at {}",
+                hex::encode(writer.vault_id),
+                config.vault_id,
+                store.describe()
+            )));
+        }
+        if writer.key_check() != config.writer_key_check {
+            return Err(Error::key(format!(
+                "the writer key does not match vault {} (key check differs)",
+                config.vault_id
+            )));
+        }
+        if writer.config_mac(&canonical_config(&value)) != config.mac {
+            return Err(Error::integrity(format!(
+                "the config of {} fails its MAC: it was modified outside vault",
+                store.describe()
+            ))
+            .hint("do not use this vault until the config is restored; a modified recipient list would expose new backups"));
+        }
+        if let (Some(ids), Some(_)) = (&identities, &keys.writer_key) {
+            // Check the identity early so a wrong one fails before any long work.
+            let wrapped = store.get(format::WRITER_KEY_NAME).await?;
+            ids.unwrap(&wrapped, "the vault's writer key (keys/writer.age)")?;
+        }
+        let recipients = Recipients::parse(&config.recipients)?;
+        Ok(Vault {
+            store,
+            config,
+            writer,
+            recipients,
+            identities,
+        })
+    }
+
+    pub fn vault_id(&self) -> &[u8; 16] {
+        &self.writer.vault_id
+    }
+
+    /// The restorer's identities, or a clear error saying this needs one.
+    pub fn identities(&self, for_what: &str) -> Result<&Identities> {
+        self.identities.as_ref().ok_or_else(|| {
+            Error::key(format!(
+                "{for_what} needs an identity: the writer key cannot decrypt stored content"
+            ))
+            .hint("pass --identity FILE (VAULT_IDENTITY) with an age identity that is a recipient of this vault")
+        })
+    }
+
+    pub fn has_identity(&self) -> bool {
+        self.identities.is_some()
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(&self.config.chunker, self.writer.gear_table())
+    }
+
+    async fn put_meta(&self, kind: MetaKind, json: Vec<u8>, name_of: fn(&Id) -> String) -> Result<Id> {
+        let sealed = self.writer.seal_meta(kind, &json);
+        let id = Id::of_stored(&sealed);
+        let mode = if self.config.store.conditional_create {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        match self.store.put(&name_of(&id), Bytes::from(sealed), mode).await {
+            Ok(()) => Ok(id),
+            // Same name means same bytes (I3): someone already stored exactly this.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(id),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &str) -> Result<Vec<u8>> {
+        let bytes = self.store.get(name).await?;
+        if Some(Id::of_stored(&bytes)) != format::id_from_name(name) {
+            return Err(Error::integrity(format!(
+                "{name} does not match its name's hash: the stored object is damaged"
+            )));
+        }
+        self.writer.open_meta(kind, &bytes, name)
+    }
+
+    pub async fn write_index(&self, seg: &IndexSegment) -> Result<Id> {
+        self.put_meta(
+            MetaKind::Index,
+            serde_json::to_vec(seg).expect("serialize index"),
+            format::index_name,
+        )
+        .await
+    }
+
+    pub async fn read_index(&self, id: &Id) -> Result<IndexSegment> {
+        let name = format::index_name(id);
+        let json = self.get_meta(MetaKind::Index, &name).await?;
+        serde_json::from_slice(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
+    }
+
+    pub async fn write_snapshot(&self, m: &SnapshotManifest) -> Result<Id> {
+        self.put_meta(
+            MetaKind::Snapshot,
+            serde_json::to_vec(m).expect("serialize manifest"),
+            format::snapshot_name,
+        )
+        .await
+    }
+
+    pub async fn read_snapshot(&self, id: &Id) -> Result<SnapshotManifest> {
+        let name = format::snapshot_name(id);
+        let json = self.get_meta(MetaKind::Snapshot, &name).await?;
+        serde_json::from_slice(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
+    }
+
+    /// IDs of all objects under a prefix (ignores names that are not hashes).
+    pub async fn list_ids(&self, prefix: &str) -> Result<Vec<Id>> {
+        Ok(self
+            .store
+            .list(prefix)
+            .await?
+            .iter()
+            .filter_map(|o| format::id_from_name(&o.name))
+            .collect())
+    }
+}

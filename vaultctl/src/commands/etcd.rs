@@ -1,0 +1,77 @@
+//! `vaultctl etcd restore ID --identity F --data-dir D --name N --initial-cluster C ...`
+
+use std::path::PathBuf;
+
+use vault::Result;
+use vault::ops::etcd_restore::{EtcdRestoreOptions, etcd_restore};
+
+use crate::context::Common;
+use crate::output;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Build a member data dir from a snapshot (etcdutl/etcdctl snapshot restore).
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// Snapshot ID, unique prefix, or `latest`.
+    id: String,
+    /// Member data dir to build; an existing one is moved aside, never deleted.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    initial_cluster: String,
+    #[arg(long)]
+    initial_cluster_token: String,
+    #[arg(long)]
+    initial_advertise_peer_urls: String,
+    /// etcdutl or etcdctl to use (default: etcdutl, else etcdctl, from PATH).
+    #[arg(long)]
+    etcd_tool: Option<PathBuf>,
+    /// Owner of the new data dir (default: user etcd when it exists and running as root).
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
+    let Command::Restore(a) = cmd;
+    let vault = c.vault().await?;
+    vault.identities("etcd restore")?;
+    let catalog = c.catalog(&vault).await?;
+    let snap = catalog.resolve(&a.id)?;
+    let opts = EtcdRestoreOptions {
+        data_dir: a.data_dir,
+        name: a.name,
+        initial_cluster: a.initial_cluster,
+        initial_cluster_token: a.initial_cluster_token,
+        initial_advertise_peer_urls: a.initial_advertise_peer_urls,
+        tool: a.etcd_tool,
+        owner: a.owner,
+    };
+    let report = etcd_restore(&vault, &catalog, &snap, &opts).await?;
+    if c.json {
+        output::json(&report);
+    } else {
+        if let Some(old) = &report.moved_aside {
+            println!("existing data dir {} moved aside to {}", report.data_dir.display(), old.display());
+        }
+        println!(
+            "restored snapshot {} (revision {}) into {} with {}{}",
+            &report.snapshot[..8],
+            report.revision.unwrap_or_default(),
+            report.data_dir.display(),
+            report.tool,
+            report.owner.as_ref().map(|o| format!(", owned by {o}")).unwrap_or_default()
+        );
+        println!(
+            "next: start etcd with --name {} --data-dir {}",
+            opts.name,
+            report.data_dir.display()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,80 @@
+//! `vaultctl snapshots [--json]`
+
+use serde::Serialize;
+use vault::Result;
+
+use crate::context::Common;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+#[derive(Serialize)]
+struct Row {
+    id: String,
+    time: String,
+    kind: String,
+    host: String,
+    job: String,
+    source: String,
+    size: u64,
+    stored_bytes: u64,
+    tags: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    verification: Option<vault::catalog::Verification>,
+}
+
+pub async fn run(c: &Common, _a: Args) -> Result<i32> {
+    let vault = c.vault().await?;
+    let catalog = c.catalog(&vault).await?;
+    let rows: Vec<Row> = catalog
+        .snapshots()?
+        .into_iter()
+        .map(|s| Row {
+            id: s.id.hex(),
+            time: s.manifest.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            kind: s.manifest.kind.to_string(),
+            host: s.manifest.host.clone(),
+            job: s.manifest.job.clone(),
+            source: s.manifest.source(),
+            size: s.manifest.stats.bytes,
+            stored_bytes: s.manifest.stats.stored_bytes,
+            tags: s.manifest.tags.clone(),
+            revision: s.manifest.etcd_v3.as_ref().map(|e| e.revision),
+            sha256: s.manifest.streams.first().map(|st| st.sha256.clone()),
+            verification: s.verification,
+        })
+        .collect();
+    if c.json {
+        output::json(&rows);
+        return Ok(0);
+    }
+    println!(
+        "{:<8}  {:<20}  {:<8}  {:<16}  {:<24}  {:>10}  {:<12}  tags",
+        "id", "time", "kind", "host", "source", "size", "verified"
+    );
+    for r in &rows {
+        let verified = match &r.verification {
+            None => "never".to_string(),
+            Some(v) if v.ok => format!("ok ({})", v.level),
+            Some(v) => format!("FAILED ({})", v.level),
+        };
+        let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<8}  {:<20}  {:<8}  {:<16}  {:<24}  {:>10}  {:<12}  {}",
+            &r.id[..8],
+            r.time,
+            r.kind,
+            r.host,
+            r.source,
+            output::bytes(r.size),
+            verified,
+            tags.join(",")
+        );
+    }
+    println!("{} snapshot(s)", rows.len());
+    Ok(0)
+}

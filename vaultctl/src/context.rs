@@ -1,0 +1,76 @@
+//! Options every command shares, and opening the store, vault and catalog from them.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use vault::catalog::{self, Catalog};
+use vault::config::ClientConfig;
+use vault::repo::{KeySource, Vault};
+use vault::store::Store;
+use vault::{Error, Result};
+
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// Vault URL: /path, file:///path or s3://bucket/prefix.
+    #[arg(long, global = true, env = "VAULT_REPO")]
+    pub repo: Option<String>,
+    /// Writer key file (backup hosts).
+    #[arg(long, global = true, env = "VAULT_WRITER_KEY")]
+    pub writer_key: Option<PathBuf>,
+    /// age identity file (operators restoring).
+    #[arg(long, global = true, env = "VAULT_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// Catalog (SQLite cache) path; default ~/.cache/vault/<vault id>.sqlite.
+    #[arg(long, global = true, env = "VAULT_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// Config file (TOML) with repo, keys, catalog, [s3] and [etcd] settings.
+    #[arg(long, global = true, env = "VAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Common {
+    pub fn file_config(&self) -> Result<ClientConfig> {
+        match &self.config {
+            Some(p) => ClientConfig::load(p),
+            None => Ok(ClientConfig::default()),
+        }
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        let cfg = self.file_config()?;
+        let url = self
+            .repo
+            .clone()
+            .or(cfg.repo.clone())
+            .ok_or_else(|| Error::usage("no vault given").hint("pass --repo URL or set VAULT_REPO"))?;
+        Store::open(&url, &cfg.s3)
+    }
+
+    pub fn keys(&self) -> Result<KeySource> {
+        let cfg = self.file_config()?;
+        Ok(KeySource {
+            writer_key: self.writer_key.clone().or(cfg.writer_key),
+            identity: self.identity.clone().or(cfg.identity),
+        })
+    }
+
+    pub async fn vault(&self) -> Result<Vault> {
+        Vault::open(self.store()?, &self.keys()?).await
+    }
+
+    /// Open the catalog and bring it up to date with the vault.
+    pub async fn catalog(&self, vault: &Vault) -> Result<Catalog> {
+        let cfg = self.file_config()?;
+        let path = self
+            .catalog
+            .clone()
+            .or(cfg.catalog)
+            .unwrap_or_else(|| catalog::default_path(&vault.config.vault_id));
+        let mut c = Catalog::open(&path, &vault.config.vault_id)?;
+        c.sync(vault).await?;
+        Ok(c)
+    }
+}

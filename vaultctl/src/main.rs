@@ -1,0 +1,85 @@
+//! vaultctl: the operator's CLI. Each subcommand lives in `commands/<name>.rs`; shared option
+//! handling in `context.rs`. Logic that another front end would need lives in the `vault` library.
+
+mod commands;
+mod context;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+use context::Common;
+
+#[derive(Parser)]
+#[command(
+    name = "vaultctl",
+    version,
+    about = "Backup vault for etcd-backed clusters: back up, list, verify, restore"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new age identity (restorer key) and print its recipient.
+    Keygen(commands::keygen::Args),
+    /// Create a new vault and its writer key.
+    Init(commands::init::Args),
+    /// Capture something into the vault.
+    #[command(subcommand)]
+    Backup(commands::backup::Kind),
+    /// List snapshots.
+    Snapshots(commands::snapshots::Args),
+    /// Check snapshots: structure, stored objects, and (with an identity) content.
+    Verify(commands::verify::Args),
+    /// Restore a snapshot to a file.
+    Restore(commands::restore::Args),
+    /// etcd recovery flows.
+    #[command(subcommand)]
+    Etcd(commands::etcd::Command),
+    /// The local catalog (a cache of the vault's index and snapshots).
+    #[command(subcommand)]
+    Catalog(commands::catalog::Command),
+    /// Key management.
+    #[command(subcommand)]
+    Key(commands::key::Command),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let json = cli.common.json;
+    let result = runtime.block_on(async move {
+        let c = cli.common;
+        match cli.command {
+            Command::Keygen(a) => commands::keygen::run(&c, a).await,
+            Command::Init(a) => commands::init::run(&c, a).await,
+            Command::Backup(k) => commands::backup::run(&c, k).await,
+            Command::Snapshots(a) => commands::snapshots::run(&c, a).await,
+            Command::Verify(a) => commands::verify::run(&c, a).await,
+            Command::Restore(a) => commands::restore::run(&c, a).await,
+            Command::Etcd(cmd) => commands::etcd::run(&c, cmd).await,
+            Command::Catalog(cmd) => commands::catalog::run(&c, cmd).await,
+            Command::Key(cmd) => commands::key::run(&c, cmd).await,
+        }
+    });
+    // Do not wait for lingering background tasks (e.g. a broken etcd stream).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            output::error(json, &e);
+            std::process::exit(e.kind.exit_code());
+        }
+    }
+}
