@@ -80,6 +80,25 @@ pub struct SelectedMember {
     pub skipped: Vec<(String, String)>,
 }
 
+/// A short cause for a gRPC failure: tonic's own text repeats every layer of the stack.
+fn grpc_cause(e: &etcd_client::Error) -> String {
+    let text = e.to_string();
+    for (needle, short) in [
+        ("Connection refused", "connection refused"),
+        ("certificate required", "the server requires a client certificate (--cert/--key)"),
+        ("UnknownIssuer", "the server certificate is not signed by --cacert"),
+        ("InvalidCertificate", "certificate rejected"),
+        ("handshake", "TLS handshake failed"),
+        ("deadline has elapsed", "timed out"),
+        ("timed out", "timed out"),
+    ] {
+        if text.contains(needle) {
+            return short.to_string();
+        }
+    }
+    text
+}
+
 fn hex_id(id: u64) -> String {
     format!("{id:x}")
 }
@@ -90,11 +109,11 @@ async fn probe(endpoint: &str, opts: &EtcdOptions) -> Result<(Client, EtcdV3Info
     let mut client = tokio::time::timeout(timeout, Client::connect([endpoint], Some(connect)))
         .await
         .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect: {}", grpc_cause(&e)))?;
     let status = tokio::time::timeout(timeout, client.status())
         .await
         .map_err(|_| format!("status request timed out after {}s", timeout.as_secs()))?
-        .map_err(|e| format!("status failed: {e}"))?;
+        .map_err(|e| format!("no answer to a status request: {}", grpc_cause(&e)))?;
     if !status.errors().is_empty() {
         return Err(format!("member reports errors: {}", status.errors().join("; ")));
     }
@@ -105,7 +124,7 @@ async fn probe(endpoint: &str, opts: &EtcdOptions) -> Result<(Client, EtcdV3Info
     let members = tokio::time::timeout(timeout, client.member_list())
         .await
         .map_err(|_| "member list timed out".to_string())?
-        .map_err(|e| format!("member list failed: {e}"))?;
+        .map_err(|e| format!("member list failed: {}", grpc_cause(&e)))?;
     let member_id = header.member_id();
     let members: Vec<EtcdMember> = members
         .members()

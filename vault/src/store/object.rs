@@ -56,9 +56,6 @@ impl ObjectBackend {
         if let Some(s) = &opts.secret_access_key {
             b = b.with_secret_access_key(s);
         }
-        if let Some(h) = opts.allow_http {
-            b = b.with_allow_http(h);
-        }
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: Duration::from_millis(100),
@@ -73,6 +70,11 @@ impl ObjectBackend {
                 .with_connect_timeout(Duration::from_secs(5))
                 .with_timeout(Duration::from_secs(120)),
         );
+        // After the client options, which would otherwise reset it.
+        let env_allow_http = std::env::var("AWS_ALLOW_HTTP")
+            .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
+            .unwrap_or(false);
+        b = b.with_allow_http(opts.allow_http.unwrap_or(env_allow_http));
         let store = b.build().map_err(|e| {
             Error::usage(format!("cannot configure S3 store for {url}"))
                 .with_source(e)
