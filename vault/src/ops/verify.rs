@@ -153,6 +153,7 @@ pub async fn verify(vault: &Vault, catalog: &Catalog, snapshots: &[SnapshotEntry
 
     // Content: decrypt everything and recompute stream hashes.
     if level == "content" {
+        packs_checked = users.len();
         for s in snapshots {
             if !problems[&s.id].is_empty() {
                 continue;
