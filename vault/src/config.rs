@@ -29,3 +29,26 @@ impl ClientConfig {
         toml::from_str(&text).map_err(|e| Error::usage(format!("config file {} is invalid: {}", path.display(), e.to_string().trim())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vaultctl.toml");
+        let c = ClientConfig::load(&p).unwrap();
+        assert_eq!(c.repo.as_deref(), Some("s3://backups/cluster-a"));
+        assert_eq!(c.etcd.unwrap().endpoints.len(), 3);
+    }
+
+    #[test]
+    fn a_malformed_config_names_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "repo = \"/x\"\nbogus = 1\n").unwrap();
+        let e = ClientConfig::load(&p).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Usage);
+        assert!(e.to_string().contains("bad.toml") && e.to_string().contains("bogus"), "{e}");
+    }
+}

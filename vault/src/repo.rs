@@ -78,11 +78,7 @@ impl Vault {
         if !(1 << 20..=256 << 20).contains(&opts.pack_target_size) {
             return Err(Error::usage("pack target size must be between 1 MiB and 256 MiB"));
         }
-        if let Store::Local(_) = &store {
-            if let Some(root) = store.describe().strip_prefix("directory ") {
-                crate::store::local::create_root(std::path::Path::new(root))?;
-            }
-        }
+        store.create_root()?;
         if store.head(format::CONFIG_NAME).await?.is_some() {
             return Err(
                 Error::new(ErrorKind::AlreadyExists, format!("a vault already exists at {}", store.describe()))

@@ -175,11 +175,11 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
         ))
         .hint("the existing data dir was not touched"));
     }
-    if let Some((name, (uid, gid))) = &owner {
-        if let Err(e) = chown_tree(&new_dir, *uid, *gid) {
-            cleanup(&staging);
-            return Err(Error::io(format!("cannot give the restored data dir to user {name}")).with_source(e));
-        }
+    if let Some((name, (uid, gid))) = &owner
+        && let Err(e) = chown_tree(&new_dir, *uid, *gid)
+    {
+        cleanup(&staging);
+        return Err(Error::io(format!("cannot give the restored data dir to user {name}")).with_source(e));
     }
     let moved_aside = move_aside(data_dir)?;
     fs::rename(&new_dir, data_dir).context(ErrorKind::Io, || {

@@ -46,6 +46,10 @@ impl LocalStore {
         LocalStore { root }
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn describe(&self) -> String {
         format!("directory {}", self.root.display())
     }

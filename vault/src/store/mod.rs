@@ -78,6 +78,14 @@ impl Store {
         Ok(Store::Local(local::LocalStore::new(path)))
     }
 
+    /// Make sure a new vault has somewhere to go (creates a local directory; no-op for S3).
+    pub fn create_root(&self) -> Result<()> {
+        match self {
+            Store::Local(s) => local::create_root(s.root()),
+            Store::Object(_) => Ok(()),
+        }
+    }
+
     /// A human description, without credentials.
     pub fn describe(&self) -> String {
         match self {

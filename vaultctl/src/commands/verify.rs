@@ -32,7 +32,8 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
             Some(v)
         }
     };
-    if a.all == !a.ids.is_empty() {
+    let named = !a.ids.is_empty();
+    if a.all == named {
         return Err(Error::usage("name snapshots to verify, or pass --all (not both)"));
     }
     let vault = c.vault().await?;
