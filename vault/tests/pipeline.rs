@@ -1,0 +1,258 @@
+//! The backup/restore/verify pipeline on an in-memory store, without etcd: fast checks of the
+//! operations layer. The end-to-end tests in `tests/` do the same against real etcd and S3.
+
+use bytes::Bytes;
+use sha2::Digest;
+use vault::catalog::Catalog;
+use vault::format::{PayloadKind, SnapshotManifest};
+use vault::ops::backup::{commit, ingest_stream};
+use vault::ops::restore::restore_to_file;
+use vault::ops::verify::{VerifyOptions, verify};
+use vault::repo::{InitOptions, KeySource, Vault};
+use vault::store::{PutMode, Store};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+    keys: KeySource,
+    writer_only: KeySource,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (idtext, recipient) = vault::crypto::generate_identity();
+    std::fs::write(dir.path().join("id"), idtext).unwrap();
+    let store = Store::open("memory://", &Default::default()).unwrap();
+    let opts = InitOptions {
+        recipients: vec![recipient],
+        pack_target_size: 1 << 20,
+        ..Default::default()
+    };
+    let (_, writer) = Vault::init(store.clone(), &opts).await.unwrap();
+    std::fs::write(dir.path().join("wk"), writer.to_file_text()).unwrap();
+    let keys = KeySource {
+        writer_key: Some(dir.path().join("wk")),
+        identity: Some(dir.path().join("id")),
+    };
+    let writer_only = KeySource {
+        writer_key: Some(dir.path().join("wk")),
+        identity: None,
+    };
+    Fixture {
+        dir,
+        store,
+        keys,
+        writer_only,
+    }
+}
+
+/// Something shaped like an etcd snapshot: 4 KiB pages, partly compressible, and a sha256 trailer.
+fn snapshot_bytes(pages: usize, variant: u8) -> Vec<u8> {
+    let mut body = Vec::with_capacity(pages * 4096 + 32);
+    for p in 0..pages {
+        let mut page = vec![0u8; 4096];
+        page[..8].copy_from_slice(&(p as u64).to_le_bytes());
+        let mut x = blake3::Hasher::new().update(&(p as u64).to_le_bytes()).finalize_xof();
+        x.fill(&mut page[8..1024]);
+        if variant != 0 && p % 500 == 7 {
+            page[2000] = variant;
+        }
+        body.extend_from_slice(&page);
+    }
+    let digest = sha2::Sha256::digest(&body);
+    body.extend_from_slice(&digest);
+    body
+}
+
+async fn backup(vault: &Vault, catalog: &mut Catalog, data: &[u8]) -> (vault::format::Id, vault::format::CaptureStats) {
+    let pieces: Vec<vault::Result<Bytes>> = data.chunks(32 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let ingested = ingest_stream(vault, catalog, "snapshot.db", futures::stream::iter(pieces), true, None)
+        .await
+        .unwrap();
+    assert!(ingested.trailer.as_ref().unwrap().trailer_ok);
+    let m = SnapshotManifest {
+        time: chrono::Utc::now(),
+        kind: PayloadKind::EtcdV3,
+        host: "test".into(),
+        job: "test".into(),
+        tags: Default::default(),
+        streams: vec![ingested.stream],
+        stats: ingested.stats,
+        etcd_v3: None,
+    };
+    (commit(vault, catalog, &m).await.unwrap(), ingested.stats)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_dedup_restore_verify_and_rebuild() {
+    let f = fixture().await;
+    let v = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    let mut cat = Catalog::open(&f.dir.path().join("cat.sqlite"), &v.config.vault_id).unwrap();
+    cat.sync(&v).await.unwrap();
+
+    let a = snapshot_bytes(1500, 0);
+    let (id_a, stats_a) = backup(&v, &mut cat, &a).await;
+    assert_eq!(stats_a.bytes, a.len() as u64);
+    assert!(stats_a.packs >= 2, "1 MiB packs: {stats_a:?}");
+    assert!(stats_a.stored_bytes < stats_a.bytes, "compressed: {stats_a:?}");
+
+    let b = snapshot_bytes(1500, 9);
+    let (id_b, stats_b) = backup(&v, &mut cat, &b).await;
+    assert!(stats_b.new_bytes * 3 < stats_b.bytes, "second backup deduplicates: {stats_b:?}");
+
+    // restore both exactly
+    for (id, want) in [(id_a, &a), (id_b, &b)] {
+        let snap = cat.resolve(&id.hex()[..8]).unwrap();
+        let out = f.dir.path().join(format!("{}.db", id.short()));
+        let r = restore_to_file(&v, &cat, &snap, &out).await.unwrap();
+        assert_eq!(&std::fs::read(&out).unwrap(), want);
+        assert_eq!(r.moved_aside, None);
+    }
+
+    // an existing file is moved aside, never overwritten
+    let snap_a = cat.resolve(&id_a.hex()).unwrap();
+    let out = f.dir.path().join("again.db");
+    std::fs::write(&out, b"precious").unwrap();
+    let r = restore_to_file(&v, &cat, &snap_a, &out).await.unwrap();
+    let aside = r.moved_aside.unwrap();
+    assert_eq!(std::fs::read(&aside).unwrap(), b"precious");
+    assert_eq!(&std::fs::read(&out).unwrap(), &a);
+
+    // verification at every level passes
+    let all = cat.snapshots().unwrap();
+    assert!(verify(&v, &cat, &all, &VerifyOptions::default()).await.unwrap().ok);
+    let wv = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
+    let rep = verify(
+        &wv,
+        &cat,
+        &all,
+        &VerifyOptions {
+            read_data_percent: Some(100.0),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(rep.ok && rep.level == "stored-objects" && rep.packs_checked >= 2, "{rep:?}");
+
+    // a rebuilt catalog knows the same snapshots, from the identity alone
+    let idonly = KeySource {
+        writer_key: None,
+        identity: f.keys.identity.clone(),
+    };
+    let v2 = Vault::open(f.store.clone(), &idonly).await.unwrap();
+    let mut cat2 = Catalog::open(&f.dir.path().join("cat2.sqlite"), &v2.config.vault_id).unwrap();
+    cat2.sync(&v2).await.unwrap();
+    let ids: Vec<_> = cat2.snapshots().unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&id_a) && ids.contains(&id_b));
+    assert_eq!(cat2.packs().unwrap(), cat.packs().unwrap());
+
+    // the writer key alone cannot restore
+    let e = restore_to_file(&wv, &cat, &snap_a, &f.dir.path().join("nope.db"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, vault::ErrorKind::Key, "{e}");
+
+    // flip one byte in one pack: verify names exactly the snapshots that use it
+    let packs = cat.packs().unwrap();
+    let (victim, _, _) = packs.last().unwrap();
+    let name = vault::format::pack_name(victim);
+    let mut bytes = f.store.get(&name).await.unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    f.store.put(&name, Bytes::from(bytes), PutMode::Overwrite).await.unwrap();
+    for vault in [&wv, &v] {
+        let rep = verify(
+            vault,
+            &cat,
+            &all,
+            &VerifyOptions {
+                read_data_percent: Some(100.0),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!rep.ok, "{rep:?}");
+        assert!(
+            rep.failed()
+                .iter()
+                .all(|s| s.problems.iter().any(|p| p.contains(&victim.hex()[..8]) || p.contains("chunk"))),
+            "{rep:?}"
+        );
+    }
+    // structure-only verification does not read data and so does not see it
+    assert!(verify(&wv, &cat, &all, &VerifyOptions::default()).await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_or_corrupt_stream_is_never_committed() {
+    let f = fixture().await;
+    let v = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    let mut cat = Catalog::open(&f.dir.path().join("cat.sqlite"), &v.config.vault_id).unwrap();
+    let mut data = snapshot_bytes(300, 0);
+    data.truncate(data.len() - 1000);
+    let pieces = vec![Ok(Bytes::from(data))];
+    let ingested = ingest_stream(&v, &mut cat, "snapshot.db", futures::stream::iter(pieces), true, None)
+        .await
+        .unwrap();
+    assert!(!ingested.trailer.unwrap().trailer_ok);
+
+    // a stream that errors part-way fails the ingest, and nothing references its chunks
+    let pieces: Vec<vault::Result<Bytes>> = vec![
+        Ok(Bytes::from(snapshot_bytes(100, 0))),
+        Err(vault::Error::source_err("stream broke off")),
+    ];
+    let e = ingest_stream(&v, &mut cat, "snapshot.db", futures::stream::iter(pieces), true, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.kind, vault::ErrorKind::Source);
+    assert!(f.store.list("snapshots/").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_keys_and_tampering_are_refused() {
+    let f = fixture().await;
+    // a writer key of another vault
+    let other = fixture().await;
+    let e = Vault::open(f.store.clone(), &other.writer_only).await.err().unwrap();
+    assert_eq!(e.kind, vault::ErrorKind::Key, "{e}");
+    // an identity that is not a recipient
+    let e = Vault::open(
+        f.store.clone(),
+        &KeySource {
+            writer_key: None,
+            identity: other.keys.identity.clone(),
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.kind, vault::ErrorKind::Key, "{e}");
+    // a config whose recipients were swapped
+    let raw = f.store.get("config").await.unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    cfg["recipients"] = serde_json::json!(["age1attacker"]);
+    f.store
+        .put("config", Bytes::from(serde_json::to_vec(&cfg).unwrap()), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let e = Vault::open(f.store.clone(), &f.writer_only).await.err().unwrap();
+    assert_eq!(e.kind, vault::ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("MAC"), "{e}");
+    // init refuses an existing vault
+    let opts = InitOptions {
+        recipients: vec![vault::crypto::generate_identity().1],
+        ..Default::default()
+    };
+    let e = Vault::init(f.store.clone(), &opts).await.err().unwrap();
+    assert_eq!(e.kind, vault::ErrorKind::AlreadyExists, "{e}");
+    // a future format is refused
+    cfg["format"] = serde_json::json!(2);
+    f.store
+        .put("config", Bytes::from(serde_json::to_vec(&cfg).unwrap()), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let e = Vault::open(f.store.clone(), &f.writer_only).await.err().unwrap();
+    assert!(e.to_string().contains("format 2"), "{e}");
+}
