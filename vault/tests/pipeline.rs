@@ -104,7 +104,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
     for (id, want) in [(id_a, &a), (id_b, &b)] {
         let snap = cat.resolve(&id.hex()[..8]).unwrap();
         let out = f.dir.path().join(format!("{}.db", id.short()));
-        let r = restore_to_file(&v, &cat, &snap, &out).await.unwrap();
+        let r = restore_to_file(&v, &cat, &snap, &out, None).await.unwrap();
         assert_eq!(&std::fs::read(&out).unwrap(), want);
         assert_eq!(r.moved_aside, None);
     }
@@ -113,7 +113,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
     let snap_a = cat.resolve(&id_a.hex()).unwrap();
     let out = f.dir.path().join("again.db");
     std::fs::write(&out, b"precious").unwrap();
-    let r = restore_to_file(&v, &cat, &snap_a, &out).await.unwrap();
+    let r = restore_to_file(&v, &cat, &snap_a, &out, None).await.unwrap();
     let aside = r.moved_aside.unwrap();
     assert_eq!(std::fs::read(&aside).unwrap(), b"precious");
     assert_eq!(&std::fs::read(&out).unwrap(), &a);
@@ -148,7 +148,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
     assert_eq!(cat2.packs().unwrap(), cat.packs().unwrap());
 
     // the writer key alone cannot restore
-    let e = restore_to_file(&wv, &cat, &snap_a, &f.dir.path().join("nope.db"))
+    let e = restore_to_file(&wv, &cat, &snap_a, &f.dir.path().join("nope.db"), None)
         .await
         .unwrap_err();
     assert_eq!(e.kind, vault::ErrorKind::Key, "{e}");

@@ -52,3 +52,9 @@ pub fn bytes(n: u64) -> String {
     }
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
+
+/// A progress callback that moves the bar, if there is one.
+pub fn progress_fn(pb: &Option<indicatif::ProgressBar>) -> Option<vault::ops::backup::ProgressFn> {
+    pb.clone()
+        .map(|pb| std::sync::Arc::new(move |n: u64| pb.set_position(n)) as vault::ops::backup::ProgressFn)
+}

@@ -15,7 +15,7 @@ use crate::format::PayloadKind;
 use crate::ops::restore::{move_aside, restore_to_file};
 use crate::repo::Vault;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct EtcdRestoreOptions {
     pub data_dir: PathBuf,
     pub name: String,
@@ -26,6 +26,8 @@ pub struct EtcdRestoreOptions {
     pub tool: Option<PathBuf>,
     /// Owner for the new data dir; default: the `etcd` user when it exists and we run as root.
     pub owner: Option<String>,
+    /// Called with the bytes of the snapshot fetched so far.
+    pub progress: Option<crate::ops::backup::ProgressFn>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -136,7 +138,7 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
         let _ = fs::remove_dir_all(staging);
     };
     let snapshot_file = staging.join("snapshot.db");
-    let restored = match restore_to_file(vault, catalog, snap, &snapshot_file).await {
+    let restored = match restore_to_file(vault, catalog, snap, &snapshot_file, opts.progress.clone()).await {
         Ok(r) => r,
         Err(e) => {
             cleanup(&staging);

@@ -11,6 +11,7 @@ use sha2::Digest;
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::format::PayloadKind;
+use crate::ops::backup::ProgressFn;
 use crate::ops::read::read_stream;
 use crate::repo::Vault;
 use crate::source::etcd_v3::TrailerCheck;
@@ -60,7 +61,13 @@ fn single_stream(snap: &SnapshotEntry) -> Result<&crate::format::Stream> {
 
 /// Restore the snapshot's stream to `dest` exactly as captured, checking every chunk, the
 /// whole-file sha256 and, for etcd v3, the snapshot's own sha256 trailer before it appears at `dest`.
-pub async fn restore_to_file(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry, dest: &Path) -> Result<RestoreReport> {
+pub async fn restore_to_file(
+    vault: &Vault,
+    catalog: &Catalog,
+    snap: &SnapshotEntry,
+    dest: &Path,
+    progress: Option<ProgressFn>,
+) -> Result<RestoreReport> {
     let stream = single_stream(snap)?.clone();
     let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).context(ErrorKind::Io, || format!("cannot create directory {}", dir.display()))?;
@@ -82,6 +89,9 @@ pub async fn restore_to_file(vault: &Vault, catalog: &Catalog, snap: &SnapshotEn
         let mut bytes = 0u64;
         for chunk in rx {
             bytes += chunk.len() as u64;
+            if let Some(p) = &progress {
+                p(bytes);
+            }
             if let Some(t) = trailer.as_mut() {
                 t.update(&chunk);
             } else {

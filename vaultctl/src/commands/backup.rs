@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use vault::ops::backup::{BackupOptions, backup_etcd_v3};
 use vault::source::etcd_v3::EtcdOptions;
@@ -64,9 +63,7 @@ pub async fn run(c: &Common, kind: Kind) -> Result<i32> {
     let vault = c.vault().await?;
     let mut catalog = c.catalog(&vault).await?;
     let pb = output::progress(c.json, None, "etcd snapshot");
-    let progress = pb
-        .clone()
-        .map(|pb| Arc::new(move |n: u64| pb.set_position(n)) as vault::ops::backup::ProgressFn);
+    let progress = output::progress_fn(&pb);
     let opts = BackupOptions {
         job: a.job,
         host: None,

@@ -43,6 +43,7 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     vault.identities("etcd restore")?;
     let catalog = c.catalog(&vault).await?;
     let snap = catalog.resolve(&a.id)?;
+    let pb = output::progress(c.json, Some(snap.manifest.stats.bytes), "fetch snapshot");
     let opts = EtcdRestoreOptions {
         data_dir: a.data_dir,
         name: a.name,
@@ -51,8 +52,13 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
         initial_advertise_peer_urls: a.initial_advertise_peer_urls,
         tool: a.etcd_tool,
         owner: a.owner,
+        progress: output::progress_fn(&pb),
     };
-    let report = etcd_restore(&vault, &catalog, &snap, &opts).await?;
+    let report = etcd_restore(&vault, &catalog, &snap, &opts).await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let report = report?;
     if c.json {
         output::json(&report);
     } else {

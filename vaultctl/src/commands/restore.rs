@@ -22,7 +22,12 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     vault.identities("restore")?;
     let catalog = c.catalog(&vault).await?;
     let snap = catalog.resolve(&a.id)?;
-    let report = restore_to_file(&vault, &catalog, &snap, &a.to).await?;
+    let pb = output::progress(c.json, Some(snap.manifest.stats.bytes), "restore");
+    let report = restore_to_file(&vault, &catalog, &snap, &a.to, output::progress_fn(&pb)).await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let report = report?;
     if c.json {
         output::json(&report);
     } else {
