@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -114,7 +113,8 @@ where
         let mut file_hash = (!check_etcd_trailer).then(<sha2::Sha256 as sha2::Digest>::new);
         let mut ids = Vec::new();
         let mut stats = CaptureStats::default();
-        let mut failed = false;
+        // Set when the packer is gone (the uploader failed): stop reading so the error surfaces now.
+        let stopped = std::cell::Cell::new(false);
         let mut emit = |c: &[u8]| {
             let id = chunk_writer.chunk_id(c);
             ids.push(id);
@@ -123,7 +123,7 @@ where
                 stats.new_chunks += 1;
                 stats.new_bytes += c.len() as u64;
                 if chunk_tx.send((id, c.to_vec())).is_err() {
-                    failed = true;
+                    stopped.set(true);
                 }
             }
         };
@@ -136,10 +136,14 @@ where
                 sha2::Digest::update(h, &data);
             }
             sc.push(&data, &mut emit);
+            if stopped.get() {
+                break;
+            }
         }
-        sc.finish(&mut emit);
+        if !stopped.get() {
+            sc.finish(&mut emit);
+        }
         drop(chunk_tx);
-        let _ = failed;
         let (sha256, trailer) = match (trailer, file_hash) {
             (Some(t), _) => {
                 let r = t.finish();
@@ -171,18 +175,18 @@ where
     });
 
     // Stage 1 (source) and stage 4 (uploader) run concurrently in this task.
-    let read_bytes = AtomicU64::new(0);
     let reader = async {
+        let mut read_bytes = 0u64;
         let mut source = source;
         let src_tx = src_tx; // dropped at the end of this block: ends the chunker's input
         while let Some(item) = source.next().await {
             let data = item?;
-            let n = read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            read_bytes += data.len() as u64;
             if let Some(p) = &progress {
-                p(n);
+                p(read_bytes);
             }
             if src_tx.send(data).await.is_err() {
-                return Err(Error::io("the chunker stage stopped unexpectedly"));
+                return Err(Error::io("the backup pipeline stopped before the source was read to the end"));
             }
         }
         Ok(())
@@ -193,10 +197,7 @@ where
         while let Some((bytes, entry)) = pack_rx.recv().await {
             let size = bytes.len() as u64;
             let name = crate::format::pack_name(&entry.id);
-            match vault.store.put(&name, bytes, PutMode::Overwrite).await {
-                Ok(()) => {}
-                Err(e) => return Err(e),
-            }
+            vault.store.put(&name, bytes, PutMode::Overwrite).await?;
             let seg = IndexSegment { packs: vec![entry] };
             let seg_id = vault.write_index(&seg).await?;
             catalog.add_segment(&seg_id, &seg)?;
@@ -209,8 +210,9 @@ where
     // Close the pipeline whatever happened, then join the threads.
     let (ids, mut stats, sha256, trailer) = chunk_stage.join().map_err(|_| Error::io("chunker thread panicked"))?;
     pack_stage.join().map_err(|_| Error::io("packer thread panicked"))?;
-    read_result?;
+    // A store error explains a pipeline that stopped early, so it is reported first.
     let (stored, packs) = upload_result?;
+    read_result?;
     stats.stored_bytes = stored;
     stats.packs = packs;
     stats.seconds = started.elapsed().as_secs_f64();
