@@ -1,1 +1,43 @@
+//! Test harness for the end-to-end tests: real etcd members, a real S3 server (moto), real TLS
+//! certificates made with `openssl`, and the real `vaultctl` binary, all as child processes.
+//!
+//! Every process is spawned by this harness and stopped by its PID only (never by name); guards
+//! stop them on drop, so a panicking test still cleans up.
 
+pub mod certs;
+pub mod data;
+pub mod etcd;
+pub mod moto;
+pub mod ports;
+pub mod process;
+pub mod vaultctl;
+
+pub use certs::Certs;
+pub use etcd::{EtcdCluster, EtcdMember};
+pub use moto::Moto;
+pub use ports::free_port;
+pub use vaultctl::{Ctl, Run, Spawned, vaultctl};
+
+use std::time::{Duration, Instant};
+
+/// Poll `f` every `every` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// A fresh temporary directory (removed on drop).
+pub fn tempdir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("vault-e2e-{label}-"))
+        .tempdir()
+        .expect("create temporary directory")
+}

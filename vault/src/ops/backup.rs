@@ -102,7 +102,7 @@ where
 
     let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
-    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<(Bytes, IndexPack)>(1);
+    let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<(Bytes, IndexPack)>(1);
 
     // Stage 2: hash, chunk, identify, deduplicate.
     let chunk_writer = writer.clone();
@@ -192,6 +192,9 @@ where
         Ok(())
     };
     let uploader = async {
+        // Owned by this future: when an upload fails the receiver is dropped, so the packer's
+        // send fails and the pipeline winds down instead of blocking forever on a full channel.
+        let mut pack_rx = pack_rx;
         let mut stored = 0u64;
         let mut packs = 0u64;
         while let Some((bytes, entry)) = pack_rx.recv().await {
