@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 install_test_deps
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 echo "== build"
 cargo build --workspace --all-targets
-echo "== unit tests"
-cargo test --workspace --exclude vault-e2e
+echo "== unit and library tests"
+cargo test --workspace --exclude vault-e2e 2>&1 | tee -a "$log"
 echo "== end-to-end tests (real etcd, real S3 server)"
-cargo test -p vault-e2e -- --test-threads=2
+cargo test -p vault-e2e --tests -- --test-threads=2 2>&1 | tee -a "$log"
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
+echo "all tests: $passed passed, $failed failed"

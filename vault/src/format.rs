@@ -128,7 +128,11 @@ pub struct PackParams {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CompressionParams {
     pub algorithm: CompressionAlgorithm,
+    /// The level used while the packer keeps up with the source.
     pub level: i32,
+    /// The level used while the packer lags behind the source (adaptive, like `zstd --adapt`):
+    /// a capture then takes about as long as reading its source.
+    pub min_level: i32,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]

@@ -63,6 +63,11 @@ impl PackWriter {
         self.buf.len()
     }
 
+    /// Change the zstd level for the chunks added from now on (readers need not know it).
+    pub fn set_level(&mut self, level: i32) {
+        self.compressor.set_compression_level(level).expect("zstd level accepted");
+    }
+
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }

@@ -29,6 +29,7 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub pack_target_size: u32,
     pub zstd_level: i32,
+    pub zstd_min_level: i32,
 }
 
 impl Default for InitOptions {
@@ -38,12 +39,13 @@ impl Default for InitOptions {
             // Chosen by measurement on etcd snapshots: docs/FORMAT.md section 14.
             chunker: ChunkerParams {
                 algorithm: ChunkerAlgorithm::FastCdc2020KeyedGear,
-                min_size: 16 * 1024,
-                avg_size: 64 * 1024,
-                max_size: 256 * 1024,
+                min_size: 64 * 1024,
+                avg_size: 256 * 1024,
+                max_size: 1024 * 1024,
             },
             pack_target_size: 16 * 1024 * 1024,
-            zstd_level: 3,
+            zstd_level: 5,
+            zstd_min_level: 3,
         }
     }
 }
@@ -74,6 +76,9 @@ impl Vault {
         let c = &opts.chunker;
         if !(c.min_size >= 64 && c.min_size < c.avg_size && c.avg_size < c.max_size && c.max_size <= 8 << 20) {
             return Err(Error::usage("chunker sizes must satisfy 64 <= min < avg < max <= 8 MiB"));
+        }
+        if !(1..=19).contains(&opts.zstd_level) || !(1..=opts.zstd_level).contains(&opts.zstd_min_level) {
+            return Err(Error::usage("zstd levels must satisfy 1 <= min level <= level <= 19"));
         }
         if !(1 << 20..=256 << 20).contains(&opts.pack_target_size) {
             return Err(Error::usage("pack target size must be between 1 MiB and 256 MiB"));
@@ -113,6 +118,7 @@ impl Vault {
             compression: CompressionParams {
                 algorithm: CompressionAlgorithm::Zstd,
                 level: opts.zstd_level,
+                min_level: opts.zstd_min_level,
             },
             recipients: opts.recipients.iter().map(|r| r.trim().to_string()).collect(),
             store: StoreCapabilities { conditional_create },

@@ -21,6 +21,11 @@ use crate::repo::Vault;
 use crate::source::etcd_v3::{self, EtcdOptions, TrailerCheck};
 use crate::store::PutMode;
 
+/// Share of one core the packer may spend compressing at the vault's `level`; beyond it, it
+/// compresses at `min_level`. Keeps a capture about as fast as its source on a busy host while
+/// compressing incremental captures (few new chunks) hard.
+const COMPRESSION_CPU_BUDGET: f64 = 0.8;
+
 /// Called with the number of source bytes read so far.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -98,6 +103,7 @@ where
     let recipients = vault.recipients.clone();
     let vault_id = *vault.vault_id();
     let level = vault.config.compression.level;
+    let min_level = vault.config.compression.min_level;
     let pack_target = vault.config.pack.target_size as usize;
 
     let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
@@ -158,12 +164,26 @@ where
     // Stage 3: compress, encrypt and pack new chunks.
     let pack_writer_key = writer.clone();
     let pack_stage = std::thread::spawn(move || {
-        let new_pack = || PackWriter::new(&recipients, vault_id, PackType::Data, level, pack_target);
-        let mut pw = new_pack();
+        let new_pack = |level| PackWriter::new(&recipients, vault_id, PackType::Data, level, pack_target);
+        let mut current = level;
+        let mut pw = new_pack(current);
+        let mut busy = std::time::Duration::ZERO;
         for (id, data) in chunk_rx {
+            // Adaptive level: compress at `level` while within the CPU budget, else at `min_level`.
+            let want = if busy.as_secs_f64() <= COMPRESSION_CPU_BUDGET * started.elapsed().as_secs_f64() {
+                level
+            } else {
+                min_level
+            };
+            if want != current {
+                current = want;
+                pw.set_level(current);
+            }
+            let t = Instant::now();
             pw.add(id, &data);
+            busy += t.elapsed();
             if pw.len() >= pack_target {
-                let full = std::mem::replace(&mut pw, new_pack());
+                let full = std::mem::replace(&mut pw, new_pack(current));
                 if pack_tx.blocking_send(full.finish(&pack_writer_key)).is_err() {
                     return;
                 }

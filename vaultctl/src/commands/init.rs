@@ -19,11 +19,14 @@ pub struct Args {
     /// Pack target size in MiB.
     #[arg(long, default_value_t = 16)]
     pack_size_mib: u32,
-    /// zstd level.
-    #[arg(long, default_value_t = 3)]
+    /// zstd level while the packer keeps up with the source.
+    #[arg(long, default_value_t = 5)]
     compression_level: i32,
+    /// zstd level while the packer lags behind the source (adaptive).
+    #[arg(long, default_value_t = 3)]
+    compression_min_level: i32,
     /// Average chunk size in KiB (min = avg/4, max = avg*4); fixed for the vault's life.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     chunk_avg_kib: u32,
 }
 
@@ -40,6 +43,7 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         recipients: a.recipients,
         pack_target_size: a.pack_size_mib << 20,
         zstd_level: a.compression_level,
+        zstd_min_level: a.compression_min_level.min(a.compression_level),
         ..Default::default()
     };
     let avg = a.chunk_avg_kib * 1024;
