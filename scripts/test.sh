@@ -16,4 +16,4 @@ echo "== end-to-end tests (real etcd, real S3 server)"
 cargo test -p vault-e2e --tests -- --test-threads=2 2>&1 | tee -a "$log"
 passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
-echo "all tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed"
