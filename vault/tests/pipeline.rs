@@ -23,11 +23,15 @@ async fn fixture() -> Fixture {
     let (idtext, recipient) = vault::crypto::generate_identity();
     std::fs::write(dir.path().join("id"), idtext).unwrap();
     let store = Store::open("memory://", &Default::default()).unwrap();
-    let opts = InitOptions {
+    // Small chunks, so the dedup assertion below holds whatever the vault's random gear table.
+    let mut opts = InitOptions {
         recipients: vec![recipient],
         pack_target_size: 1 << 20,
         ..Default::default()
     };
+    opts.chunker.min_size = 4 << 10;
+    opts.chunker.avg_size = 16 << 10;
+    opts.chunker.max_size = 64 << 10;
     let (_, writer) = Vault::init(store.clone(), &opts).await.unwrap();
     std::fs::write(dir.path().join("wk"), writer.to_file_text()).unwrap();
     let keys = KeySource {
