@@ -29,12 +29,18 @@ pub fn progress(as_json: bool, total: Option<u64>, msg: &str) -> Option<indicati
     if as_json || !std::io::stderr().is_terminal() {
         return None;
     }
-    let pb = match total {
-        Some(t) => indicatif::ProgressBar::new(t),
-        None => indicatif::ProgressBar::no_length(),
+    let (pb, template) = match total {
+        Some(t) => (
+            indicatif::ProgressBar::new(t),
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            indicatif::ProgressBar::no_length(),
+            "{msg} {spinner} {bytes} {bytes_per_sec} {elapsed}",
+        ),
     };
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        indicatif::ProgressStyle::with_template(template)
             .expect("template")
             .progress_chars("=> "),
     );
