@@ -3,9 +3,10 @@
 //!
 //! The pipeline has four stages so that reading the source, hashing/chunking, compression and
 //! uploading overlap; memory is bounded by the channel capacities (a few packs at most):
-//! source (async) -> chunker thread -> packer thread -> uploader (async, same task).
+//! source (async) -> chunker thread -> packer thread -> uploader (async, same task). The last two
+//! are shared with every source: [`crate::ops::packing`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,16 +16,10 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::format::{CaptureStats, Id, IndexPack, IndexSegment, PackType, PayloadKind, SnapshotManifest, Stream as ManifestStream};
-use crate::pack::PackWriter;
+use crate::format::{CaptureStats, Id, PackType, PayloadKind, SnapshotManifest, Stream as ManifestStream};
+use crate::ops::packing;
 use crate::repo::Vault;
 use crate::source::etcd_v3::{self, EtcdOptions, TrailerCheck};
-use crate::store::PutMode;
-
-/// Share of one core the packer may spend compressing at the vault's `level`; beyond it, it
-/// compresses at `min_level`. Keeps a capture about as fast as its source on a busy host while
-/// compressing incremental captures (few new chunks) hard.
-const COMPRESSION_CPU_BUDGET: f64 = 0.8;
 
 /// Called with the number of source bytes read so far.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
@@ -97,59 +92,33 @@ where
     S: Stream<Item = Result<Bytes>> + Unpin,
 {
     let started = Instant::now();
-    let known = catalog.known_chunks()?;
+    let (mut sink, packer) = packing::start(vault, catalog.known_chunks()?);
     let chunker = vault.chunker();
-    let writer = vault.writer.clone();
-    let recipients = vault.recipients.clone();
-    let vault_id = *vault.vault_id();
-    let level = vault.config.compression.level;
-    let min_level = vault.config.compression.min_level;
-    let pack_target = vault.config.pack.target_size as usize;
-
     let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<(Id, Vec<u8>)>(64);
-    let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<(Bytes, IndexPack)>(1);
 
-    // Stage 2: hash, chunk, identify, deduplicate.
-    let chunk_writer = writer.clone();
+    // Hash, chunk, identify and deduplicate on a thread of its own.
     let chunk_stage = std::thread::spawn(move || {
-        let mut known: HashSet<Id> = known;
         let mut sc = crate::chunker::StreamChunker::new(chunker);
         let mut trailer = check_etcd_trailer.then(TrailerCheck::default);
         let mut file_hash = (!check_etcd_trailer).then(<sha2::Sha256 as sha2::Digest>::new);
         let mut ids = Vec::new();
-        let mut stats = CaptureStats::default();
-        // Set when the packer is gone (the uploader failed): stop reading so the error surfaces now.
-        let stopped = std::cell::Cell::new(false);
-        let mut emit = |c: &[u8]| {
-            let id = chunk_writer.chunk_id(c);
-            ids.push(id);
-            stats.chunks += 1;
-            if known.insert(id) {
-                stats.new_chunks += 1;
-                stats.new_bytes += c.len() as u64;
-                if chunk_tx.send((id, c.to_vec())).is_err() {
-                    stopped.set(true);
-                }
-            }
-        };
+        let mut bytes = 0u64;
         while let Some(data) = src_rx.blocking_recv() {
-            stats.bytes += data.len() as u64;
+            bytes += data.len() as u64;
             if let Some(t) = trailer.as_mut() {
                 t.update(&data);
             }
             if let Some(h) = file_hash.as_mut() {
                 sha2::Digest::update(h, &data);
             }
-            sc.push(&data, &mut emit);
-            if stopped.get() {
-                break;
+            sc.push(&data, &mut |c| ids.push(sink.add(PackType::Data, c)));
+            if sink.stopped() {
+                break; // the upload failed: stop reading so its error surfaces now
             }
         }
-        if !stopped.get() {
-            sc.finish(&mut emit);
+        if !sink.stopped() {
+            sc.finish(&mut |c| ids.push(sink.add(PackType::Data, c)));
         }
-        drop(chunk_tx);
         let (sha256, trailer) = match (trailer, file_hash) {
             (Some(t), _) => {
                 let r = t.finish();
@@ -158,43 +127,10 @@ where
             (None, Some(h)) => (hex::encode(sha2::Digest::finalize(h)), None),
             (None, None) => unreachable!(),
         };
-        (ids, stats, sha256, trailer)
+        (ids, bytes, sink.stats, sha256, trailer)
     });
 
-    // Stage 3: compress, encrypt and pack new chunks.
-    let pack_writer_key = writer.clone();
-    let pack_stage = std::thread::spawn(move || {
-        let new_pack = |level| PackWriter::new(&recipients, vault_id, PackType::Data, level, pack_target);
-        let mut current = level;
-        let mut pw = new_pack(current);
-        let mut busy = std::time::Duration::ZERO;
-        for (id, data) in chunk_rx {
-            // Adaptive level: compress at `level` while within the CPU budget, else at `min_level`.
-            let want = if busy.as_secs_f64() <= COMPRESSION_CPU_BUDGET * started.elapsed().as_secs_f64() {
-                level
-            } else {
-                min_level
-            };
-            if want != current {
-                current = want;
-                pw.set_level(current);
-            }
-            let t = Instant::now();
-            pw.add(id, &data);
-            busy += t.elapsed();
-            if pw.len() >= pack_target {
-                let full = std::mem::replace(&mut pw, new_pack(current));
-                if pack_tx.blocking_send(full.finish(&pack_writer_key)).is_err() {
-                    return;
-                }
-            }
-        }
-        if !pw.is_empty() {
-            let _ = pack_tx.blocking_send(pw.finish(&pack_writer_key));
-        }
-    });
-
-    // Stage 1 (source) and stage 4 (uploader) run concurrently in this task.
+    // Read the source and upload packs concurrently in this task.
     let reader = async {
         let mut read_bytes = 0u64;
         let mut source = source;
@@ -211,38 +147,24 @@ where
         }
         Ok(())
     };
-    let uploader = async {
-        // Owned by this future: when an upload fails the receiver is dropped, so the packer's
-        // send fails and the pipeline winds down instead of blocking forever on a full channel.
-        let mut pack_rx = pack_rx;
-        let mut stored = 0u64;
-        let mut packs = 0u64;
-        while let Some((bytes, entry)) = pack_rx.recv().await {
-            let size = bytes.len() as u64;
-            let name = crate::format::pack_name(&entry.id);
-            vault.store.put(&name, bytes, PutMode::Overwrite).await?;
-            let seg = IndexSegment { packs: vec![entry] };
-            let seg_id = vault.write_index(&seg).await?;
-            catalog.add_segment(&seg_id, &seg)?;
-            stored += size;
-            packs += 1;
-        }
-        Ok::<_, Error>((stored, packs))
-    };
-    let (read_result, upload_result) = futures::join!(reader, uploader);
-    // Close the pipeline whatever happened, then join the threads.
-    let (ids, mut stats, sha256, trailer) = chunk_stage.join().map_err(|_| Error::io("chunker thread panicked"))?;
-    pack_stage.join().map_err(|_| Error::io("packer thread panicked"))?;
+    let (read_result, upload_result) = futures::join!(reader, packer.upload_all(vault, catalog));
+    let (ids, bytes, sink_stats, sha256, trailer) = chunk_stage.join().map_err(|_| Error::io("chunker thread panicked"))?;
     // A store error explains a pipeline that stopped early, so it is reported first.
     let (stored, packs) = upload_result?;
     read_result?;
-    stats.stored_bytes = stored;
-    stats.packs = packs;
-    stats.seconds = started.elapsed().as_secs_f64();
+    let stats = CaptureStats {
+        bytes,
+        chunks: sink_stats.chunks,
+        new_chunks: sink_stats.new_chunks,
+        new_bytes: sink_stats.new_bytes,
+        stored_bytes: stored,
+        packs,
+        seconds: started.elapsed().as_secs_f64(),
+    };
     Ok(IngestedStream {
         stream: ManifestStream {
             name: name.to_string(),
-            size: stats.bytes,
+            size: bytes,
             sha256,
             chunks: ids,
         },

@@ -1,0 +1,148 @@
+//! The packing half of every capture, shared by all sources: a [`ChunkSink`] identifies chunks and
+//! queues the new ones; a packer thread compresses, encrypts and packs them (one open pack per
+//! pack type); [`Packer::upload_all`] stores each full pack and then its index segment
+//! (docs/FORMAT.md section 10, steps 1-2). Memory is bounded by the channel capacities.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::catalog::Catalog;
+use crate::crypto::WriterKey;
+use crate::error::{Error, Result};
+use crate::format::{Id, IndexPack, IndexSegment, PackType};
+use crate::pack::PackWriter;
+use crate::repo::Vault;
+use crate::store::PutMode;
+
+/// Share of one core the packer may spend compressing at the vault's `level`; beyond it, it
+/// compresses at `min_level`. Keeps a capture about as fast as its source on a busy host while
+/// compressing incremental captures (few new chunks) hard.
+const COMPRESSION_CPU_BUDGET: f64 = 0.8;
+
+/// Counts of what went through a sink.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SinkStats {
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+}
+
+/// Where a capture puts its chunks. Owned by the thread that reads the source.
+pub struct ChunkSink {
+    tx: std::sync::mpsc::SyncSender<(PackType, Id, Vec<u8>)>,
+    known: HashSet<Id>,
+    writer: WriterKey,
+    stopped: bool,
+    pub stats: SinkStats,
+}
+
+impl ChunkSink {
+    /// Identify a chunk and queue it for packing unless the vault (or this capture) has it already.
+    pub fn add(&mut self, pack_type: PackType, data: &[u8]) -> Id {
+        let id = self.writer.chunk_id(data);
+        self.stats.chunks += 1;
+        if !self.stopped && self.known.insert(id) {
+            self.stats.new_chunks += 1;
+            self.stats.new_bytes += data.len() as u64;
+            if self.tx.send((pack_type, id, data.to_vec())).is_err() {
+                self.stopped = true;
+            }
+        }
+        id
+    }
+
+    /// True once the packer is gone (the upload failed): the source should stop reading.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+}
+
+/// The packer thread and the receiving end of its full packs.
+pub struct Packer {
+    thread: std::thread::JoinHandle<()>,
+    rx: tokio::sync::mpsc::Receiver<(Bytes, IndexPack)>,
+}
+
+/// Start packing for a capture. `known` is every chunk the vault already holds.
+pub fn start(vault: &Vault, known: HashSet<Id>) -> (ChunkSink, Packer) {
+    let started = Instant::now();
+    let (tx, chunk_rx) = std::sync::mpsc::sync_channel::<(PackType, Id, Vec<u8>)>(64);
+    let (pack_tx, rx) = tokio::sync::mpsc::channel::<(Bytes, IndexPack)>(1);
+    let writer = vault.writer.clone();
+    let recipients = vault.recipients.clone();
+    let vault_id = *vault.vault_id();
+    let level = vault.config.compression.level;
+    let min_level = vault.config.compression.min_level;
+    let pack_target = vault.config.pack.target_size as usize;
+    let pack_key = writer.clone();
+    let thread = std::thread::spawn(move || {
+        let mut open: HashMap<PackType, PackWriter> = HashMap::new();
+        let mut busy = Duration::ZERO;
+        for (pack_type, id, data) in chunk_rx {
+            // Adaptive level: compress at `level` while within the CPU budget, else at `min_level`.
+            let within_budget = busy.as_secs_f64() <= COMPRESSION_CPU_BUDGET * started.elapsed().as_secs_f64();
+            let current = if within_budget { level } else { min_level };
+            let t = Instant::now();
+            let pw = open
+                .entry(pack_type)
+                .or_insert_with(|| PackWriter::new(&recipients, vault_id, pack_type, current, pack_target));
+            pw.set_level(current);
+            pw.add(id, &data);
+            busy += t.elapsed();
+            if pw.len() >= pack_target {
+                let full = open.remove(&pack_type).expect("just used");
+                if pack_tx.blocking_send(full.finish(&pack_key)).is_err() {
+                    return;
+                }
+            }
+        }
+        for (_, pw) in open {
+            if !pw.is_empty() && pack_tx.blocking_send(pw.finish(&pack_key)).is_err() {
+                return;
+            }
+        }
+    });
+    let sink = ChunkSink {
+        tx,
+        known,
+        writer,
+        stopped: false,
+        stats: SinkStats::default(),
+    };
+    (sink, Packer { thread, rx })
+}
+
+impl Packer {
+    /// Store every pack as it fills, each followed by its index segment. Returns (bytes stored,
+    /// packs). Ends when every sink is dropped; on a store error it returns at once, which makes
+    /// the sink report `stopped()` so the source stops too.
+    pub async fn upload_all(self, vault: &Vault, catalog: &mut Catalog) -> Result<(u64, u64)> {
+        let Packer { thread, mut rx } = self;
+        let result = async {
+            let mut stored = 0u64;
+            let mut packs = 0u64;
+            while let Some((bytes, entry)) = rx.recv().await {
+                let size = bytes.len() as u64;
+                vault
+                    .store
+                    .put(&crate::format::pack_name(&entry.id), bytes, PutMode::Overwrite)
+                    .await?;
+                let seg = IndexSegment { packs: vec![entry] };
+                let seg_id = vault.write_index(&seg).await?;
+                catalog.add_segment(&seg_id, &seg)?;
+                stored += size;
+                packs += 1;
+            }
+            Ok::<_, Error>((stored, packs))
+        }
+        .await;
+        drop(rx); // unblocks the packer if the upload failed
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            return Err(Error::io("the packer thread failed"));
+        }
+        result
+    }
+}
