@@ -211,6 +211,8 @@ pub struct IndexSegment {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PayloadKind {
     EtcdV3,
+    /// Host files: a `tree` stream (a [`FileTree`], in tree packs) and a `content` stream.
+    Files,
     Other(String),
 }
 
@@ -218,6 +220,7 @@ impl PayloadKind {
     pub fn as_str(&self) -> &str {
         match self {
             PayloadKind::EtcdV3 => "etcd-v3",
+            PayloadKind::Files => "files",
             PayloadKind::Other(s) => s,
         }
     }
@@ -237,6 +240,7 @@ impl<'de> Deserialize<'de> for PayloadKind {
         let s = String::deserialize(d)?;
         Ok(match s.as_str() {
             "etcd-v3" => PayloadKind::EtcdV3,
+            "files" => PayloadKind::Files,
             _ => PayloadKind::Other(s),
         })
     }
@@ -306,6 +310,8 @@ pub struct SnapshotManifest {
     pub stats: CaptureStats,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_v3: Option<EtcdV3Info>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesInfo>,
 }
 
 impl SnapshotManifest {
@@ -315,11 +321,152 @@ impl SnapshotManifest {
     }
     /// A short human description of the source.
     pub fn source(&self) -> String {
-        match &self.etcd_v3 {
-            Some(e) => format!("{} ({})", e.member_name, e.endpoint),
-            None => String::new(),
+        match (&self.etcd_v3, &self.files) {
+            (Some(e), _) => format!("{} ({})", e.member_name, e.endpoint),
+            (None, Some(f)) => match &f.profile {
+                Some(p) => format!("profile {p}"),
+                None => f.root.clone(),
+            },
+            (None, None) => String::new(),
         }
     }
+}
+
+/// A file-system path as raw bytes: JSON string when UTF-8, `{"b64": ...}` otherwise.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathBytes(pub Vec<u8>);
+
+impl PathBytes {
+    pub fn from_path(p: &std::path::Path) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        PathBytes(p.as_os_str().as_bytes().to_vec())
+    }
+    pub fn to_path_buf(&self) -> std::path::PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&self.0))
+    }
+    /// For messages: lossy UTF-8.
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
+
+impl fmt::Debug for PathBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.display())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum PathRepr {
+    Utf8(String),
+    Raw { b64: String },
+}
+
+impl Serialize for PathBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        match std::str::from_utf8(&self.0) {
+            Ok(t) => PathRepr::Utf8(t.to_string()).serialize(s),
+            Err(_) => PathRepr::Raw {
+                b64: base64::engine::general_purpose::STANDARD.encode(&self.0),
+            }
+            .serialize(s),
+        }
+    }
+}
+impl<'de> Deserialize<'de> for PathBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        Ok(match PathRepr::deserialize(d)? {
+            PathRepr::Utf8(t) => PathBytes(t.into_bytes()),
+            PathRepr::Raw { b64 } => PathBytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(serde::de::Error::custom)?,
+            ),
+        })
+    }
+}
+
+/// What a tree entry is.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// A further name of a file captured earlier in the tree (`target` names it).
+    Hardlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// One captured file-system entry, with everything needed to put it back as it was.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Absolute path on the captured host.
+    pub path: PathBytes,
+    pub kind: EntryKind,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub size: u64,
+    /// Content chunks (files only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Id>,
+    /// BLAKE3 of the content (files only), to compare with live files without the vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// Symlink target, or the first path of a hard-linked file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBytes>,
+    /// Extended attributes (including `security.selinux`), values base64.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+}
+
+/// An entry that was not captured, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SkippedEntry {
+    pub path: PathBytes,
+    pub reason: String,
+}
+
+/// The tree stream of a `files` snapshot. Content, so it lives in tree packs (identity to read).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FileTree {
+    pub entries: Vec<FileEntry>,
+    #[serde(default)]
+    pub skipped: Vec<SkippedEntry>,
+    /// Installed packages when captured (`rpm -qa` / `dpkg-query`), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<serde_json::Value>,
+}
+
+/// Writer-readable facts about a `files` snapshot (in the manifest).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FilesInfo {
+    /// Directory the capture read from (`/` unless `--root`).
+    pub root: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub skipped: u64,
+    /// True when something could not be read: the snapshot is usable but not whole.
+    pub incomplete: bool,
 }
 
 /// Metadata object kinds (section 8).
@@ -342,6 +489,16 @@ mod tests {
         assert!(n.starts_with(&format!("data/{}/", &id.hex()[..2])));
         assert_eq!(id_from_name(&n), Some(id));
         assert_eq!(Id::parse("zz"), None);
+    }
+
+    #[test]
+    fn paths_round_trip_including_non_utf8() {
+        for raw in [b"/etc/origin/node/system:node:master-0.crt".to_vec(), b"/etc/caf\xe9".to_vec()] {
+            let p = PathBytes(raw.clone());
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<PathBytes>(&json).unwrap(), p, "{json}");
+        }
+        assert_eq!(serde_json::to_string(&PathBytes(b"/etc/x".to_vec())).unwrap(), "\"/etc/x\"");
     }
 
     #[test]

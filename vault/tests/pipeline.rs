@@ -83,6 +83,7 @@ async fn backup(vault: &Vault, catalog: &mut Catalog, data: &[u8]) -> (vault::fo
         streams: vec![ingested.stream],
         stats: ingested.stats,
         etcd_v3: None,
+        files: None,
     };
     (commit(vault, catalog, &m).await.unwrap(), ingested.stats)
 }

@@ -104,6 +104,7 @@ async fn run(repo: &str, writer_key: PathBuf, catalog_path: &std::path::Path, fi
         streams: vec![ingested.stream.clone()],
         stats: ingested.stats,
         etcd_v3: None,
+        files: None,
     };
     let id = commit(&vault, &mut catalog, &manifest).await?;
     let s = ingested.stats;

@@ -203,6 +203,7 @@ pub async fn backup_etcd_v3(vault: &Vault, catalog: &mut Catalog, etcd: &EtcdOpt
         streams: vec![ingested.stream.clone()],
         stats: ingested.stats,
         etcd_v3: Some(info.clone()),
+        files: None,
     };
     let id = commit(vault, catalog, &manifest).await?;
     let s = ingested.stats;

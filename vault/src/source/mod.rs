@@ -1,1 +1,2 @@
 pub mod etcd_v3;
+pub mod files;
