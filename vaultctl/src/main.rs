@@ -43,6 +43,11 @@ enum Command {
     /// The local catalog (a cache of the vault's index and snapshots).
     #[command(subcommand)]
     Catalog(commands::catalog::Command),
+    /// Differences between a files snapshot and the live files, or another snapshot.
+    Diff(commands::diff::Args),
+    /// Installed-package lists captured with host files.
+    #[command(subcommand)]
+    Packages(commands::packages::Command),
     /// Key management.
     #[command(subcommand)]
     Key(commands::key::Command),
@@ -71,6 +76,8 @@ fn main() {
             Command::Etcd(cmd) => commands::etcd::run(&c, cmd).await,
             Command::Catalog(cmd) => commands::catalog::run(&c, cmd).await,
             Command::Key(cmd) => commands::key::run(&c, cmd).await,
+            Command::Diff(a) => commands::diff::run(&c, a).await,
+            Command::Packages(cmd) => commands::packages::run(&c, cmd).await,
         }
     });
     // Do not wait for lingering background tasks (e.g. a broken etcd stream).

@@ -1,9 +1,12 @@
 pub mod backup;
 pub mod catalog;
+pub mod diff;
 pub mod etcd;
+pub mod files;
 pub mod init;
 pub mod key;
 pub mod keygen;
+pub mod packages;
 pub mod restore;
 pub mod snapshots;
 pub mod verify;
