@@ -1,7 +1,7 @@
 //! The SQLite catalog: a rebuildable cache of index segments and snapshot manifests, plus the
 //! history of verification results (docs/FORMAT.md section 11).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
@@ -25,7 +25,20 @@ CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time TEXT NOT NULL, ki
 CREATE TABLE IF NOT EXISTS verifications(snapshot TEXT NOT NULL, time TEXT NOT NULL, level TEXT NOT NULL,
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS verifications_by_snapshot ON verifications(snapshot, time);
+CREATE TABLE IF NOT EXISTS file_cache(root TEXT NOT NULL, path BLOB NOT NULL, stamp TEXT NOT NULL,
+    blake3 TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY(root, path));
 ";
+
+/// What a capture remembers about a file it read, so the next capture on this host can skip
+/// reading it when its stat stamp is unchanged (like restic's parent-snapshot check). Local to the
+/// writer host: it holds names and chunk IDs the writer saw anyway, never content.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedFile {
+    /// size, mtime, ctime and inode, e.g. `1675:1764100000.123:1764100000.123:98765`.
+    pub stamp: String,
+    pub blake3: String,
+    pub chunks: Vec<Id>,
+}
 
 /// The last verification of a snapshot.
 #[derive(Clone, Debug, Serialize)]
@@ -316,6 +329,50 @@ impl Catalog {
             1 => Ok(matches.pop().expect("one")),
             n => Err(Error::usage(format!("snapshot prefix {prefix} is ambiguous ({n} snapshots match)")).hint("give more digits")),
         }
+    }
+
+    /// The file cache of one capture root.
+    pub fn file_cache(&self, root: &str) -> Result<HashMap<Vec<u8>, CachedFile>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, stamp, blake3, chunks FROM file_cache WHERE root=?1")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([root], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (path, stamp, blake3, chunks) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            let chunks = chunks.chunks_exact(32).map(|c| Id(c.try_into().expect("32 bytes"))).collect();
+            out.insert(path, CachedFile { stamp, blake3, chunks });
+        }
+        Ok(out)
+    }
+
+    /// Replace the file cache of a root after a committed capture.
+    pub fn replace_file_cache(&mut self, root: &str, files: &[(Vec<u8>, CachedFile)]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().context(ErrorKind::Io, db_err(&path))?;
+        tx.execute("DELETE FROM file_cache WHERE root=?1", [root])
+            .context(ErrorKind::Io, db_err(&path))?;
+        {
+            let mut stmt = tx
+                .prepare("INSERT OR REPLACE INTO file_cache(root, path, stamp, blake3, chunks) VALUES(?1, ?2, ?3, ?4, ?5)")
+                .context(ErrorKind::Io, db_err(&path))?;
+            for (p, f) in files {
+                let chunks: Vec<u8> = f.chunks.iter().flat_map(|c| c.0).collect();
+                stmt.execute(params![root, p, f.stamp, f.blake3, chunks])
+                    .context(ErrorKind::Io, db_err(&path))?;
+            }
+        }
+        tx.commit().context(ErrorKind::Io, db_err(&path))
     }
 
     pub fn record_verification(&self, snapshot: &Id, level: &str, ok: bool, detail: &str) -> Result<()> {

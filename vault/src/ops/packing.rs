@@ -53,6 +53,16 @@ impl ChunkSink {
         id
     }
 
+    /// Count chunks remembered from an earlier capture as part of this one, if the vault still has
+    /// every one of them. Returns false (and counts nothing) otherwise.
+    pub fn reuse(&mut self, ids: &[Id]) -> bool {
+        if !ids.iter().all(|id| self.known.contains(id)) {
+            return false;
+        }
+        self.stats.chunks += ids.len() as u64;
+        true
+    }
+
     /// True once the packer is gone (the upload failed): the source should stop reading.
     pub fn stopped(&self) -> bool {
         self.stopped

@@ -58,10 +58,17 @@ pub fn under_root(root: &Path, host_path: &Path) -> PathBuf {
     root.join(rel)
 }
 
+/// Where a regular file's content is read from, and its stat stamp (size, mtime, ctime, inode):
+/// an unchanged stamp lets a capture reuse what it read last time.
+pub struct ContentSource {
+    pub path: PathBuf,
+    pub stamp: String,
+}
+
 /// One thing the walk found.
 pub enum Walked {
-    /// An entry; for regular files, the path to read its content from.
-    Entry(FileEntry, Option<PathBuf>),
+    /// An entry; for regular files, where to read the content.
+    Entry(FileEntry, Option<ContentSource>),
     Skipped(SkippedEntry),
 }
 
@@ -173,7 +180,16 @@ fn walk_one(
                 seen.insert((md.dev(), md.ino()), entry.path.clone());
             }
             entry.size = md.len();
-            visit(Walked::Entry(entry, Some(real)))
+            let stamp = format!(
+                "{}:{}.{}:{}.{}:{}",
+                md.len(),
+                md.mtime(),
+                md.mtime_nsec(),
+                md.ctime(),
+                md.ctime_nsec(),
+                md.ino()
+            );
+            visit(Walked::Entry(entry, Some(ContentSource { path: real, stamp })))
         }
         EntryKind::Symlink => match fs::read_link(&real) {
             Ok(t) => {
