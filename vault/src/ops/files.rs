@@ -121,7 +121,7 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
                         e.chunks = hit.chunks.clone();
                         e.blake3 = Some(hit.blake3.clone());
                         new_cache.push((e.path.0.clone(), hit.clone()));
-                        tree.entries.push(e);
+                        tree.entries.push(*e);
                         return Ok(());
                     }
                     let mut sc = StreamChunker::new(chunker.clone());
@@ -151,15 +151,18 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
                                 },
                             ));
                             e.chunks = ids;
-                            tree.entries.push(e);
+                            tree.entries.push(*e);
                         }
                         Err(reason) => {
                             // Chunks already queued stay deduplicable; the entry is not in the tree.
-                            tree.skipped.push(SkippedEntry { path: e.path, reason });
+                            tree.skipped.push(SkippedEntry {
+                                path: e.path.clone(),
+                                reason,
+                            });
                         }
                     }
                 }
-                Walked::Entry(e, None) => tree.entries.push(e),
+                Walked::Entry(e, None) => tree.entries.push(*e),
             }
             if sink.stopped() {
                 return Err(Error::store("the upload stopped"));
@@ -663,7 +666,7 @@ pub fn live_entries(root: &Path, tree: &FileTree) -> Result<Vec<FileEntry>> {
                     Err(_) => e.blake3 = None,
                 }
             }
-            out.push(e);
+            out.push(*e);
         }
         Ok(())
     })?;

@@ -68,7 +68,7 @@ pub struct ContentSource {
 /// One thing the walk found.
 pub enum Walked {
     /// An entry; for regular files, where to read the content.
-    Entry(FileEntry, Option<ContentSource>),
+    Entry(Box<FileEntry>, Option<ContentSource>),
     Skipped(SkippedEntry),
 }
 
@@ -175,7 +175,7 @@ fn walk_one(
                 if let Some(first) = seen.get(&(md.dev(), md.ino())) {
                     entry.kind = EntryKind::Hardlink;
                     entry.target = Some(first.clone());
-                    return visit(Walked::Entry(entry, None));
+                    return visit(Walked::Entry(Box::new(entry), None));
                 }
                 seen.insert((md.dev(), md.ino()), entry.path.clone());
             }
@@ -189,12 +189,12 @@ fn walk_one(
                 md.ctime_nsec(),
                 md.ino()
             );
-            visit(Walked::Entry(entry, Some(ContentSource { path: real, stamp })))
+            visit(Walked::Entry(Box::new(entry), Some(ContentSource { path: real, stamp })))
         }
         EntryKind::Symlink => match fs::read_link(&real) {
             Ok(t) => {
                 entry.target = Some(PathBytes::from_path(&t));
-                visit(Walked::Entry(entry, None))
+                visit(Walked::Entry(Box::new(entry), None))
             }
             Err(e) => visit(skip(format!("cannot read symlink: {e}"))),
         },
@@ -203,7 +203,7 @@ fn walk_one(
                 Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
                 Err(e) => return visit(skip(format!("cannot list directory: {e}"))),
             };
-            visit(Walked::Entry(entry, None))?;
+            visit(Walked::Entry(Box::new(entry), None))?;
             children.sort_by(|a, b| {
                 use std::os::unix::ffi::OsStrExt;
                 a.as_bytes().cmp(b.as_bytes())
@@ -214,7 +214,7 @@ fn walk_one(
             Ok(())
         }
         _ => {
-            visit(Walked::Entry(entry.clone(), None))?;
+            visit(Walked::Entry(Box::new(entry.clone()), None))?;
             visit(skip(format!("{} recorded, not captured (no content to back up)", kind_name(kind))))
         }
     }
