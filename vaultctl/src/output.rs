@@ -64,3 +64,10 @@ pub fn progress_fn(pb: &Option<indicatif::ProgressBar>) -> Option<vault::ops::ba
     pb.clone()
         .map(|pb| std::sync::Arc::new(move |n: u64| pb.set_position(n)) as vault::ops::backup::ProgressFn)
 }
+
+/// Clear a progress bar, if there is one.
+pub fn finish(pb: Option<indicatif::ProgressBar>) {
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+}

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::format::PayloadKind;
-use crate::ops::restore::{move_aside, restore_to_file};
+use crate::ops::restore::{move_aside, restore_to_file, running_as_root};
 use crate::repo::Vault;
 
 #[derive(Clone, Default)]
@@ -66,17 +66,6 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry, opts: &EtcdRestoreOptions) -> Result<EtcdRestoreReport> {
     if snap.manifest.kind != PayloadKind::EtcdV3 {
         return Err(Error::usage(format!(
@@ -116,7 +105,7 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
             o.clone(),
             lookup_user(o).ok_or_else(|| Error::usage(format!("user {o} does not exist")))?,
         )),
-        None if is_root() => lookup_user("etcd").map(|ids| ("etcd".to_string(), ids)),
+        None if running_as_root() => lookup_user("etcd").map(|ids| ("etcd".to_string(), ids)),
         None => None,
     };
 

@@ -20,7 +20,7 @@ use crate::format::{
 use crate::ops::backup::{BackupOptions, commit, hostname};
 use crate::ops::packing;
 use crate::ops::read::read_stream;
-use crate::ops::restore::move_aside;
+use crate::ops::restore::{move_aside, running_as_root};
 use crate::repo::Vault;
 use crate::source::files::{Names, Walked, kind_name, read_content, walk};
 
@@ -353,17 +353,6 @@ fn check_inside(base_canonical: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_root_user() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Apply owner, mode, xattrs and mtime (in that order: chown clears set-id bits).
 fn apply_metadata(dest: &Path, e: &FileEntry, as_root: bool, warnings: &mut Vec<String>) {
     let shown = e.path.display();
@@ -429,7 +418,7 @@ pub async fn restore_files(
             snap.id.short()
         )));
     }
-    let as_root = is_root_user();
+    let as_root = running_as_root();
     let mut report = FilesRestoreReport {
         snapshot: snap.id.hex(),
         target: base.display().to_string(),

@@ -26,6 +26,18 @@ pub struct RestoreReport {
     pub moved_aside: Option<PathBuf>,
 }
 
+/// Whether this process runs as root (and so can restore owners).
+pub fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Move `path` aside to `<path>.old`, or `<path>.old.<timestamp>` if that exists. Never deletes.
 pub fn move_aside(path: &Path) -> Result<Option<PathBuf>> {
     if fs::symlink_metadata(path).is_err() {

@@ -130,9 +130,7 @@ async fn run_files(c: &Common, a: FilesArgs) -> Result<i32> {
         progress: output::progress_fn(&pb),
     };
     let report = vault::ops::files::backup_files(&vault, &mut catalog, opts, &bopts).await;
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
+    output::finish(pb);
     let report = report?;
     if c.json {
         let mut v = serde_json::to_value(&report).expect("serialize report");
@@ -184,9 +182,7 @@ async fn run_etcd(c: &Common, a: EtcdArgs) -> Result<i32> {
         progress,
     };
     let report = backup_etcd_v3(&vault, &mut catalog, &etcd, &opts).await;
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
+    output::finish(pb);
     let report = report?;
     if c.json {
         output::json(&report);

@@ -55,9 +55,7 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
         progress: output::progress_fn(&pb),
     };
     let report = etcd_restore(&vault, &catalog, &snap, &opts).await;
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
+    output::finish(pb);
     let report = report?;
     if c.json {
         output::json(&report);

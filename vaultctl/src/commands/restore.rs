@@ -47,9 +47,7 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
             }
             let pb = output::progress(c.json, Some(snap.manifest.stats.bytes), "restore");
             let report = restore_to_file(&vault, &catalog, &snap, &to, output::progress_fn(&pb)).await;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
+            output::finish(pb);
             let report = report?;
             if c.json {
                 output::json(&report);
