@@ -339,8 +339,22 @@ pub fn safe_relative(path: &PathBytes) -> Result<PathBuf> {
 
 /// `dest`'s parent must be a real directory inside `base` (no symlink leading out).
 fn check_inside(base_canonical: &Path, dest: &Path) -> Result<()> {
+    resolves_inside(base_canonical, dest.parent().expect("dest has a parent"), dest)
+}
+
+/// Create `dest`'s missing parent directories, refusing before creating any if the nearest one that
+/// exists resolves outside `base` (a symlink leading out), then check the parent.
+fn create_parent_inside(base_canonical: &Path, dest: &Path) -> Result<()> {
     let parent = dest.parent().expect("dest has a parent");
-    let real = fs::canonicalize(parent).context(ErrorKind::Io, || format!("cannot resolve {}", parent.display()))?;
+    if let Some(existing) = parent.ancestors().find(|a| fs::symlink_metadata(a).is_ok()) {
+        resolves_inside(base_canonical, existing, dest)?;
+    }
+    fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
+    check_inside(base_canonical, dest)
+}
+
+fn resolves_inside(base_canonical: &Path, dir: &Path, dest: &Path) -> Result<()> {
+    let real = fs::canonicalize(dir).context(ErrorKind::Io, || format!("cannot resolve {}", dir.display()))?;
     if !real.starts_with(base_canonical) {
         return Err(Error::integrity(format!(
             "refusing to write {}: its directory resolves to {}, outside the restore target {}",
@@ -431,7 +445,8 @@ pub async fn restore_files(
     // 1. directories (parents first: the tree is in walk order)
     for (e, dest) in plan.iter().filter(|(e, _)| e.kind == EntryKind::Dir) {
         match fs::symlink_metadata(dest) {
-            Ok(m) if m.is_dir() => {}
+            // its metadata is set in step 4: it must not be reached through a symlink leading out
+            Ok(m) if m.is_dir() => check_inside(&base_canonical, dest)?,
             Ok(_) => {
                 check_inside(&base_canonical, dest)?;
                 if let Some(old) = move_aside(dest)? {
@@ -440,10 +455,7 @@ pub async fn restore_files(
                 fs::create_dir(dest).context(ErrorKind::Io, || format!("cannot create {}", dest.display()))?;
             }
             Err(_) => {
-                if let Some(parent) = dest.parent() {
-                    fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-                }
-                check_inside(&base_canonical, dest)?;
+                create_parent_inside(&base_canonical, dest)?;
                 fs::create_dir(dest).context(ErrorKind::Io, || format!("cannot create {}", dest.display()))?;
             }
         }
@@ -456,10 +468,7 @@ pub async fn restore_files(
         .map(|(e, d)| ((*e).clone(), d.clone()))
         .collect();
     for (_, dest) in &files {
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-        }
-        check_inside(&base_canonical, dest)?;
+        create_parent_inside(&base_canonical, dest)?;
     }
     let content = Stream {
         name: "content".into(),
@@ -513,10 +522,7 @@ pub async fn restore_files(
     // 3. symlinks, hard links and special files
     let mut restored_paths: HashMap<Vec<u8>, PathBuf> = plan.iter().map(|(e, d)| (e.path.0.clone(), d.clone())).collect();
     for (e, dest) in plan.iter().filter(|(e, _)| !matches!(e.kind, EntryKind::Dir | EntryKind::File)) {
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-        }
-        check_inside(&base_canonical, dest)?;
+        create_parent_inside(&base_canonical, dest)?;
         if let Some(old) = move_aside(dest)? {
             report.moved_aside.push((e.path.display(), old.display().to_string()));
         }
