@@ -522,6 +522,13 @@ pub async fn restore_files(
     // 3. symlinks, hard links and special files
     let mut restored_paths: HashMap<Vec<u8>, PathBuf> = plan.iter().map(|(e, d)| (e.path.0.clone(), d.clone())).collect();
     for (e, dest) in plan.iter().filter(|(e, _)| !matches!(e.kind, EntryKind::Dir | EntryKind::File)) {
+        if !matches!(e.kind, EntryKind::Symlink | EntryKind::Hardlink) {
+            // Not recreated, so whatever is there now stays (moving it aside would only remove it).
+            report
+                .warnings
+                .push(format!("{}: {} not recreated", e.path.display(), kind_name(e.kind)));
+            continue;
+        }
         create_parent_inside(&base_canonical, dest)?;
         if let Some(old) = move_aside(dest)? {
             report.moved_aside.push((e.path.display(), old.display().to_string()));
@@ -555,9 +562,7 @@ pub async fn restore_files(
                     ));
                 }
             }
-            other => report
-                .warnings
-                .push(format!("{}: {} not recreated", e.path.display(), kind_name(other))),
+            _ => unreachable!("special files are skipped above"),
         }
         restored_paths.insert(e.path.0.clone(), dest.clone());
     }
