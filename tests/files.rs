@@ -769,6 +769,16 @@ fn diff_and_in_place_restore_keep_what_they_replace() {
         "a deleted file has nothing to move aside: {r:#}"
     );
     assert_eq!(
+        moved.len(),
+        1,
+        "only the modified file is replaced; unchanged files stay as they are: {r:#}"
+    );
+    assert!(r["restore"]["unchanged"].as_u64().unwrap_or(0) > 10, "{r:#}");
+    assert!(
+        !tree.join("etc/origin/master/ca.key.old").exists(),
+        "an unchanged file gets no .old copy"
+    );
+    assert_eq!(
         fs::read(tree.join("etc/origin/master/master-config.yaml.old")).expect(".old"),
         b"broken: true\n"
     );

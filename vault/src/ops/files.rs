@@ -302,8 +302,11 @@ pub enum RestoreTarget {
 pub struct FilesRestoreReport {
     pub snapshot: String,
     pub target: String,
-    /// Host paths restored.
+    /// Host paths written (files whose content differed or was missing, created directories,
+    /// links). What to restart is derived from these.
     pub restored: Vec<String>,
+    /// Files already present with the snapshot's content: left in place, metadata set.
+    pub unchanged: usize,
     /// Existing entries that were in the way and where they were moved.
     pub moved_aside: Vec<(String, String)>,
     /// Metadata that could not be set (e.g. owners when not root).
@@ -393,6 +396,37 @@ fn apply_metadata(dest: &Path, e: &FileEntry, as_root: bool, warnings: &mut Vec<
     }
 }
 
+/// Whether `dest` already is the symlink or hard link `e` describes (then it is left as it is).
+fn link_in_place(dest: &Path, e: &FileEntry, base: &Path, restored: &HashMap<Vec<u8>, PathBuf>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(t) = &e.target else { return false };
+    match e.kind {
+        EntryKind::Symlink => fs::read_link(dest).is_ok_and(|have| have == t.to_path_buf()),
+        EntryKind::Hardlink => {
+            let first = restored.get(&t.0).cloned().or_else(|| safe_relative(t).ok().map(|r| base.join(r)));
+            match (first.map(fs::symlink_metadata), fs::symlink_metadata(dest)) {
+                (Some(Ok(a)), Ok(b)) => a.is_file() && (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether `dest` is a regular file holding exactly `e`'s content.
+fn same_content(dest: &Path, e: &FileEntry) -> bool {
+    let Ok(m) = fs::symlink_metadata(dest) else { return false };
+    if !m.is_file() || m.len() != e.size {
+        return false;
+    }
+    let mut h = blake3::Hasher::new();
+    read_content(dest, &mut |p| {
+        h.update(p);
+    })
+    .is_ok()
+        && e.blake3.as_deref() == Some(h.finalize().to_hex().as_str())
+}
+
 fn selected(e: &FileEntry, filters: &[PathBuf]) -> bool {
     if filters.is_empty() {
         return true;
@@ -432,7 +466,14 @@ pub async fn restore_files(
             snap.id.short()
         )));
     }
+    // Refuse before writing anything if an existing directory on the way leads out of the target.
+    for (_, dest) in &plan {
+        if let Some(existing) = dest.parent().and_then(|p| p.ancestors().find(|a| fs::symlink_metadata(a).is_ok())) {
+            resolves_inside(&base_canonical, existing, dest)?;
+        }
+    }
     let as_root = running_as_root();
+    let mut written: Vec<String> = Vec::new();
     let mut report = FilesRestoreReport {
         snapshot: snap.id.hex(),
         target: base.display().to_string(),
@@ -457,6 +498,7 @@ pub async fn restore_files(
             Err(_) => {
                 create_parent_inside(&base_canonical, dest)?;
                 fs::create_dir(dest).context(ErrorKind::Io, || format!("cannot create {}", dest.display()))?;
+                written.push(e.path.display());
             }
         }
     }
@@ -470,6 +512,13 @@ pub async fn restore_files(
     for (_, dest) in &files {
         create_parent_inside(&base_canonical, dest)?;
     }
+    // A file already there with the same content is not replaced (no .old copy): only its metadata is set.
+    let (unchanged, files): (Vec<_>, Vec<_>) = files.into_iter().partition(|(e, dest)| same_content(dest, e));
+    for (e, dest) in &unchanged {
+        apply_metadata(dest, e, as_root, &mut report.warnings);
+    }
+    report.unchanged = unchanged.len();
+    written.extend(files.iter().map(|(e, _)| e.path.display()));
     let content = Stream {
         name: "content".into(),
         size: files.iter().map(|(e, _)| e.size).sum(),
@@ -530,9 +579,15 @@ pub async fn restore_files(
             continue;
         }
         create_parent_inside(&base_canonical, dest)?;
+        if link_in_place(dest, e, &base, &restored_paths) {
+            apply_metadata(dest, e, as_root, &mut report.warnings);
+            report.unchanged += 1;
+            continue;
+        }
         if let Some(old) = move_aside(dest)? {
             report.moved_aside.push((e.path.display(), old.display().to_string()));
         }
+        written.push(e.path.display());
         match e.kind {
             EntryKind::Symlink => {
                 let t = e
@@ -550,7 +605,11 @@ pub async fn restore_files(
                     .ok_or_else(|| Error::integrity(format!("hard link {} has no target", e.path.display())))?;
                 let first = match restored_paths.get(&t.0) {
                     Some(p) => p.clone(),
-                    None => base.join(safe_relative(t)?),
+                    None => {
+                        let first = base.join(safe_relative(t)?);
+                        check_inside(&base_canonical, &first)?;
+                        first
+                    }
                 };
                 if fs::symlink_metadata(&first).is_ok() {
                     fs::hard_link(&first, dest).context(ErrorKind::Io, || format!("cannot create hard link {}", dest.display()))?;
@@ -571,7 +630,7 @@ pub async fn restore_files(
     for (e, dest) in plan.iter().rev().filter(|(e, _)| e.kind == EntryKind::Dir) {
         apply_metadata(dest, e, as_root, &mut report.warnings);
     }
-    report.restored = plan.iter().map(|(e, _)| e.path.display()).collect();
+    report.restored = written;
     Ok(report)
 }
 
