@@ -1,0 +1,292 @@
+//! `vaultd check-config`: every problem of a config file, each with its key path and line.
+//!
+//! Three groups, so that each can be tested alone: [`static_problems`] (the text itself: cron
+//! expressions, kinds, names, job settings, patterns, listen address), [`file_problems`] (files named
+//! by the config exist, are readable, and secrets are mode 0600) and [`vault_problems`] (the vault is
+//! reachable and the writer key is its key).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use vault::repo::{KeySource, Vault};
+use vault::source::selection::SelectionField;
+use vault::store::Store;
+
+use crate::config::{self, DaemonConfig, JobKind, Locator, Problem};
+
+/// A job name: used in metrics labels, URLs and snapshot manifests.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Parse a job's cron schedule (seconds field required).
+pub fn schedule(text: &str) -> Result<cron::Schedule, String> {
+    let fields = text.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(format!(
+            "cron expression {text:?} has {fields} field(s); vaultd needs 6 or 7: sec min hour day-of-month month day-of-week [year], e.g. \"0 */15 * * * *\""
+        ));
+    }
+    let s = cron::Schedule::from_str(text).map_err(|e| format!("cron expression {text:?} is invalid: {e}"))?;
+    if s.upcoming(chrono::Utc).next().is_none() {
+        return Err(format!("cron expression {text:?} never fires again"));
+    }
+    Ok(s)
+}
+
+/// Problems found in the text alone.
+pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBuf]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let g = &cfg.global;
+    if g.repo.trim().is_empty() {
+        out.push(loc.problem("repo", "is empty: set the vault URL (/path, file:///path or s3://bucket/prefix)"));
+    } else if let Err(e) = Store::open(&g.repo, &g.s3) {
+        out.push(loc.problem("repo", e));
+    }
+    if let Err(e) = g.http.listen.parse::<SocketAddr>() {
+        out.push(loc.problem(
+            "http.listen",
+            format!("{:?} is not an address and port like 127.0.0.1:8765: {e}", g.http.listen),
+        ));
+    } else if g.http.token_file.is_none() && !g.http.listen.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback()) {
+        out.push(loc.problem(
+            "http.listen",
+            format!(
+                "{} is not a loopback address and no http.token_file is set: the API would be open to the network",
+                g.http.listen
+            ),
+        ));
+    }
+    if cfg.jobs.is_empty() {
+        out.push(loc.problem("", "no [[job]] entries: the daemon would have nothing to do"));
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, job) in cfg.jobs.iter().enumerate() {
+        let key = |k: &str| format!("job[{i}].{k}");
+        if !valid_name(&job.name) {
+            out.push(loc.problem(
+                key("name"),
+                format!("{:?} is not a valid job name: use 1-64 letters, digits, '-', '_' or '.'", job.name),
+            ));
+        }
+        if let Some(first) = seen.insert(&job.name, i) {
+            let first_line = loc
+                .line(&format!("job[{first}].name"))
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default();
+            out.push(loc.problem(
+                key("name"),
+                format!("job name {:?} is used twice: job[{first}]{first_line} has it too", job.name),
+            ));
+        }
+        if let Err(e) = schedule(&job.schedule) {
+            out.push(loc.problem(key("schedule"), e));
+        }
+        if job.timeout_secs == 0 {
+            out.push(loc.problem(key("timeout_secs"), "must be at least 1 second"));
+        }
+        for k in job.tags.keys() {
+            if k.is_empty() {
+                out.push(loc.problem(key("tags"), "a tag has an empty name"));
+            }
+        }
+        let files_keys = [
+            ("profile", job.profile.is_some()),
+            ("paths", job.paths.is_some()),
+            ("exclude", job.exclude.is_some()),
+            ("root", job.root.is_some()),
+        ];
+        match job.kind() {
+            None => out.push(loc.problem(
+                key("kind"),
+                format!(
+                    "unknown kind {:?}: expected one of {}",
+                    job.kind,
+                    JobKind::NAMES.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            Some(JobKind::EtcdV3) => {
+                for (k, set) in files_keys {
+                    if set {
+                        out.push(loc.problem(key(k), "applies to files jobs only, and this job's kind is \"etcd-v3\""));
+                    }
+                }
+                match &job.etcd {
+                    None => out.push(loc.problem(
+                        key("kind"),
+                        "an etcd-v3 job needs a [job.etcd] table with endpoints (and cacert, cert, key for TLS)",
+                    )),
+                    Some(e) => {
+                        if e.endpoints.is_empty() {
+                            out.push(loc.problem(key("etcd.endpoints"), "is empty: list the etcd client URLs"));
+                        }
+                        for (n, ep) in e.endpoints.iter().enumerate() {
+                            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                                out.push(loc.problem(
+                                    format!("job[{i}].etcd.endpoints[{n}]"),
+                                    format!("{ep:?} is not a client URL like https://10.0.0.1:2379"),
+                                ));
+                            }
+                        }
+                        if e.cert.is_some() != e.key.is_some() {
+                            out.push(loc.problem(key("etcd"), "cert and key go together: set both or neither"));
+                        }
+                    }
+                }
+            }
+            Some(JobKind::Files) => {
+                if job.etcd.is_some() {
+                    out.push(loc.problem(key("etcd"), "applies to etcd-v3 jobs only, and this job's kind is \"files\""));
+                }
+                for (field, e) in job.selection().problems(profile_dirs, false) {
+                    let k = match field {
+                        SelectionField::Profile if job.profile.is_none() => key("kind"),
+                        SelectionField::Profile => key("profile"),
+                        SelectionField::Path(n) => format!("job[{i}].paths[{n}]"),
+                        SelectionField::Exclude(n) => format!("job[{i}].exclude[{n}]"),
+                        SelectionField::Root => key("root"),
+                    };
+                    out.push(loc.problem(k, e));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Check that a file exists and can be read; `secret` files must also be mode 0600 (or stricter).
+fn file_problem(loc: &Locator, key: &str, path: &Path, what: &str, secret: bool) -> Option<Problem> {
+    let md = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(loc.problem(key, format!("cannot use {what} {}: {e}", path.display()))),
+    };
+    if !md.is_file() {
+        return Some(loc.problem(key, format!("{what} {} is not a regular file", path.display())));
+    }
+    if let Err(e) = std::fs::File::open(path) {
+        return Some(loc.problem(key, format!("cannot read {what} {}: {e}", path.display())));
+    }
+    let mode = md.permissions().mode() & 0o777;
+    if secret && mode & 0o077 != 0 {
+        return Some(loc.problem(
+            key,
+            format!(
+                "{what} {} is mode {mode:04o}: a secret must be readable by its owner only (chmod 600 {})",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    None
+}
+
+/// Problems with the files the config names. `config_path` is the config file itself: it must be
+/// private too when it holds an S3 secret.
+pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Path>) -> Vec<Problem> {
+    let g = &cfg.global;
+    let mut out: Vec<Problem> = Vec::new();
+    out.extend(file_problem(loc, "writer_key", &g.writer_key, "writer key", true));
+    if let Some(t) = &g.http.token_file {
+        match file_problem(loc, "http.token_file", t, "token file", true) {
+            Some(p) => out.push(p),
+            None => {
+                if std::fs::read_to_string(t).map(|s| s.trim().is_empty()).unwrap_or(true) {
+                    out.push(loc.problem("http.token_file", format!("token file {} is empty", t.display())));
+                }
+            }
+        }
+    }
+    if let Some(c) = &g.catalog {
+        let parent = c.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            out.push(loc.problem("catalog", format!("the catalog's directory {} does not exist", parent.display())));
+        }
+    }
+    if let (Some(_), Some(p)) = (&g.s3.secret_access_key, config_path)
+        && let Ok(md) = std::fs::metadata(p)
+        && md.permissions().mode() & 0o077 != 0
+    {
+        out.push(loc.problem(
+            "s3.secret_access_key",
+            format!(
+                "the config file holds an S3 secret but is mode {:04o}: chmod 600 {}",
+                md.permissions().mode() & 0o777,
+                p.display()
+            ),
+        ));
+    }
+    for (i, job) in cfg.jobs.iter().enumerate() {
+        match job.kind() {
+            Some(JobKind::EtcdV3) => {
+                if let Some(e) = &job.etcd {
+                    let files = [
+                        ("cacert", &e.cacert, "etcd CA certificate", false),
+                        ("cert", &e.cert, "etcd client certificate", false),
+                        ("key", &e.key, "etcd client key", true),
+                    ];
+                    for (k, path, what, secret) in files {
+                        if let Some(p) = path {
+                            out.extend(file_problem(loc, &format!("job[{i}].etcd.{k}"), p, what, secret));
+                        }
+                    }
+                }
+            }
+            Some(JobKind::Files) => {
+                let sel = job.selection();
+                if !sel.root.is_dir() {
+                    out.push(loc.problem(
+                        format!("job[{i}].root"),
+                        format!("capture root {} is not a directory", sel.root.display()),
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Whether the vault can be opened with the writer key.
+pub async fn vault_problems(cfg: &DaemonConfig, loc: &Locator) -> Vec<Problem> {
+    let g = &cfg.global;
+    let store = match Store::open(&g.repo, &g.s3) {
+        Ok(s) => s,
+        Err(e) => return vec![loc.problem("repo", e)],
+    };
+    let keys = KeySource {
+        writer_key: Some(g.writer_key.clone()),
+        identity: None,
+    };
+    match Vault::open(store, &keys).await {
+        Ok(_) => Vec::new(),
+        Err(e) if e.kind == vault::ErrorKind::Key => vec![loc.problem("writer_key", e)],
+        Err(e) => vec![loc.problem("repo", e)],
+    }
+}
+
+/// Everything `check-config` reports, rendered as `FILE:LINE: KEY: MESSAGE`. `live` adds the
+/// checks that touch the vault.
+pub async fn check_config(path: &Path, profile_dirs: &[PathBuf], live: bool) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("cannot read config file {}: {e}", path.display())],
+    };
+    let parsed = config::parse(&text);
+    let mut problems = parsed.problems;
+    if let Some(cfg) = &parsed.config {
+        let loc = &parsed.locator;
+        problems.extend(static_problems(cfg, loc, profile_dirs));
+        let files = file_problems(cfg, loc, Some(path));
+        let key_ok = !files.iter().any(|p| p.key == "writer_key");
+        problems.extend(files);
+        let repo_ok = !problems.iter().any(|p| p.key == "repo");
+        if live && key_ok && repo_ok {
+            problems.extend(vault_problems(cfg, loc).await);
+        }
+    }
+    problems.sort_by_key(|p| p.line.unwrap_or(0));
+    problems.iter().map(|p| p.render(path)).collect()
+}

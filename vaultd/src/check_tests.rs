@@ -1,0 +1,303 @@
+//! Tests of config parsing and `check-config`: one per class of problem.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::check::{check_config, file_problems, static_problems, vault_problems};
+use crate::config::{Problem, parse};
+
+fn write(path: &Path, text: &str, mode: u32) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Static problems of a config text that parses.
+fn statics(text: &str) -> Vec<Problem> {
+    let p = parse(text);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    static_problems(p.config.as_ref().unwrap(), &p.locator, &[])
+}
+
+fn keys_lines(ps: &[Problem]) -> Vec<(String, Option<usize>)> {
+    ps.iter().map(|p| (p.key.clone(), p.line)).collect()
+}
+
+const HEAD: &str = "repo = \"/srv/vault\"\nwriter_key = \"/etc/vault/writer.key\"\n";
+
+fn etcd_job(name: &str) -> String {
+    format!(
+        "[[job]]\nname = \"{name}\"\nkind = \"etcd-v3\"\nschedule = \"0 */15 * * * *\"\n[job.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n"
+    )
+}
+
+#[test]
+fn the_example_config_passes_the_static_checks() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vaultd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let p = parse(&text);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let cfg = p.config.unwrap();
+    assert_eq!(cfg.jobs.len(), 5);
+    assert_eq!(cfg.global.http.listen, "127.0.0.1:8765");
+    assert!(!cfg.global.http.metrics_public);
+    let names: Vec<_> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["etcd", "master-files", "node-files", "etcd-local", "etcd-host-files"]);
+    assert_eq!(cfg.jobs[0].etcd.as_ref().unwrap().endpoints.len(), 3);
+    assert_eq!(cfg.jobs[1].profile.as_deref(), Some("master"));
+    assert_eq!(cfg.jobs[0].tags["cluster"], "cluster-a");
+    let problems = static_problems(&cfg, &p.locator, &[]);
+    assert!(problems.is_empty(), "{problems:?}");
+    // The file checks fail only for files this machine does not have.
+    for pr in file_problems(&cfg, &p.locator, Some(&path)) {
+        assert!(
+            pr.message.contains("No such file") || pr.message.contains("does not exist"),
+            "{pr:?}"
+        );
+    }
+}
+
+#[test]
+fn every_syntax_error_is_reported_with_its_line() {
+    let p = parse("repo = \"/x\"\nwriter_key = \nfoo = [1,\n");
+    assert!(p.config.is_none());
+    assert!(!p.problems.is_empty());
+    assert_eq!(p.problems[0].line, Some(2), "{:?}", p.problems);
+}
+
+#[test]
+fn unknown_keys_everywhere_are_all_reported_with_their_lines() {
+    let text = format!(
+        "{HEAD}bogus = 1\n[s3]\nregon = \"x\"\n[http]\nport = 1\n{}colour = \"red\"\n{}",
+        etcd_job("a").replace("[job.etcd]", "retries = 3\nnmae = \"x\"\n[job.etcd]"),
+        etcd_job("b")
+    );
+    let p = parse(&text);
+    assert!(p.config.is_none());
+    let line = |s: &str| Some(text.lines().position(|l| l.starts_with(s)).unwrap() + 1);
+    assert_eq!(
+        keys_lines(&p.problems),
+        vec![
+            ("bogus".into(), Some(3)),
+            ("s3.regon".into(), Some(5)),
+            ("http.port".into(), Some(7)),
+            ("job[0].retries".into(), line("retries")),
+            ("job[0].nmae".into(), line("nmae")),
+            ("job[0].etcd.colour".into(), line("colour")),
+        ],
+        "{:#?}",
+        p.problems
+    );
+    assert!(p.problems[1].message.contains("region"), "{}", p.problems[1].message);
+    assert!(p.problems[5].message.contains("endpoints"), "{}", p.problems[5].message);
+}
+
+#[test]
+fn missing_keys_and_wrong_types_are_located() {
+    let text = format!(
+        "{HEAD}[[job]]\nname = \"a\"\nkind = \"files\"\nprofile = \"node\"\n[[job]]\nname = \"b\"\nkind = \"files\"\nschedule = \"0 * * * * *\"\njitter_secs = \"ten\"\nprofile = \"node\"\n"
+    );
+    let p = parse(&text);
+    assert_eq!(p.problems.len(), 2, "{:?}", p.problems);
+    assert!(p.problems[0].message.contains("schedule"), "{:?}", p.problems[0]);
+    assert_eq!(p.problems[0].key, "job[0]");
+    assert!(matches!(p.problems[0].line, Some(3..=6)), "{:?}", p.problems[0]);
+    assert_eq!(p.problems[1].line, Some(11), "{:?}", p.problems[1]);
+    // The top level's required keys too.
+    let p = parse("catalog = \"/x\"\n");
+    assert!(p.problems[0].message.contains("repo"), "{:?}", p.problems);
+}
+
+#[test]
+fn bad_cron_expressions_are_reported_at_their_schedule_key() {
+    let text = format!(
+        "{HEAD}{}{}{}",
+        etcd_job("a").replace("0 */15 * * * *", "*/5 * * * *"),
+        etcd_job("b").replace("0 */15 * * * *", "0 61 * * * *"),
+        etcd_job("c")
+    );
+    let ps = statics(&text);
+    assert_eq!(
+        keys_lines(&ps),
+        vec![("job[0].schedule".into(), Some(6)), ("job[1].schedule".into(), Some(12))]
+    );
+    assert!(ps[0].message.contains("5 field(s)"), "{}", ps[0].message);
+    assert!(ps[1].message.contains("0 61 * * * *"), "{}", ps[1].message);
+}
+
+#[test]
+fn duplicate_names_and_unknown_kinds_are_reported() {
+    let text = format!(
+        "{HEAD}{}{}{}",
+        etcd_job("a"),
+        etcd_job("a"),
+        etcd_job("b").replace("etcd-v3", "etcd-v2")
+    );
+    let ps = statics(&text);
+    let kl = keys_lines(&ps);
+    assert!(kl.contains(&("job[1].name".into(), Some(10))), "{ps:?}");
+    let dup = ps.iter().find(|p| p.key == "job[1].name").unwrap();
+    assert!(dup.message.contains("job[0] (line 4)"), "{}", dup.message);
+    let kind = ps.iter().find(|p| p.key == "job[2].kind").unwrap();
+    assert!(
+        kind.message.contains("etcd-v2") && kind.message.contains("\"files\""),
+        "{}",
+        kind.message
+    );
+    assert_eq!(kind.line, Some(text.lines().position(|l| l.contains("etcd-v2")).unwrap() + 1));
+}
+
+#[test]
+fn job_settings_that_do_not_fit_the_kind_are_reported() {
+    let text = format!(
+        "{HEAD}[[job]]\nname = \"a\"\nkind = \"etcd-v3\"\nschedule = \"0 0 * * * *\"\nprofile = \"master\"\n[job.etcd]\nendpoints = [\"127.0.0.1:2379\"]\ncert = \"/c\"\n[[job]]\nname = \"f\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/ok\", \"relative\"]\nprofile = \"mastr\"\n[[job]]\nname = \"g\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\n[[job]]\nname = \"e\"\nkind = \"etcd-v3\"\nschedule = \"0 0 * * * *\"\n"
+    );
+    let ps = statics(&text);
+    let kl = keys_lines(&ps);
+    for expected in [
+        ("job[0].profile", 7),
+        ("job[0].etcd.endpoints[0]", 9),
+        ("job[0].etcd", 8),
+        ("job[1].profile", 16),
+        ("job[1].paths[1]", 15),
+        ("job[2].kind", 19),
+        ("job[3].kind", 23),
+    ] {
+        assert!(
+            kl.contains(&(expected.0.to_string(), Some(expected.1))),
+            "{expected:?} not in {kl:?}"
+        );
+    }
+    assert_eq!(ps.len(), 7, "{ps:?}");
+}
+
+#[test]
+fn http_settings_are_checked() {
+    let text = format!("{HEAD}[http]\nlisten = \"0.0.0.0:8765\"\n{}", etcd_job("a"));
+    let ps = statics(&text);
+    assert_eq!(keys_lines(&ps), vec![("http.listen".into(), Some(4))]);
+    assert!(ps[0].message.contains("token_file"), "{}", ps[0].message);
+    let ps = statics(&format!("{HEAD}[http]\nlisten = \"localhost\"\n{}", etcd_job("a")));
+    assert_eq!(keys_lines(&ps), vec![("http.listen".into(), Some(4))]);
+    let ps = statics(HEAD);
+    assert!(ps[0].message.contains("no [[job]]"), "{ps:?}");
+}
+
+#[test]
+fn missing_files_and_secrets_readable_by_others_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("writer.key"), "k", 0o644);
+    write(&d.join("token"), "", 0o600);
+    write(&d.join("ca.crt"), "ca", 0o644);
+    write(&d.join("peer.key"), "k", 0o640);
+    let text = format!(
+        "repo = \"{0}/vault\"\nwriter_key = \"{0}/writer.key\"\ncatalog = \"{0}/nodir/c.sqlite\"\n[s3]\nsecret_access_key = \"s\"\n[http]\ntoken_file = \"{0}/token\"\n[[job]]\nname = \"a\"\nkind = \"etcd-v3\"\nschedule = \"0 0 * * * *\"\n[job.etcd]\nendpoints = [\"https://x:2379\"]\ncacert = \"{0}/ca.crt\"\ncert = \"{0}/missing.crt\"\nkey = \"{0}/peer.key\"\n[[job]]\nname = \"f\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc\"]\nroot = \"{0}/noroot\"\n",
+        d.display()
+    );
+    let cfg_path = d.join("vaultd.toml");
+    write(&cfg_path, &text, 0o644);
+    let p = parse(&text);
+    let ps = file_problems(p.config.as_ref().unwrap(), &p.locator, Some(&cfg_path));
+    let kl = keys_lines(&ps);
+    assert_eq!(
+        kl,
+        vec![
+            ("writer_key".into(), Some(2)),
+            ("http.token_file".into(), Some(7)),
+            ("catalog".into(), Some(3)),
+            ("s3.secret_access_key".into(), Some(5)),
+            ("job[0].etcd.cert".into(), Some(15)),
+            ("job[0].etcd.key".into(), Some(16)),
+            ("job[1].root".into(), Some(22)),
+        ],
+        "{ps:#?}"
+    );
+    assert!(
+        ps[0].message.contains("0644") && ps[0].message.contains("chmod 600"),
+        "{}",
+        ps[0].message
+    );
+    assert!(ps[1].message.contains("empty"), "{}", ps[1].message);
+    assert!(ps[5].message.contains("0640"), "{}", ps[5].message);
+    // No secret is ever echoed.
+    assert!(!ps.iter().any(|p| p.message.contains("\"s\"")));
+    // A directory where a file should be.
+    let text = text.replace("writer.key", "");
+    let p = parse(&text);
+    let ps = file_problems(p.config.as_ref().unwrap(), &p.locator, None);
+    assert!(ps[0].key == "writer_key" && ps[0].message.contains("not a regular file"), "{ps:?}");
+}
+
+/// A vault in `dir/vault` with its writer key at `dir/writer.key` (0600).
+async fn make_vault(dir: &Path, name: &str) -> PathBuf {
+    let store = vault::store::Store::open(&dir.join(name).display().to_string(), &Default::default()).unwrap();
+    store.create_root().unwrap();
+    let (_, recipient) = vault::crypto::generate_identity();
+    let opts = vault::repo::InitOptions {
+        recipients: vec![recipient],
+        ..Default::default()
+    };
+    let (_, writer) = vault::repo::Vault::init(store, &opts).await.unwrap();
+    let key = dir.join(format!("{name}.key"));
+    write(&key, &writer.to_file_text(), 0o600);
+    key
+}
+
+fn good_config(dir: &Path, vault: &str, key: &Path) -> String {
+    format!(
+        "repo = \"{}/{vault}\"\nwriter_key = \"{}\"\ncatalog = \"{}/catalog.sqlite\"\n[[job]]\nname = \"files\"\nkind = \"files\"\nschedule = \"*/2 * * * * *\"\npaths = [\"/etc/hostname\"]\n",
+        dir.display(),
+        key.display(),
+        dir.display()
+    )
+}
+
+#[tokio::test]
+async fn an_unreachable_vault_and_a_wrong_writer_key_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key_a = make_vault(d, "a").await;
+    let key_b = make_vault(d, "b").await;
+
+    // All good: no problem at all, live checks included.
+    let cfg = d.join("ok.toml");
+    write(&cfg, &good_config(d, "a", &key_a), 0o600);
+    assert_eq!(check_config(&cfg, &[], true).await, Vec::<String>::new());
+
+    // The key of another vault.
+    let text = good_config(d, "a", &key_b);
+    let p = parse(&text);
+    let ps = vault_problems(p.config.as_ref().unwrap(), &p.locator).await;
+    assert_eq!(keys_lines(&ps), vec![("writer_key".into(), Some(2))], "{ps:?}");
+    assert!(ps[0].message.contains("belongs to vault"), "{}", ps[0].message);
+
+    // No vault there.
+    let text = good_config(d, "nothing-here", &key_a);
+    let p = parse(&text);
+    let ps = vault_problems(p.config.as_ref().unwrap(), &p.locator).await;
+    assert_eq!(keys_lines(&ps), vec![("repo".into(), Some(1))], "{ps:?}");
+    assert!(ps[0].message.contains("no vault at"), "{}", ps[0].message);
+}
+
+#[tokio::test]
+async fn check_config_reports_every_problem_rendered_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = make_vault(d, "a").await;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = good_config(d, "a", &key).replace("*/2 * * * * *", "bad") + &etcd_job("files").replace("http://", "");
+    let cfg = d.join("vaultd.toml");
+    write(&cfg, &text, 0o600);
+    let out = check_config(&cfg, &[], true).await;
+    let f = cfg.display().to_string();
+    assert_eq!(out.len(), 4, "{out:#?}");
+    assert!(out[0].starts_with(&format!("{f}:2: writer_key: ")), "{out:#?}");
+    assert!(out[1].starts_with(&format!("{f}:7: job[0].schedule: ")), "{out:#?}");
+    assert!(out[2].starts_with(&format!("{f}:10: job[1].name: ")), "{out:#?}");
+    assert!(out[3].starts_with(&format!("{f}:14: job[1].etcd.endpoints[0]: ")), "{out:#?}");
+    // The vault is not opened with a key that failed its checks.
+    assert!(!out.iter().any(|l| l.contains("belongs to vault")), "{out:#?}");
+    // A file that cannot be read.
+    let out = check_config(&d.join("missing.toml"), &[], true).await;
+    assert!(out[0].contains("missing.toml"), "{out:?}");
+}
