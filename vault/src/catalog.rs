@@ -356,19 +356,27 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Replace the file cache of a root after a committed capture.
-    pub fn replace_file_cache(&mut self, root: &str, files: &[(Vec<u8>, CachedFile)]) -> Result<()> {
+    /// Update the file cache of a root after a committed capture: drop paths not seen again and
+    /// write the files that were read (new or changed). Unchanged rows are not rewritten.
+    pub fn update_file_cache(&mut self, root: &str, gone: &[Vec<u8>], read: &[(Vec<u8>, CachedFile)]) -> Result<()> {
+        if gone.is_empty() && read.is_empty() {
+            return Ok(());
+        }
         let path = self.path.clone();
         let tx = self.conn.transaction().context(ErrorKind::Io, db_err(&path))?;
-        tx.execute("DELETE FROM file_cache WHERE root=?1", [root])
-            .context(ErrorKind::Io, db_err(&path))?;
         {
-            let mut stmt = tx
+            let mut del = tx
+                .prepare("DELETE FROM file_cache WHERE root=?1 AND path=?2")
+                .context(ErrorKind::Io, db_err(&path))?;
+            for p in gone {
+                del.execute(params![root, p]).context(ErrorKind::Io, db_err(&path))?;
+            }
+            let mut put = tx
                 .prepare("INSERT OR REPLACE INTO file_cache(root, path, stamp, blake3, chunks) VALUES(?1, ?2, ?3, ?4, ?5)")
                 .context(ErrorKind::Io, db_err(&path))?;
-            for (p, f) in files {
+            for (p, f) in read {
                 let chunks: Vec<u8> = f.chunks.iter().flat_map(|c| c.0).collect();
-                stmt.execute(params![root, p, f.stamp, f.blake3, chunks])
+                put.execute(params![root, p, f.stamp, f.blake3, chunks])
                     .context(ErrorKind::Io, db_err(&path))?;
             }
         }

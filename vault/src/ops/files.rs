@@ -68,6 +68,8 @@ struct Captured {
     content_stream: Stream,
     stats: packing::SinkStats,
     new_cache: Vec<(Vec<u8>, CachedFile)>,
+    /// Cached paths not seen again.
+    gone_from_cache: Vec<Vec<u8>>,
     /// Bytes of files reused from the cache without reading them.
     unread_bytes: u64,
 }
@@ -105,22 +107,24 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
         };
         let mut content_ids = Vec::new();
         let mut content_bytes = 0u64;
+        let mut cache = cache;
+        // Files read this time (new or changed): written to the cache after the commit.
         let mut new_cache: Vec<(Vec<u8>, CachedFile)> = Vec::new();
         let mut unread_bytes = 0u64;
         walk(&opts.root, &opts.paths, &*opts.excluded, &names, &mut |w| {
             match w {
                 Walked::Skipped(s) => tree.skipped.push(s),
                 Walked::Entry(mut e, Some(source)) => {
-                    if let Some(hit) = cache.get(&e.path.0).filter(|c| c.stamp == source.stamp)
+                    // Whatever is left in `cache` after the walk was not seen again: it is dropped.
+                    if let Some(hit) = cache.remove(&e.path.0).filter(|c| c.stamp == source.stamp)
                         && sink.reuse(&hit.chunks)
                     {
                         // Unchanged since the last capture on this host: no need to read it.
                         content_bytes += e.size;
                         content_ids.extend_from_slice(&hit.chunks);
                         unread_bytes += e.size;
-                        e.chunks = hit.chunks.clone();
-                        e.blake3 = Some(hit.blake3.clone());
-                        new_cache.push((e.path.0.clone(), hit.clone()));
+                        e.chunks = hit.chunks;
+                        e.blake3 = Some(hit.blake3);
                         tree.entries.push(*e);
                         return Ok(());
                     }
@@ -192,6 +196,7 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
             tree,
             stats,
             new_cache,
+            gone_from_cache: cache.into_keys().collect(),
             unread_bytes,
         })
     });
@@ -204,6 +209,7 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
         content_stream,
         stats: sink_stats,
         new_cache,
+        gone_from_cache,
         unread_bytes,
     } = walked??;
 
@@ -238,7 +244,8 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
         files: Some(info.clone()),
     };
     let id = commit(vault, catalog, &manifest).await?;
-    catalog.replace_file_cache(&cache_root, &new_cache)?;
+    catalog.update_file_cache(&cache_root, &gone_from_cache, &new_cache)?;
+    let seconds = started.elapsed().as_secs_f64();
     Ok(FilesBackupReport {
         id: id.hex(),
         kind: PayloadKind::Files.to_string(),
@@ -249,7 +256,7 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
         new_bytes: stats.new_bytes,
         stored_bytes: stats.stored_bytes,
         packs: stats.packs,
-        seconds: stats.seconds,
+        seconds,
         unread_bytes,
         incomplete: info.incomplete,
         skipped: tree

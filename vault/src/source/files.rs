@@ -239,7 +239,9 @@ pub fn read_content(path: &Path, piece: &mut dyn FnMut(&[u8])) -> std::result::R
         std::io::ErrorKind::NotFound => "vanished during capture".to_string(),
         _ => format!("cannot open: {e}"),
     })?;
-    let mut buf = vec![0u8; 1 << 20];
+    // Sized to the file (small config files are the common case), at most 1 MiB.
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = vec![0u8; (len as usize + 1).clamp(4096, 1 << 20)];
     let mut total = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
