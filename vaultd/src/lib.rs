@@ -1,9 +1,10 @@
-//! vaultd, the unattended daemon (issue 4): its config file and `check-config`. The scheduler,
-//! HTTP API and metrics are to come. Logic another front end would need lives in the `vault`
+//! vaultd, the unattended daemon (issue 4): its config file, `check-config`, and `run` (the
+//! scheduler, GET /healthz and GET /metrics). Logic another front end would need lives in the `vault`
 //! library (e.g. `vault::source::selection` for files jobs).
 
 pub mod check;
 pub mod config;
+pub mod run;
 
 #[cfg(test)]
 mod check_tests;

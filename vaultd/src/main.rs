@@ -1,12 +1,12 @@
-//! vaultd: the unattended daemon (issue 4). This first slice has the config file and
-//! `check-config`; `run` (scheduler, HTTP API, metrics) is to come. Logic that another front end
+//! vaultd: the unattended daemon (issue 4). This first slice has the config file,
+//! `check-config` and `run` (scheduler, /healthz, /metrics). Logic that another front end
 //! would need lives in the `vault` library.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use vault::source::profile::SYSTEM_PROFILE_DIR;
-use vaultd::{check, config};
+use vaultd::{check, config, run};
 
 #[derive(Parser)]
 #[command(name = "vaultd", version, about = "The vault daemon: scheduled etcd and host-file captures")]
@@ -26,13 +26,20 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Run the jobs on their schedules and serve /healthz and /metrics until SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, env = "VAULTD_CONFIG", default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,7 +60,42 @@ fn main() {
                     2
                 }
             }
+            Command::Run { config } => run_daemon(&config).await,
         }
     });
     std::process::exit(code);
+}
+
+async fn run_daemon(path: &std::path::Path) -> i32 {
+    let profile_dirs = vec![PathBuf::from(SYSTEM_PROFILE_DIR)];
+    let (cfg, loc) = match config::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            eprintln!("vaultd: not starting: {} is invalid", path.display());
+            return 2;
+        }
+    };
+    let mut problems = check::static_problems(&cfg, &loc, &profile_dirs);
+    problems.extend(check::file_problems(&cfg, &loc, Some(path)));
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{}", p.render(path));
+        }
+        eprintln!("vaultd: not starting: {} has {} problem(s)", path.display(), problems.len());
+        return 2;
+    }
+    let result = match run::open(cfg, profile_dirs).await {
+        Ok(d) => run::run(d).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vaultd: {e}");
+            e.kind.exit_code()
+        }
+    }
 }

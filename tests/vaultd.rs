@@ -1,0 +1,190 @@
+//! End-to-end tests of the real `vaultd` binary: jobs every 2 seconds against a real etcd member
+//! and a host-file tree, snapshots appearing in the vault, /healthz and /metrics. Run
+//! `cargo build --workspace` first.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use vault_e2e::data::{Rng, k8s_like};
+use vault_e2e::process::Proc;
+use vault_e2e::{Ctl, EtcdCluster, free_port, ports, tempdir, vaultctl, wait_for};
+
+/// The built `vaultd` next to `vaultctl`.
+fn vaultd() -> PathBuf {
+    let bin = vaultctl().with_file_name("vaultd");
+    assert!(bin.is_file(), "{} does not exist: run cargo build --workspace first", bin.display());
+    bin
+}
+
+/// GET `path` on 127.0.0.1:`port`, with an optional bearer token: (status, body).
+fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The value of one metric line, e.g. `vault_job_runs_total{job="etcd",outcome="success"}`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn snapshots_of(snaps: &[Value], job: &str) -> usize {
+    snaps.iter().filter(|s| s["job"].as_str() == Some(job)).count()
+}
+
+#[test]
+fn vaultd_runs_jobs_on_their_schedules_and_metrics_move() {
+    let tmp = tempdir("vaultd");
+    let etcd = EtcdCluster::start(1, None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(etcd.put_all(&k8s_like(&mut Rng::new(7), 100, 500)));
+
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(host.join("etc/origin")).unwrap();
+    std::fs::write(host.join("etc/origin/master-config.yaml"), "kind: MasterConfig\n").unwrap();
+    let token = "s3cret-token-for-the-test";
+    let token_file = tmp.path().join("token");
+    write_private(&token_file, &format!("{token}\n"));
+    let port = free_port();
+    let config = tmp.path().join("vaultd.toml");
+    let text = format!(
+        r#"repo = "{repo}"
+writer_key = "{wk}"
+catalog = "{catalog}"
+[http]
+listen = "127.0.0.1:{port}"
+token_file = "{token_file}"
+
+[[job]]
+name = "etcd"
+kind = "etcd-v3"
+schedule = "*/2 * * * * *"
+timeout_secs = 60
+[job.etcd]
+endpoints = ["{endpoint}"]
+[job.tags]
+origin = "vaultd-test"
+
+[[job]]
+name = "files"
+kind = "files"
+schedule = "*/2 * * * * *"
+paths = ["/etc/origin"]
+root = "{host}"
+
+[[job]]
+name = "unreachable"
+kind = "etcd-v3"
+schedule = "*/2 * * * * *"
+[job.etcd]
+endpoints = ["http://127.0.0.1:{closed}"]
+connect_timeout_secs = 1
+"#,
+        repo = ctl.repo,
+        wk = ctl.writer_key.display(),
+        catalog = tmp.path().join("catalog.sqlite").display(),
+        token_file = token_file.display(),
+        endpoint = etcd.endpoints()[0],
+        host = host.display(),
+        closed = ports::closed_port(),
+    );
+    write_private(&config, &text);
+
+    // check-config, live checks included, accepts it.
+    let out = Command::new(vaultd())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
+
+    let log = tmp.path().join("vaultd.log");
+    let mut cmd = Command::new(vaultd());
+    cmd.args(["run", "--config"]).arg(&config).env("VAULT_LOG", "info");
+    let mut daemon = Proc::spawn("vaultd", &mut cmd, &log);
+
+    let health = wait_for(Duration::from_secs(30), Duration::from_millis(100), || get(port, "/healthz", None));
+    assert_eq!(health.map(|h| h.0), Some(200), "vaultd log:\n{}", daemon.log_tail(30));
+    assert_eq!(get(port, "/metrics", None).unwrap().0, 401);
+    assert_eq!(get(port, "/metrics", Some("wrong")).unwrap().0, 401);
+
+    // Runs happen: at least three etcd and two files snapshots, and failures are counted.
+    let series = |job: &str, outcome: &str| format!("vault_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}}");
+    let metrics = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
+        let (code, body) = get(port, "/metrics", Some(token))?;
+        assert_eq!(code, 200);
+        let ok = metric(&body, &series("etcd", "success"))? >= 3.0
+            && metric(&body, &series("files", "success"))? >= 2.0
+            && metric(&body, &series("unreachable", "failure"))? >= 1.0;
+        ok.then_some(body)
+    })
+    .unwrap_or_else(|| panic!("the jobs did not run; vaultd log:\n{}", daemon.log_tail(40)));
+    let now = chrono::Utc::now().timestamp() as f64;
+    let last_success = metric(&metrics, "vault_job_last_success_timestamp_seconds{job=\"etcd\"}").unwrap();
+    assert!((now - last_success).abs() < 30.0, "{metrics}");
+    assert!(
+        metric(&metrics, "vault_job_read_bytes_total{job=\"etcd\"}").unwrap() > 0.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, &series("unreachable", "success")), Some(0.0), "{metrics}");
+    assert!(metric(&metrics, "vault_job_last_success_timestamp_seconds{job=\"unreachable\"}").is_none());
+
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "vaultd exit {status:?}; log:\n{}",
+        daemon.log_tail(30)
+    );
+
+    // The snapshots are in the vault, with the job's name and tags.
+    let snaps = ctl.snapshots();
+    assert!(snapshots_of(&snaps, "etcd") >= 3, "{snaps:#?}");
+    assert!(snapshots_of(&snaps, "files") >= 2, "{snaps:#?}");
+    assert_eq!(snapshots_of(&snaps, "unreachable"), 0);
+    let etcd_snap = snaps.iter().find(|s| s["job"] == "etcd").unwrap();
+    assert_eq!(etcd_snap["tags"]["origin"], "vaultd-test", "{etcd_snap:#}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(token), "the token was logged");
+    assert!(logged.contains("job unreachable: failed"), "{logged}");
+    // Runs of one job never overlapped: each start is followed by that run's end before the next.
+    for job in ["etcd", "files", "unreachable"] {
+        let events: Vec<bool> = logged
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split_once(&format!("job {job}: "))?.1;
+                if rest.starts_with("run started") {
+                    Some(true)
+                } else if rest.starts_with("snapshot") || rest.starts_with("failed") || rest.starts_with("aborted") {
+                    Some(false)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert!(events.len() >= 2, "{job}: {logged}");
+        assert!(
+            events.iter().enumerate().all(|(i, &start)| start == (i % 2 == 0)),
+            "{job}: overlapping runs:\n{logged}"
+        );
+    }
+}

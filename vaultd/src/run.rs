@@ -1,0 +1,433 @@
+//! `vaultd run`: one task per job that sleeps until the job's next cron slot (plus jitter) and runs
+//! the capture through the library with the job's timeout; GET /healthz and GET /metrics.
+//!
+//! A job's runs are sequential by construction (its task awaits each run before computing the next
+//! slot from the current time), so two runs of one job never overlap; slots that pass during a long
+//! run are skipped. Captures of different jobs take turns on the one catalog.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use rand::Rng;
+use vault::catalog::{self, Catalog};
+use vault::ops::backup::{BackupOptions, backup_etcd_v3};
+use vault::ops::files::{FilesOptions, backup_files};
+use vault::repo::{KeySource, Vault};
+use vault::store::Store;
+use vault::{Error, Result};
+
+use crate::check;
+use crate::config::{DaemonConfig, JobConfig, JobKind};
+
+/// What /metrics reports about one job.
+#[derive(Clone, Debug, Default)]
+pub struct JobStats {
+    pub last_attempt: Option<f64>,
+    pub last_success: Option<f64>,
+    pub last_duration: Option<f64>,
+    pub running: bool,
+    /// outcome ("success", "failure", "timeout") -> count
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub bytes_read: u64,
+    pub bytes_new: u64,
+    pub bytes_stored: u64,
+}
+
+pub struct Daemon {
+    cfg: DaemonConfig,
+    vault: Vault,
+    catalog: tokio::sync::Mutex<Catalog>,
+    stats: Mutex<BTreeMap<String, JobStats>>,
+    token: Option<String>,
+    profile_dirs: Vec<PathBuf>,
+}
+
+/// Open the vault and catalog of a checked config.
+pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<Daemon>> {
+    let g = &cfg.global;
+    let store = Store::open(&g.repo, &g.s3)?;
+    let keys = KeySource {
+        writer_key: Some(g.writer_key.clone()),
+        identity: None,
+    };
+    let vault = Vault::open(store, &keys).await?;
+    let path = g.catalog.clone().unwrap_or_else(|| catalog::default_path(&vault.config.vault_id));
+    let mut cat = Catalog::open(&path, &vault.config.vault_id)?;
+    cat.sync(&vault).await?;
+    let token = match &g.http.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::usage(format!("cannot read token file {}", p.display())).with_source(e))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let stats = cfg.jobs.iter().map(|j| (j.name.clone(), JobStats::default())).collect();
+    Ok(Arc::new(Daemon {
+        cfg,
+        vault,
+        catalog: tokio::sync::Mutex::new(cat),
+        stats: Mutex::new(stats),
+        token,
+        profile_dirs,
+    }))
+}
+
+fn now_secs() -> f64 {
+    Utc::now().timestamp_millis() as f64 / 1000.0
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(d: Arc<Daemon>) -> Result<()> {
+    let addr: SocketAddr = d
+        .cfg
+        .global
+        .http
+        .listen
+        .parse()
+        .map_err(|_| Error::usage(format!("http.listen {:?} is not an address", d.cfg.global.http.listen)))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::usage(format!("cannot listen on {addr}")).with_source(e))?;
+    for job in d.cfg.jobs.clone() {
+        tokio::spawn(job_loop(d.clone(), job));
+    }
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(d.clone());
+    tracing::info!("vaultd listening on {addr} with {} job(s)", d.cfg.jobs.len());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("cannot handle SIGTERM").with_source(e))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("vaultd stopping");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::io("the HTTP server failed").with_source(e))
+}
+
+async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
+    let schedule = match check::schedule(&job.schedule) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("job {}: {e}; it will not run", job.name);
+            return;
+        }
+    };
+    loop {
+        let Some(next) = schedule.after(&Utc::now()).next() else {
+            tracing::warn!("job {}: schedule {:?} has no further slot; it stops", job.name, job.schedule);
+            return;
+        };
+        let jitter = if job.jitter_secs > 0 {
+            rand::thread_rng().gen_range(0..=job.jitter_secs * 1000)
+        } else {
+            0
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(jitter);
+        tokio::time::sleep(wait).await;
+        run_once(&d, &job).await;
+    }
+}
+
+/// One run of a job, with its timeout; the outcome goes to the stats and the log.
+pub async fn run_once(d: &Daemon, job: &JobConfig) {
+    let started = Instant::now();
+    tracing::info!("job {}: run started", job.name);
+    d.update(&job.name, |s| {
+        s.last_attempt = Some(now_secs());
+        s.running = true;
+    });
+    let result = tokio::time::timeout(Duration::from_secs(job.timeout_secs), capture(d, job)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let outcome = match result {
+        Ok(Ok(c)) => {
+            tracing::info!(
+                "job {}: snapshot {} ({} bytes read, {} new, {} stored) in {seconds:.1}s",
+                job.name,
+                c.id,
+                c.bytes,
+                c.new_bytes,
+                c.stored_bytes
+            );
+            d.update(&job.name, |s| {
+                s.last_success = Some(now_secs());
+                s.bytes_read += c.bytes;
+                s.bytes_new += c.new_bytes;
+                s.bytes_stored += c.stored_bytes;
+            });
+            "success"
+        }
+        Ok(Err(e)) => {
+            tracing::error!("job {}: failed after {seconds:.1}s: {e}", job.name);
+            "failure"
+        }
+        Err(_) => {
+            tracing::error!(
+                "job {}: aborted after its timeout of {}s (nothing was committed)",
+                job.name,
+                job.timeout_secs
+            );
+            "timeout"
+        }
+    };
+    d.update(&job.name, |s| {
+        s.running = false;
+        s.last_duration = Some(seconds);
+        *s.outcomes.entry(outcome).or_default() += 1;
+    });
+}
+
+struct Captured {
+    id: String,
+    bytes: u64,
+    new_bytes: u64,
+    stored_bytes: u64,
+}
+
+async fn capture(d: &Daemon, job: &JobConfig) -> Result<Captured> {
+    let mut cat = d.catalog.lock().await;
+    // Other hosts may have written to the vault since the last run.
+    cat.sync(&d.vault).await?;
+    let opts = BackupOptions {
+        job: job.name.clone(),
+        host: None,
+        tags: job.tags.clone(),
+        progress: None,
+    };
+    match job.kind() {
+        Some(JobKind::EtcdV3) => {
+            let etcd = job.etcd.clone().unwrap_or_default();
+            let r = backup_etcd_v3(&d.vault, &mut cat, &etcd, &opts).await?;
+            Ok(Captured {
+                id: r.id,
+                bytes: r.bytes,
+                new_bytes: r.new_bytes,
+                stored_bytes: r.stored_bytes,
+            })
+        }
+        Some(JobKind::Files) => {
+            let sel = job.selection();
+            let resolved = sel.resolve(&d.profile_dirs)?;
+            for m in &resolved.missing {
+                tracing::info!("job {}: not present on this host: {m}", job.name);
+            }
+            let packages = if resolved.profile.as_ref().is_none_or(|p| p.packages) {
+                tokio::task::spawn_blocking(vault::source::packages::capture)
+                    .await
+                    .map_err(|_| Error::io("the package list capture panicked"))??
+                    .map(|l| serde_json::to_value(l).expect("serialize package list"))
+            } else {
+                None
+            };
+            let files = FilesOptions {
+                root: sel.root.clone(),
+                paths: resolved.paths,
+                excluded: resolved.excluded,
+                profile: resolved.profile.as_ref().map(|p| p.name.clone()),
+                packages,
+            };
+            let r = backup_files(&d.vault, &mut cat, files, &opts).await?;
+            if r.incomplete {
+                for s in &r.skipped {
+                    tracing::warn!("job {}: skipped {}: {}", job.name, s.path, s.reason);
+                }
+                tracing::warn!("job {}: snapshot {} is INCOMPLETE", job.name, r.id);
+            }
+            Ok(Captured {
+                id: r.id,
+                bytes: r.bytes,
+                new_bytes: r.new_bytes,
+                stored_bytes: r.stored_bytes,
+            })
+        }
+        None => Err(Error::usage(format!("job {}: unknown kind {:?}", job.name, job.kind))),
+    }
+}
+
+impl Daemon {
+    fn update(&self, job: &str, f: impl FnOnce(&mut JobStats)) {
+        let mut stats = self.stats.lock().expect("stats lock");
+        f(stats.entry(job.to_string()).or_default());
+    }
+
+    /// Whether the request carries the bearer token (compared in constant time).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else { return true };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if !d.cfg.global.http.metrics_public && !d.authorized(&headers) {
+        tracing::warn!("GET /metrics: missing or wrong bearer token");
+        return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+    }
+    let stats = d.stats.lock().expect("stats lock").clone();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&stats)).into_response()
+}
+
+/// Prometheus text format.
+pub fn render_metrics(stats: &BTreeMap<String, JobStats>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: &dyn Fn(&JobStats) -> Option<f64>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (job, s) in stats {
+            if let Some(v) = value(s) {
+                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {v}");
+            }
+        }
+    };
+    gauge(
+        "vault_job_last_attempt_timestamp_seconds",
+        "When the job's last run started (Unix time).",
+        "gauge",
+        &|s| s.last_attempt,
+    );
+    gauge(
+        "vault_job_last_success_timestamp_seconds",
+        "When the job's last successful run ended (Unix time).",
+        "gauge",
+        &|s| s.last_success,
+    );
+    gauge(
+        "vault_job_last_duration_seconds",
+        "How long the job's last run took.",
+        "gauge",
+        &|s| s.last_duration,
+    );
+    gauge("vault_job_running", "1 while a run of the job is going.", "gauge", &|s| {
+        Some(if s.running { 1.0 } else { 0.0 })
+    });
+    gauge(
+        "vault_job_read_bytes_total",
+        "Source bytes read by the job's successful runs.",
+        "counter",
+        &|s| Some(s.bytes_read as f64),
+    );
+    gauge(
+        "vault_job_new_bytes_total",
+        "Bytes not already in the vault, of the job's successful runs.",
+        "counter",
+        &|s| Some(s.bytes_new as f64),
+    );
+    gauge(
+        "vault_job_stored_bytes_total",
+        "Bytes stored (compressed, encrypted) by the job's successful runs.",
+        "counter",
+        &|s| Some(s.bytes_stored as f64),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vault_job_runs_total Finished runs by outcome.\n# TYPE vault_job_runs_total counter"
+    );
+    for (job, s) in stats {
+        for outcome in ["success", "failure", "timeout"] {
+            let n = s.outcomes.get(outcome).copied().unwrap_or(0);
+            let _ = writeln!(out, "vault_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}} {n}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_prometheus_text_with_every_job_and_outcome() {
+        let mut stats = BTreeMap::new();
+        let mut s = JobStats {
+            last_attempt: Some(1700000000.5),
+            last_success: Some(1700000001.0),
+            ..Default::default()
+        };
+        s.outcomes.insert("success", 2);
+        stats.insert("etcd".to_string(), s);
+        stats.insert("files".to_string(), JobStats::default());
+        let text = render_metrics(&stats);
+        assert!(
+            text.contains("vault_job_last_attempt_timestamp_seconds{job=\"etcd\"} 1700000000.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_job_runs_total{job=\"etcd\",outcome=\"success\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_job_runs_total{job=\"files\",outcome=\"timeout\"} 0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("vault_job_last_success_timestamp_seconds{job=\"files\"}"), "{text}");
+        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("vault_")), "{text}");
+    }
+
+    /// A run that outlives its job's timeout is aborted and counted as "timeout"; nothing is committed.
+    #[tokio::test]
+    async fn a_run_past_its_timeout_is_aborted_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
+        store.create_root().unwrap();
+        let (_, recipient) = vault::crypto::generate_identity();
+        let opts = vault::repo::InitOptions {
+            recipients: vec![recipient],
+            ..Default::default()
+        };
+        let (_, writer) = Vault::init(store, &opts).await.unwrap();
+        std::fs::write(d.join("w.key"), writer.to_file_text()).unwrap();
+        // An "etcd" that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"slow\"\nkind = \"etcd-v3\"\nschedule = \"0 0 * * * *\"\ntimeout_secs = 1\n[job.etcd]\nendpoints = [\"http://{1}\"]\nconnect_timeout_secs = 60\n",
+            d.display(),
+            silent.local_addr().unwrap()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        let job = cfg.jobs[0].clone();
+        let daemon = open(cfg, vec![]).await.unwrap();
+        let started = Instant::now();
+        run_once(&daemon, &job).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let stats = daemon.stats.lock().unwrap()["slow"].clone();
+        assert_eq!(stats.outcomes.get("timeout"), Some(&1), "{stats:?}");
+        assert!(stats.last_attempt.is_some() && stats.last_success.is_none() && !stats.running);
+        assert!(daemon.catalog.lock().await.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+}
