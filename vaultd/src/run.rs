@@ -4,6 +4,9 @@
 //! A job's runs are sequential by construction (its task awaits each run before computing the next
 //! slot from the current time), so two runs of one job never overlap; slots that pass during a long
 //! run are skipped. Captures of different jobs take turns on the one catalog.
+//!
+//! At start-up a job whose last snapshot from this host is older than a slot that has passed (the
+//! daemon was down, or the last runs failed) runs once at once; then it follows its schedule.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use vault::catalog::{self, Catalog};
 use vault::ops::backup::{BackupOptions, backup_etcd_v3};
@@ -130,6 +133,18 @@ async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
             return;
         }
     };
+    match missed_run(&d, &job, &schedule, Utc::now()).await {
+        Ok(Some(last)) => {
+            tracing::info!(
+                "job {}: a scheduled run was missed since its last snapshot at {}; running now",
+                job.name,
+                last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            run_once(&d, &job).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("job {}: cannot tell whether a run was missed: {e}", job.name),
+    }
     loop {
         let Some(next) = schedule.after(&Utc::now()).next() else {
             tracing::warn!("job {}: schedule {:?} has no further slot; it stops", job.name, job.schedule);
@@ -144,6 +159,25 @@ async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
         tokio::time::sleep(wait).await;
         run_once(&d, &job).await;
     }
+}
+
+/// Whether a slot of `schedule` passed between `last` (the job's last snapshot) and `now`.
+pub fn overdue(schedule: &cron::Schedule, last: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    schedule.after(&last).next().is_some_and(|slot| slot <= now)
+}
+
+/// The time of the job's last snapshot from this host, when a slot has passed since it. A job that
+/// has never taken a snapshot here waits for its first slot.
+pub async fn missed_run(d: &Daemon, job: &JobConfig, schedule: &cron::Schedule, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let host = vault::ops::backup::hostname();
+    let cat = d.catalog.lock().await;
+    let last = cat
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.manifest.job == job.name && s.manifest.host == host)
+        .map(|s| s.manifest.time)
+        .max();
+    Ok(last.filter(|&t| overdue(schedule, t, now)))
 }
 
 /// One run of a job, with its timeout; the outcome goes to the stats and the log.
@@ -422,6 +456,59 @@ mod tests {
         assert_eq!(stats.outcomes.get("timeout"), Some(&1), "{stats:?}");
         assert!(stats.last_attempt.is_some() && stats.last_success.is_none() && !stats.running);
         assert!(daemon.catalog.lock().await.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_run_is_overdue_when_a_slot_passed_since_the_last_snapshot() {
+        let hourly = check::schedule("0 0 * * * *").unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert!(!overdue(&hourly, t("2026-01-01T10:00:05Z"), t("2026-01-01T10:59:59Z")));
+        assert!(overdue(&hourly, t("2026-01-01T10:00:05Z"), t("2026-01-01T11:00:00Z")));
+        assert!(overdue(&hourly, t("2026-01-01T10:00:05Z"), t("2026-01-02T09:00:00Z")));
+    }
+
+    /// The catch-up at start-up looks at this host's last snapshot of the job in the catalog.
+    #[tokio::test]
+    async fn missed_runs_are_found_from_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
+        std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n").unwrap();
+        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
+        store.create_root().unwrap();
+        let (_, recipient) = vault::crypto::generate_identity();
+        let opts = vault::repo::InitOptions {
+            recipients: vec![recipient],
+            ..Default::default()
+        };
+        let (_, writer) = Vault::init(store, &opts).await.unwrap();
+        std::fs::write(d.join("w.key"), writer.to_file_text()).unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n[[job]]\nname = \"never\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n",
+            d.display()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        let (job, never) = (cfg.jobs[0].clone(), cfg.jobs[1].clone());
+        let daemon = open(cfg, vec![]).await.unwrap();
+        let hourly = check::schedule(&job.schedule).unwrap();
+        let now = Utc::now();
+        assert_eq!(missed_run(&daemon, &job, &hourly, now).await.unwrap(), None);
+        run_once(&daemon, &job).await;
+        let stats = daemon.stats.lock().unwrap()["conf"].clone();
+        assert_eq!(stats.outcomes.get("success"), Some(&1), "{stats:?}");
+        let later = Utc::now();
+        assert_eq!(missed_run(&daemon, &job, &hourly, later).await.unwrap(), None);
+        let last = missed_run(&daemon, &job, &hourly, later + chrono::Duration::hours(2))
+            .await
+            .unwrap();
+        assert!(last.is_some_and(|t| t >= now && t <= later), "{last:?}");
+        // Another job, never run here: nothing to catch up.
+        assert_eq!(
+            missed_run(&daemon, &never, &hourly, later + chrono::Duration::hours(2))
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
