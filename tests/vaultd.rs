@@ -119,10 +119,22 @@ connect_timeout_secs = 1
     assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
 
     let log = tmp.path().join("vaultd.log");
+    let notify_path = tmp.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut cmd = Command::new(vaultd());
-    cmd.args(["run", "--config"]).arg(&config).env("VAULT_LOG", "info");
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env("VAULT_LOG", "info")
+        .env("NOTIFY_SOCKET", &notify_path);
     let mut daemon = Proc::spawn("vaultd", &mut cmd, &log);
 
+    // systemd readiness (Type=notify) once the vault and catalog are open and the listener is up.
+    let mut buf = [0u8; 64];
+    let n = notify
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 ({e}); log:\n{}", daemon.log_tail(30)));
+    assert_eq!(&buf[..n], b"READY=1");
     let health = wait_for(Duration::from_secs(30), Duration::from_millis(100), || get(port, "/healthz", None));
     assert_eq!(health.map(|h| h.0), Some(200), "vaultd log:\n{}", daemon.log_tail(30));
     assert_eq!(get(port, "/metrics", None).unwrap().0, 401);

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod config;
+pub mod notify;
 pub mod run;
 
 #[cfg(test)]

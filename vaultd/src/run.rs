@@ -110,6 +110,8 @@ pub async fn run(d: Arc<Daemon>) -> Result<()> {
         .route("/metrics", get(metrics))
         .with_state(d.clone());
     tracing::info!("vaultd listening on {addr} with {} job(s)", d.cfg.jobs.len());
+    // Config checked, vault and catalog open, listener bound: ready.
+    crate::notify::notify("READY=1");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("cannot handle SIGTERM").with_source(e))?;
     let shutdown = async move {
@@ -118,6 +120,7 @@ pub async fn run(d: Arc<Daemon>) -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
         tracing::info!("vaultd stopping");
+        crate::notify::notify("STOPPING=1");
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
