@@ -40,6 +40,7 @@ fn the_example_config_passes_the_static_checks() {
     assert_eq!(cfg.jobs.len(), 5);
     assert_eq!(cfg.global.http.listen, "127.0.0.1:8765");
     assert!(!cfg.global.http.metrics_public);
+    assert_eq!(cfg.global.shutdown_grace_secs, 30);
     let names: Vec<_> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(names, ["etcd", "master-files", "node-files", "etcd-local", "etcd-host-files"]);
     assert_eq!(cfg.jobs[0].etcd.as_ref().unwrap().endpoints.len(), 3);

@@ -21,6 +21,7 @@ use vault::store::S3Options;
 pub const DEFAULT_CONFIG: &str = "/etc/vault/vaultd.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+pub const DEFAULT_GRACE_SECS: u64 = 30;
 
 /// Everything but the jobs.
 #[derive(Clone, Debug, Deserialize)]
@@ -36,6 +37,13 @@ pub struct Global {
     pub s3: S3Options,
     #[serde(default)]
     pub http: HttpConfig,
+    /// At SIGTERM, give running captures this long to finish before abandoning them.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_grace() -> u64 {
+    DEFAULT_GRACE_SECS
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -5,6 +5,9 @@
 //! slot from the current time), so two runs of one job never overlap; slots that pass during a long
 //! run are skipped. Captures of different jobs take turns on the one catalog.
 //!
+//! At SIGTERM no new run starts; running captures get `shutdown_grace_secs` to finish, then are
+//! abandoned (nothing of them is committed: the manifest is a capture's last write).
+//!
 //! At start-up a job whose last snapshot from this host is older than a slot that has passed (the
 //! daemon was down, or the last runs failed) runs once at once; then it follows its schedule.
 
@@ -52,6 +55,8 @@ pub struct Daemon {
     stats: Mutex<BTreeMap<String, JobStats>>,
     token: Option<String>,
     profile_dirs: Vec<PathBuf>,
+    /// Set at shutdown: job loops take no new run.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Open the vault and catalog of a checked config.
@@ -83,6 +88,7 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         stats: Mutex::new(stats),
         token,
         profile_dirs,
+        stopping: tokio::sync::watch::Sender::new(false),
     }))
 }
 
@@ -102,9 +108,12 @@ pub async fn run(d: Arc<Daemon>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::usage(format!("cannot listen on {addr}")).with_source(e))?;
-    for job in d.cfg.jobs.clone() {
-        tokio::spawn(job_loop(d.clone(), job));
-    }
+    let jobs: Vec<_> = d
+        .cfg
+        .jobs
+        .iter()
+        .map(|job| tokio::spawn(job_loop(d.clone(), job.clone())))
+        .collect();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -122,10 +131,40 @@ pub async fn run(d: Arc<Daemon>) -> Result<()> {
         tracing::info!("vaultd stopping");
         crate::notify::notify("STOPPING=1");
     };
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| Error::io("the HTTP server failed").with_source(e))
+        .map_err(|e| Error::io("the HTTP server failed").with_source(e));
+    let grace = Duration::from_secs(d.cfg.global.shutdown_grace_secs);
+    for job in stop(&d, jobs, grace).await {
+        tracing::warn!(
+            "job {job}: its running capture was abandoned after the shutdown grace period of {}s; nothing of it was committed",
+            grace.as_secs()
+        );
+    }
+    served
+}
+
+/// Take no new runs, and give running captures up to `grace` to finish. Returns the jobs whose
+/// running capture was abandoned.
+pub async fn stop(d: &Daemon, jobs: Vec<tokio::task::JoinHandle<()>>, grace: Duration) -> Vec<String> {
+    d.stopping.send_replace(true);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && jobs.iter().any(|h| !h.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let abandoned = d
+        .stats
+        .lock()
+        .expect("stats lock")
+        .iter()
+        .filter(|(_, s)| s.running)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for h in jobs {
+        h.abort();
+    }
+    abandoned
 }
 
 async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
@@ -136,6 +175,7 @@ async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
             return;
         }
     };
+    let mut stopping = d.stopping.subscribe();
     match missed_run(&d, &job, &schedule, Utc::now()).await {
         Ok(Some(last)) => {
             tracing::info!(
@@ -159,7 +199,13 @@ async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
             0
         };
         let wait = (next - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(jitter);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        if *stopping.borrow() {
+            return;
+        }
         run_once(&d, &job).await;
     }
 }
@@ -512,6 +558,75 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    /// A vault in `d/vault` with its writer key at `d/w.key`.
+    async fn make_vault(d: &std::path::Path) {
+        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
+        store.create_root().unwrap();
+        let (_, recipient) = vault::crypto::generate_identity();
+        let opts = vault::repo::InitOptions {
+            recipients: vec![recipient],
+            ..Default::default()
+        };
+        let (_, writer) = Vault::init(store, &opts).await.unwrap();
+        std::fs::write(d.join("w.key"), writer.to_file_text()).unwrap();
+    }
+
+    fn running(d: &Daemon, job: &str) -> bool {
+        d.stats.lock().unwrap()[job].running
+    }
+
+    /// At shutdown a running capture may finish within the grace period; one that does not is
+    /// abandoned without a snapshot, and no new run starts.
+    #[tokio::test]
+    async fn stop_lets_running_captures_finish_within_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_vault(d).await;
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"slow\"\nkind = \"etcd-v3\"\nschedule = \"* * * * * *\"\n[job.etcd]\nendpoints = [\"http://{1}\"]\nconnect_timeout_secs = 60\n",
+            d.display(),
+            silent.local_addr().unwrap()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        assert_eq!(cfg.global.shutdown_grace_secs, crate::config::DEFAULT_GRACE_SECS);
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        let h = tokio::spawn(job_loop(daemon.clone(), cfg.jobs[0].clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running(&daemon, "slow") {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = Instant::now();
+        let abandoned = stop(&daemon, vec![h], Duration::from_secs(1)).await;
+        assert_eq!(abandoned, vec!["slow".to_string()]);
+        assert!(started.elapsed() >= Duration::from_secs(1) && started.elapsed() < Duration::from_secs(5));
+        assert!(daemon.catalog.lock().await.snapshots().unwrap().is_empty());
+
+        // A quick capture finishes; the loop then ends at once instead of waiting for its next slot.
+        std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
+        std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n").unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c2.sqlite\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"* * * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n",
+            d.display()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        let h = tokio::spawn(job_loop(daemon.clone(), cfg.jobs[0].clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running(&daemon, "conf") && daemon.stats.lock().unwrap()["conf"].outcomes.is_empty() {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        let abandoned = stop(&daemon, vec![h], Duration::from_secs(30)).await;
+        assert!(abandoned.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let stats = daemon.stats.lock().unwrap()["conf"].clone();
+        assert_eq!(stats.outcomes.get("success"), Some(&1), "{stats:?}");
+        assert_eq!(daemon.catalog.lock().await.snapshots().unwrap().len(), 1);
     }
 
     #[test]
