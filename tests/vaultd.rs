@@ -200,3 +200,85 @@ connect_timeout_secs = 1
         );
     }
 }
+
+/// A files job every second on a small tree under `host`.
+fn files_job(name: &str, host: &Path) -> String {
+    format!(
+        "[[job]]\nname = \"{name}\"\nkind = \"files\"\nschedule = \"* * * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{}\"\n",
+        host.display()
+    )
+}
+
+#[test]
+fn sighup_reloads_jobs_and_a_bad_config_keeps_the_running_one() {
+    let tmp = tempdir("vaultd-hup");
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(host.join("etc/app")).unwrap();
+    std::fs::write(host.join("etc/app/a.conf"), "a=1\n").unwrap();
+    let port = free_port();
+    let head = format!(
+        "repo = \"{}\"\nwriter_key = \"{}\"\ncatalog = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nmetrics_public = true\n",
+        ctl.repo,
+        ctl.writer_key.display(),
+        tmp.path().join("catalog.sqlite").display()
+    );
+    let config = tmp.path().join("vaultd.toml");
+    write_private(&config, &format!("{head}{}", files_job("first", &host)));
+    let log = tmp.path().join("vaultd.log");
+    let mut cmd = Command::new(vaultd());
+    cmd.args(["run", "--config"]).arg(&config).env("VAULT_LOG", "info");
+    let mut daemon = Proc::spawn("vaultd", &mut cmd, &log);
+    let successes = |job: &str| {
+        let (_, body) = get(port, "/metrics", None)?;
+        metric(&body, &format!("vault_job_runs_total{{job=\"{job}\",outcome=\"success\"}}"))
+    };
+    let at_least = |job: &str, n: f64| {
+        wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
+            successes(job).filter(|&v| v >= n)
+        })
+        .unwrap_or_else(|| panic!("job {job} did not reach {n} successes; log:\n{}", vaultd_log(&log)))
+    };
+    let hup = |pid: u32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    let before = at_least("first", 1.0);
+
+    // A bad config (an unknown key, a bad schedule) is refused; the running jobs go on.
+    write_private(
+        &config,
+        &format!("bogus = 1\n{head}{}", files_job("second", &host).replace("* * * * * *", "never")),
+    );
+    hup(daemon.pid());
+    wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        vaultd_log(&log).contains("config reload refused").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no refusal logged:\n{}", vaultd_log(&log)));
+    let text = vaultd_log(&log);
+    assert!(text.contains("bogus") && text.contains("job[0].schedule"), "{text}");
+    at_least("first", before + 2.0);
+    assert_eq!(successes("second"), None);
+
+    // A good one replaces the jobs: "first" stops, "second" starts.
+    write_private(&config, &format!("{head}{}", files_job("second", &host)));
+    hup(daemon.pid());
+    at_least("second", 2.0);
+    assert_eq!(successes("first"), None, "the removed job is still in /metrics");
+    let snaps_first = snapshots_of(&ctl.snapshots(), "first");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(snapshots_of(&ctl.snapshots(), "first"), snaps_first, "the removed job still runs");
+    assert!(
+        vaultd_log(&log).contains("stopped [\"first\"], started [\"second\"]"),
+        "{}",
+        vaultd_log(&log)
+    );
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "vaultd exit {status:?}; log:\n{}",
+        vaultd_log(&log)
+    );
+}
+
+fn vaultd_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

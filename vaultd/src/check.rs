@@ -64,7 +64,8 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
         out.push(loc.problem("", "no [[job]] entries: the daemon would have nothing to do"));
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, job) in cfg.jobs.iter().enumerate() {
+    for job in &cfg.jobs {
+        let i = job.index;
         let key = |k: &str| format!("job[{i}].{k}");
         if !valid_name(&job.name) {
             out.push(loc.problem(
@@ -218,7 +219,8 @@ pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Pat
             ),
         ));
     }
-    for (i, job) in cfg.jobs.iter().enumerate() {
+    for job in &cfg.jobs {
+        let i = job.index;
         match job.kind() {
             Some(JobKind::EtcdV3) => {
                 if let Some(e) = &job.etcd {
@@ -289,4 +291,23 @@ pub async fn check_config(path: &Path, profile_dirs: &[PathBuf], live: bool) -> 
     }
     problems.sort_by_key(|p| p.line.unwrap_or(0));
     problems.iter().map(|p| p.render(path)).collect()
+}
+
+/// Load a config for running: structure, static and file checks (not the vault, which the daemon
+/// opens itself). Every problem, rendered, when there is any.
+pub fn load_checked(path: &Path, profile_dirs: &[PathBuf]) -> Result<DaemonConfig, Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read config file {}: {e}", path.display())])?;
+    let parsed = config::parse(&text);
+    let mut problems = parsed.problems;
+    if let Some(cfg) = &parsed.config {
+        problems.extend(static_problems(cfg, &parsed.locator, profile_dirs));
+        problems.extend(file_problems(cfg, &parsed.locator, Some(path)));
+    }
+    match parsed.config {
+        Some(cfg) if problems.is_empty() => Ok(cfg),
+        _ => {
+            problems.sort_by_key(|p| p.line.unwrap_or(0));
+            Err(problems.iter().map(|p| p.render(path)).collect())
+        }
+    }
 }

@@ -73,7 +73,8 @@ fn unknown_keys_everywhere_are_all_reported_with_their_lines() {
         etcd_job("b")
     );
     let p = parse(&text);
-    assert!(p.config.is_none());
+    // What parsed is kept for the other checks.
+    assert_eq!(p.config.as_ref().map(|c| c.jobs.len()), Some(2));
     let line = |s: &str| Some(text.lines().position(|l| l.starts_with(s)).unwrap() + 1);
     assert_eq!(
         keys_lines(&p.problems),
@@ -90,6 +91,41 @@ fn unknown_keys_everywhere_are_all_reported_with_their_lines() {
     );
     assert!(p.problems[1].message.contains("region"), "{}", p.problems[1].message);
     assert!(p.problems[5].message.contains("endpoints"), "{}", p.problems[5].message);
+}
+
+#[test]
+fn structural_and_semantic_problems_are_reported_together() {
+    // job[0] does not parse (no schedule); job[1] has an unknown key and a bad schedule; job[2] a
+    // bad kind: all four problems, with the right job numbers.
+    let text = format!(
+        "{HEAD}[[job]]\nname = \"a\"\nkind = \"files\"\nprofile = \"node\"\n{}extra = 1\n{}",
+        files_job_text("b").replace("0 0 * * * *", "bad"),
+        files_job_text("c").replace("\"files\"", "\"tape\"")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vaultd.toml");
+    write(&path, &text, 0o600);
+    let out = futures_lite_block(check_config(&path, &[], false));
+    let mut keys: Vec<_> = out.iter().map(|l| l.split(": ").nth(1).unwrap_or("").to_string()).collect();
+    keys.sort();
+    // (the writer key of HEAD does not exist on the test machine)
+    assert_eq!(
+        keys,
+        ["job[0]", "job[1].extra", "job[1].schedule", "job[2].kind", "writer_key"],
+        "{out:#?}"
+    );
+}
+
+fn files_job_text(name: &str) -> String {
+    format!("[[job]]\nname = \"{name}\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\nprofile = \"node\"\n")
+}
+
+fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 #[test]

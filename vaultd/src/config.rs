@@ -119,6 +119,9 @@ pub struct JobConfig {
     pub exclude: Option<Vec<String>>,
     /// files: read the host's files under this directory (default /).
     pub root: Option<PathBuf>,
+    /// The job's position among the file's `[[job]]` entries (for key paths like `job[2]`).
+    #[serde(skip)]
+    pub index: usize,
 }
 
 fn default_timeout() -> u64 {
@@ -243,7 +246,9 @@ impl Locator {
 }
 
 /// A parsed config, with every structural problem found and where each key is. `config` is `None`
-/// when a problem prevents building it (then `problems` says why).
+/// when the text or the top-level keys do not parse; with other problems it holds what did parse
+/// (unknown keys left out, jobs that do not parse left out) so that its other problems can be
+/// found too. Use it to run the daemon only when `problems` is empty.
 pub struct Parsed {
     pub config: Option<DaemonConfig>,
     pub problems: Vec<Problem>,
@@ -387,7 +392,7 @@ pub fn parse(text: &str) -> Parsed {
                 for (i, item) in items.into_iter().enumerate() {
                     let key = format!("job[{i}]");
                     match JobConfig::deserialize(ValueDeserializer::from(item)) {
-                        Ok(j) => jobs.push(j),
+                        Ok(j) => jobs.push(JobConfig { index: i, ..j }),
                         Err(e) => problems.push(de_problem(&locator, &key, &e)),
                     }
                 }
@@ -396,19 +401,6 @@ pub fn parse(text: &str) -> Parsed {
         },
     }
     problems.sort_by_key(|p| p.line.unwrap_or(0));
-    let config = match global {
-        Some(global) if problems.is_empty() => Some(DaemonConfig { global, jobs }),
-        _ => None,
-    };
+    let config = global.map(|global| DaemonConfig { global, jobs });
     Parsed { config, problems, locator }
-}
-
-/// Read and parse a config file (structure only); the problems name the file.
-pub fn load(path: &Path) -> Result<(DaemonConfig, Locator), Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read config file {}: {e}", path.display())])?;
-    let parsed = parse(&text);
-    match parsed.config {
-        Some(c) if parsed.problems.is_empty() => Ok((c, parsed.locator)),
-        _ => Err(parsed.problems.iter().map(|p| p.render(path)).collect()),
-    }
 }

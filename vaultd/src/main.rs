@@ -68,27 +68,18 @@ fn main() {
 
 async fn run_daemon(path: &std::path::Path) -> i32 {
     let profile_dirs = vec![PathBuf::from(SYSTEM_PROFILE_DIR)];
-    let (cfg, loc) = match config::load(path) {
+    let cfg = match check::load_checked(path, &profile_dirs) {
         Ok(c) => c,
         Err(problems) => {
-            for p in problems {
+            for p in &problems {
                 eprintln!("{p}");
             }
-            eprintln!("vaultd: not starting: {} is invalid", path.display());
+            eprintln!("vaultd: not starting: {} has {} problem(s)", path.display(), problems.len());
             return 2;
         }
     };
-    let mut problems = check::static_problems(&cfg, &loc, &profile_dirs);
-    problems.extend(check::file_problems(&cfg, &loc, Some(path)));
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("{}", p.render(path));
-        }
-        eprintln!("vaultd: not starting: {} has {} problem(s)", path.display(), problems.len());
-        return 2;
-    }
     let result = match run::open(cfg, profile_dirs).await {
-        Ok(d) => run::run(d).await,
+        Ok(d) => run::run(d, path.to_path_buf()).await,
         Err(e) => Err(e),
     };
     match result {

@@ -55,8 +55,24 @@ pub struct Daemon {
     stats: Mutex<BTreeMap<String, JobStats>>,
     token: Option<String>,
     profile_dirs: Vec<PathBuf>,
-    /// Set at shutdown: job loops take no new run.
-    stopping: tokio::sync::watch::Sender<bool>,
+    /// The running job loops by job name.
+    loops: Mutex<BTreeMap<String, JobLoop>>,
+    /// One lock per job name, held for the whole of a run: even a loop replaced by a reload and
+    /// a new one never run the same job at once.
+    run_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A job's scheduling task and what stops it.
+struct JobLoop {
+    job: JobConfig,
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+fn start_loop(d: &Arc<Daemon>, job: JobConfig) -> JobLoop {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(job_loop(d.clone(), job.clone(), stopping));
+    JobLoop { job, stop, handle }
 }
 
 /// Open the vault and catalog of a checked config.
@@ -88,7 +104,8 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         stats: Mutex::new(stats),
         token,
         profile_dirs,
-        stopping: tokio::sync::watch::Sender::new(false),
+        loops: Mutex::new(BTreeMap::new()),
+        run_locks: Mutex::new(BTreeMap::new()),
     }))
 }
 
@@ -97,7 +114,7 @@ fn now_secs() -> f64 {
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(d: Arc<Daemon>) -> Result<()> {
+pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
     let addr: SocketAddr = d
         .cfg
         .global
@@ -108,12 +125,17 @@ pub async fn run(d: Arc<Daemon>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::usage(format!("cannot listen on {addr}")).with_source(e))?;
-    let jobs: Vec<_> = d
-        .cfg
-        .jobs
-        .iter()
-        .map(|job| tokio::spawn(job_loop(d.clone(), job.clone())))
-        .collect();
+    start_jobs(&d);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| Error::io("cannot handle SIGHUP").with_source(e))?;
+    let reloader = {
+        let d = d.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reload(&d, &config_path);
+            }
+        })
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -135,8 +157,9 @@ pub async fn run(d: Arc<Daemon>) -> Result<()> {
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| Error::io("the HTTP server failed").with_source(e));
+    reloader.abort();
     let grace = Duration::from_secs(d.cfg.global.shutdown_grace_secs);
-    for job in stop(&d, jobs, grace).await {
+    for job in stop(&d, grace).await {
         tracing::warn!(
             "job {job}: its running capture was abandoned after the shutdown grace period of {}s; nothing of it was committed",
             grace.as_secs()
@@ -145,10 +168,75 @@ pub async fn run(d: Arc<Daemon>) -> Result<()> {
     served
 }
 
+/// Start a loop for every job of the config.
+pub fn start_jobs(d: &Arc<Daemon>) {
+    let mut loops = d.loops.lock().expect("loops lock");
+    for job in &d.cfg.jobs {
+        loops.insert(job.name.clone(), start_loop(d, job.clone()));
+    }
+}
+
+/// SIGHUP: re-read the config. A config with any problem is refused and the running one kept.
+/// Otherwise jobs that changed or went away stop after their current run, and new or changed jobs
+/// start; settings outside `[[job]]` take effect at the next restart.
+pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
+    let cfg = match check::load_checked(path, &d.profile_dirs) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!("{p}");
+            }
+            tracing::error!(
+                "config reload refused: {} has {} problem(s); the running config is kept",
+                path.display(),
+                problems.len()
+            );
+            return;
+        }
+    };
+    // Compared through Debug: the option structs have no PartialEq. Nothing here is logged.
+    if format!("{:?}", cfg.global) != format!("{:?}", d.cfg.global) {
+        tracing::warn!("config reload: settings outside [[job]] changed; they take effect when vaultd restarts");
+    }
+    let mut loops = d.loops.lock().expect("loops lock");
+    let mut stopped = Vec::new();
+    loops.retain(|name, l| {
+        let same = cfg.jobs.iter().any(|j| format!("{j:?}") == format!("{:?}", l.job));
+        if !same {
+            l.stop.send_replace(true);
+            stopped.push(name.clone());
+        }
+        same
+    });
+    let mut started = Vec::new();
+    for job in &cfg.jobs {
+        if !loops.contains_key(&job.name) {
+            loops.insert(job.name.clone(), start_loop(d, job.clone()));
+            started.push(job.name.clone());
+        }
+    }
+    d.stats
+        .lock()
+        .expect("stats lock")
+        .retain(|name, s| s.running || cfg.jobs.iter().any(|j| &j.name == name));
+    for job in &cfg.jobs {
+        d.update(&job.name, |_| {});
+    }
+    tracing::info!(
+        "config reloaded from {}: {} job(s); stopped {stopped:?}, started {started:?}",
+        path.display(),
+        cfg.jobs.len()
+    );
+}
+
 /// Take no new runs, and give running captures up to `grace` to finish. Returns the jobs whose
 /// running capture was abandoned.
-pub async fn stop(d: &Daemon, jobs: Vec<tokio::task::JoinHandle<()>>, grace: Duration) -> Vec<String> {
-    d.stopping.send_replace(true);
+pub async fn stop(d: &Daemon, grace: Duration) -> Vec<String> {
+    let loops = std::mem::take(&mut *d.loops.lock().expect("loops lock"));
+    for l in loops.values() {
+        l.stop.send_replace(true);
+    }
+    let jobs: Vec<_> = loops.into_values().map(|l| l.handle).collect();
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && jobs.iter().any(|h| !h.is_finished()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -167,7 +255,7 @@ pub async fn stop(d: &Daemon, jobs: Vec<tokio::task::JoinHandle<()>>, grace: Dur
     abandoned
 }
 
-async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
+async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
     let schedule = match check::schedule(&job.schedule) {
         Ok(s) => s,
         Err(e) => {
@@ -175,7 +263,6 @@ async fn job_loop(d: Arc<Daemon>, job: JobConfig) {
             return;
         }
     };
-    let mut stopping = d.stopping.subscribe();
     match missed_run(&d, &job, &schedule, Utc::now()).await {
         Ok(Some(last)) => {
             tracing::info!(
@@ -231,6 +318,8 @@ pub async fn missed_run(d: &Daemon, job: &JobConfig, schedule: &cron::Schedule, 
 
 /// One run of a job, with its timeout; the outcome goes to the stats and the log.
 pub async fn run_once(d: &Daemon, job: &JobConfig) {
+    let lock = d.run_locks.lock().expect("run locks").entry(job.name.clone()).or_default().clone();
+    let _running = lock.lock().await;
     let started = Instant::now();
     tracing::info!("job {}: run started", job.name);
     d.update(&job.name, |s| {
@@ -593,14 +682,14 @@ mod tests {
         let cfg = crate::config::parse(&text).config.unwrap();
         assert_eq!(cfg.global.shutdown_grace_secs, crate::config::DEFAULT_GRACE_SECS);
         let daemon = open(cfg.clone(), vec![]).await.unwrap();
-        let h = tokio::spawn(job_loop(daemon.clone(), cfg.jobs[0].clone()));
+        start_jobs(&daemon);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !running(&daemon, "slow") {
             assert!(Instant::now() < deadline, "the job never started");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let started = Instant::now();
-        let abandoned = stop(&daemon, vec![h], Duration::from_secs(1)).await;
+        let abandoned = stop(&daemon, Duration::from_secs(1)).await;
         assert_eq!(abandoned, vec!["slow".to_string()]);
         assert!(started.elapsed() >= Duration::from_secs(1) && started.elapsed() < Duration::from_secs(5));
         assert!(daemon.catalog.lock().await.snapshots().unwrap().is_empty());
@@ -614,14 +703,14 @@ mod tests {
         );
         let cfg = crate::config::parse(&text).config.unwrap();
         let daemon = open(cfg.clone(), vec![]).await.unwrap();
-        let h = tokio::spawn(job_loop(daemon.clone(), cfg.jobs[0].clone()));
+        start_jobs(&daemon);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !running(&daemon, "conf") && daemon.stats.lock().unwrap()["conf"].outcomes.is_empty() {
             assert!(Instant::now() < deadline, "the job never started");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let started = Instant::now();
-        let abandoned = stop(&daemon, vec![h], Duration::from_secs(30)).await;
+        let abandoned = stop(&daemon, Duration::from_secs(30)).await;
         assert!(abandoned.is_empty());
         assert!(started.elapsed() < Duration::from_secs(10));
         let stats = daemon.stats.lock().unwrap()["conf"].clone();
