@@ -96,6 +96,8 @@ root = "{host}"
 name = "unreachable"
 kind = "etcd-v3"
 schedule = "*/2 * * * * *"
+retries = 1
+retry_backoff_secs = 0
 [job.etcd]
 endpoints = ["http://127.0.0.1:{closed}"]
 connect_timeout_secs = 1
@@ -178,6 +180,11 @@ connect_timeout_secs = 1
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains(token), "the token was logged");
     assert!(logged.contains("job unreachable: failed"), "{logged}");
+    assert!(logged.contains("job unreachable: attempt 1 of 2 failed"), "{logged}");
+    assert!(
+        metric(&metrics, "vault_job_retries_total{job=\"unreachable\"}").unwrap() >= 1.0,
+        "{metrics}"
+    );
     // Runs of one job never overlapped: each start is followed by that run's end before the next.
     for job in ["etcd", "files", "unreachable"] {
         let events: Vec<bool> = logged

@@ -69,7 +69,7 @@ fn every_syntax_error_is_reported_with_its_line() {
 fn unknown_keys_everywhere_are_all_reported_with_their_lines() {
     let text = format!(
         "{HEAD}bogus = 1\n[s3]\nregon = \"x\"\n[http]\nport = 1\n{}colour = \"red\"\n{}",
-        etcd_job("a").replace("[job.etcd]", "retries = 3\nnmae = \"x\"\n[job.etcd]"),
+        etcd_job("a").replace("[job.etcd]", "retry = 3\nnmae = \"x\"\n[job.etcd]"),
         etcd_job("b")
     );
     let p = parse(&text);
@@ -82,7 +82,7 @@ fn unknown_keys_everywhere_are_all_reported_with_their_lines() {
             ("bogus".into(), Some(3)),
             ("s3.regon".into(), Some(5)),
             ("http.port".into(), Some(7)),
-            ("job[0].retries".into(), line("retries")),
+            ("job[0].retry".into(), line("retry ")),
             ("job[0].nmae".into(), line("nmae")),
             ("job[0].etcd.colour".into(), line("colour")),
         ],

@@ -22,6 +22,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/vault/vaultd.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 pub const DEFAULT_GRACE_SECS: u64 = 30;
+pub const DEFAULT_RETRIES: u32 = 2;
+pub const DEFAULT_BACKOFF_SECS: u64 = 30;
 
 /// Everything but the jobs.
 #[derive(Clone, Debug, Deserialize)]
@@ -107,6 +109,12 @@ pub struct JobConfig {
     /// A run still going after this many seconds is aborted (nothing is committed).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// A run that fails with a transient error (store, source, I/O) is tried again this many times.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    #[serde(default = "default_backoff")]
+    pub retry_backoff_secs: u64,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// etcd-v3: how to reach etcd.
@@ -126,6 +134,14 @@ pub struct JobConfig {
 
 fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_SECS
+}
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+fn default_backoff() -> u64 {
+    DEFAULT_BACKOFF_SECS
 }
 
 impl JobConfig {

@@ -46,6 +46,8 @@ pub struct JobStats {
     pub bytes_read: u64,
     pub bytes_new: u64,
     pub bytes_stored: u64,
+    /// Attempts tried again after a transient error.
+    pub retries: u64,
 }
 
 pub struct Daemon {
@@ -326,7 +328,7 @@ pub async fn run_once(d: &Daemon, job: &JobConfig) {
         s.last_attempt = Some(now_secs());
         s.running = true;
     });
-    let result = tokio::time::timeout(Duration::from_secs(job.timeout_secs), capture(d, job)).await;
+    let result = tokio::time::timeout(Duration::from_secs(job.timeout_secs), capture_with_retries(d, job)).await;
     let seconds = started.elapsed().as_secs_f64();
     let outcome = match result {
         Ok(Ok(c)) => {
@@ -364,6 +366,36 @@ pub async fn run_once(d: &Daemon, job: &JobConfig) {
         s.last_duration = Some(seconds);
         *s.outcomes.entry(outcome).or_default() += 1;
     });
+}
+
+/// Whether an error may go away by itself (a store or etcd hiccup), as opposed to one that needs
+/// the operator (configuration, keys, integrity).
+fn transient(e: &Error) -> bool {
+    matches!(e.kind, vault::ErrorKind::Store | vault::ErrorKind::Source | vault::ErrorKind::Io)
+}
+
+/// Capture, trying again after transient errors with a doubling backoff (all within the job's
+/// timeout, which wraps this).
+async fn capture_with_retries(d: &Daemon, job: &JobConfig) -> Result<Captured> {
+    let mut backoff = Duration::from_secs(job.retry_backoff_secs);
+    let mut attempt = 0;
+    loop {
+        match capture(d, job).await {
+            Err(e) if transient(&e) && attempt < job.retries => {
+                attempt += 1;
+                tracing::warn!(
+                    "job {}: attempt {attempt} of {} failed: {e}; trying again in {}s",
+                    job.name,
+                    job.retries + 1,
+                    backoff.as_secs()
+                );
+                d.update(&job.name, |s| s.retries += 1);
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            other => return other,
+        }
+    }
 }
 
 struct Captured {
@@ -517,6 +549,12 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>) -> String {
         "Bytes stored (compressed, encrypted) by the job's successful runs.",
         "counter",
         &|s| Some(s.bytes_stored as f64),
+    );
+    gauge(
+        "vault_job_retries_total",
+        "Attempts tried again after a transient error.",
+        "counter",
+        &|s| Some(s.retries as f64),
     );
     let _ = writeln!(
         out,
@@ -716,6 +754,37 @@ mod tests {
         let stats = daemon.stats.lock().unwrap()["conf"].clone();
         assert_eq!(stats.outcomes.get("success"), Some(&1), "{stats:?}");
         assert_eq!(daemon.catalog.lock().await.snapshots().unwrap().len(), 1);
+    }
+
+    /// Transient errors (etcd unreachable) are retried; configuration errors are not.
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_vault(d).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"gone\"\nkind = \"etcd-v3\"\nschedule = \"0 0 * * * *\"\nretries = 2\nretry_backoff_secs = 0\n[job.etcd]\nendpoints = [\"http://{1}\"]\nconnect_timeout_secs = 1\n[[job]]\nname = \"badroot\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\nretry_backoff_secs = 0\npaths = [\"/etc\"]\nroot = \"{0}/no-such-root\"\n",
+            d.display(),
+            closed
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        assert_eq!(cfg.jobs[1].retries, crate::config::DEFAULT_RETRIES);
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        run_once(&daemon, &cfg.jobs[0]).await;
+        run_once(&daemon, &cfg.jobs[1]).await;
+        let stats = daemon.stats.lock().unwrap().clone();
+        assert_eq!(
+            (stats["gone"].retries, stats["gone"].outcomes.get("failure")),
+            (2, Some(&1)),
+            "{stats:?}"
+        );
+        assert_eq!(
+            (stats["badroot"].retries, stats["badroot"].outcomes.get("failure")),
+            (0, Some(&1)),
+            "{stats:?}"
+        );
+        assert!(render_metrics(&stats).contains("vault_job_retries_total{job=\"gone\"} 2\n"));
     }
 
     #[test]
