@@ -23,10 +23,18 @@ fn vaultd() -> PathBuf {
 
 /// GET `path` on 127.0.0.1:`port`, with an optional bearer token: (status, body).
 fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    request(port, "GET", path, token)
+}
+
+fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
@@ -162,6 +170,38 @@ connect_timeout_secs = 1
     );
     assert_eq!(metric(&metrics, &series("unreachable", "success")), Some(0.0), "{metrics}");
     assert!(metric(&metrics, "vault_job_last_success_timestamp_seconds{job=\"unreachable\"}").is_none());
+
+    // The API: token required; jobs listed; a run on request.
+    assert_eq!(get(port, "/readyz", None).unwrap().0, 401);
+    assert_eq!(get(port, "/readyz", Some(token)).unwrap().0, 200);
+    assert_eq!(get(port, "/v1/jobs", Some("nope")).unwrap().0, 401);
+    let (code, body) = get(port, "/v1/jobs", Some(token)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let list: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["etcd", "files", "unreachable"]);
+    let (code, body) = get(port, "/v1/jobs/etcd", Some(token)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(body.trim()).unwrap();
+    assert!(j["runs"]["success"].as_u64().unwrap() >= 3 && j["next_slot"].is_string(), "{j}");
+    assert_eq!(get(port, "/v1/jobs/nope", Some(token)).unwrap().0, 404);
+    assert_eq!(request(port, "POST", "/v1/jobs/files/run", None).unwrap().0, 401);
+    let (code, body) = request(port, "POST", "/v1/jobs/files/run", Some(token)).unwrap();
+    assert!(code == 202 || code == 409, "{code} {body}");
+    if code == 202 {
+        wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("job files: run requested through the API")
+                .then_some(())
+        })
+        .expect("the API run was not logged");
+    }
 
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(

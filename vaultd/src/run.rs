@@ -141,6 +141,10 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{name}", get(job))
+        .route("/v1/jobs/{name}/run", axum::routing::post(run_job))
         .with_state(d.clone());
     tracing::info!("vaultd listening on {addr} with {} job(s)", d.cfg.jobs.len());
     // Config checked, vault and catalog open, listener bound: ready.
@@ -473,13 +477,52 @@ impl Daemon {
 
     /// Whether the request carries the bearer token (compared in constant time).
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else { return true };
+        let Some(token) = &self.token else { return false };
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    /// Everything but /healthz (and /metrics when public) needs the token; without a token file
+    /// the API is closed. The log line never holds the token. `None` when the request may go on, else the refusal to send.
+    fn check_auth(&self, what: &str, headers: &HeaderMap) -> Option<Response> {
+        if self.token.is_none() {
+            let closed = "the API is closed: set http.token_file in the vaultd config\n";
+            return Some((StatusCode::FORBIDDEN, closed).into_response());
+        }
+        if self.authorized(headers) {
+            return None;
+        }
+        tracing::warn!("{what}: missing or wrong bearer token");
+        Some((StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response())
+    }
+
+    /// The jobs as currently configured (after any reload).
+    fn current_jobs(&self) -> Vec<JobConfig> {
+        self.loops.lock().expect("loops lock").values().map(|l| l.job.clone()).collect()
+    }
+
+    fn job_json(&self, job: &JobConfig) -> serde_json::Value {
+        let s = self.stats.lock().expect("stats lock").get(&job.name).cloned().unwrap_or_default();
+        let next = check::schedule(&job.schedule)
+            .ok()
+            .and_then(|sc| sc.upcoming(Utc).next())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        serde_json::json!({
+            "name": job.name,
+            "kind": job.kind,
+            "schedule": job.schedule,
+            "next_slot": next,
+            "running": s.running,
+            "last_attempt": s.last_attempt,
+            "last_success": s.last_success,
+            "last_duration_seconds": s.last_duration,
+            "runs": s.outcomes,
+            "retries": s.retries,
+        })
     }
 }
 
@@ -491,12 +534,61 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
-    if !d.cfg.global.http.metrics_public && !d.authorized(&headers) {
-        tracing::warn!("GET /metrics: missing or wrong bearer token");
-        return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+    if !d.cfg.global.http.metrics_public
+        && let Some(r) = d.check_auth("GET /metrics", &headers)
+    {
+        return r;
     }
     let stats = d.stats.lock().expect("stats lock").clone();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&stats)).into_response()
+}
+
+/// GET /readyz: the vault answers.
+async fn readyz(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /readyz", &headers) {
+        return r;
+    }
+    match d.vault.store.get(vault::format::CONFIG_NAME).await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("the vault does not answer: {e}\n")).into_response(),
+    }
+}
+
+/// GET /v1/jobs
+async fn jobs(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/jobs", &headers) {
+        return r;
+    }
+    let list: Vec<_> = d.current_jobs().iter().map(|j| d.job_json(j)).collect();
+    axum::Json(list).into_response()
+}
+
+/// GET /v1/jobs/{name}
+async fn job(State(d): State<Arc<Daemon>>, axum::extract::Path(name): axum::extract::Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/jobs/{name}", &headers) {
+        return r;
+    }
+    match d.current_jobs().into_iter().find(|j| j.name == name) {
+        Some(j) => axum::Json(d.job_json(&j)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no job {name:?}\n")).into_response(),
+    }
+}
+
+/// POST /v1/jobs/{name}/run: start a run now (202), unless one is going (409).
+async fn run_job(State(d): State<Arc<Daemon>>, axum::extract::Path(name): axum::extract::Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("POST /v1/jobs/{name}/run", &headers) {
+        return r;
+    }
+    let Some(job) = d.current_jobs().into_iter().find(|j| j.name == name) else {
+        return (StatusCode::NOT_FOUND, format!("no job {name:?}\n")).into_response();
+    };
+    if d.stats.lock().expect("stats lock").get(&name).is_some_and(|s| s.running) {
+        return (StatusCode::CONFLICT, format!("job {name:?} is running\n")).into_response();
+    }
+    tracing::info!("job {name}: run requested through the API");
+    let d2 = d.clone();
+    tokio::spawn(async move { run_once(&d2, &job).await });
+    (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"job": name, "started": true}))).into_response()
 }
 
 /// Prometheus text format.
