@@ -1,5 +1,5 @@
-//! vaultd: the unattended daemon (issue 4). This first slice has the config file,
-//! `check-config` and `run` (scheduler, /healthz, /metrics). Logic that another front end
+//! vaultd: the unattended daemon (issue 4). It has the config file, `check-config`
+//! and `run` (scheduler, HTTP API, metrics, SIGHUP reload, systemd readiness). Logic that another front end
 //! would need lives in the `vault` library.
 
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Run the jobs on their schedules and serve /healthz and /metrics until SIGTERM.
+    /// Run the jobs on their schedules and serve the HTTP API until SIGTERM; SIGHUP reloads the jobs.
     Run {
         /// The config file.
         #[arg(long, env = "VAULTD_CONFIG", default_value = config::DEFAULT_CONFIG)]
