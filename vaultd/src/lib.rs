@@ -1,6 +1,6 @@
 //! vaultd, the unattended daemon (issue 4): its config file, `check-config`, and `run` (the
-//! scheduler, the HTTP API and metrics, SIGHUP reload, systemd readiness). Logic another front end would need lives in the `vault`
-//! library (e.g. `vault::source::selection` for files jobs).
+//! scheduler, the HTTP API and metrics, SIGHUP reload, systemd readiness). Logic another front end
+//! would need lives in the `vault` library (e.g. `vault::source::selection` for files jobs).
 
 pub mod check;
 pub mod config;

@@ -1,6 +1,6 @@
-//! vaultd: the unattended daemon (issue 4). It has the config file, `check-config`
-//! and `run` (scheduler, HTTP API, metrics, SIGHUP reload, systemd readiness). Logic that another front end
-//! would need lives in the `vault` library.
+//! vaultd: the unattended daemon (issue 4): `check-config` and `run` (scheduler, HTTP API, metrics,
+//! SIGHUP reload, systemd readiness). Logic that another front end would need lives in the `vault`
+//! library.
 
 use std::path::PathBuf;
 
