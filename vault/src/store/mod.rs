@@ -30,7 +30,8 @@ pub struct ObjectInfo {
 }
 
 /// S3 settings from a config file; unset fields fall back to the standard `AWS_*` environment.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `Debug` never shows the secret key.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Options {
     pub endpoint: Option<String>,
@@ -38,6 +39,18 @@ pub struct S3Options {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub allow_http: Option<bool>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 /// A store backend. An enum rather than a trait object: there are few backends and this keeps

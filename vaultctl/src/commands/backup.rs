@@ -84,42 +84,26 @@ pub async fn run(c: &Common, kind: Kind) -> Result<i32> {
 }
 
 async fn run_files(c: &Common, a: FilesArgs) -> Result<i32> {
-    use vault::source::profile::{PathPattern, Profile};
-    let profile = a
-        .profile
-        .as_deref()
-        .map(|p| Profile::load(p, &super::files::profile_dirs()))
-        .transpose()?;
-    let mut paths = Vec::new();
-    let mut missing = Vec::new();
-    if let Some(p) = &profile {
-        let (found, gone) = p.expand(&a.root)?;
-        paths.extend(found);
-        missing.extend(gone);
-    }
-    for text in &a.paths {
-        let found = PathPattern::new(text)?.expand(&a.root)?;
-        if found.is_empty() {
-            missing.push(text.clone());
-        }
-        paths.extend(found);
-    }
-    let excludes = a.excludes.iter().map(|e| PathPattern::new(e)).collect::<Result<Vec<_>>>()?;
-    let packages = match (a.no_packages, profile.as_ref().is_none_or(|p| p.packages)) {
+    let selection = vault::source::selection::FilesSelection {
+        profile: a.profile.clone(),
+        paths: a.paths.clone(),
+        exclude: a.excludes.clone(),
+        root: a.root.clone(),
+    };
+    let resolved = selection.resolve(&super::files::profile_dirs())?;
+    let missing = resolved.missing;
+    let packages = match (a.no_packages, resolved.profile.as_ref().is_none_or(|p| p.packages)) {
         (false, true) => vault::source::packages::capture()?.map(|l| serde_json::to_value(l).expect("serialize package list")),
         _ => None,
     };
     let tags = parse_tags(&a.tags)?;
     let vault = c.vault().await?;
     let mut catalog = c.catalog(&vault).await?;
-    let profile_for_exclude = profile.clone();
     let opts = vault::ops::files::FilesOptions {
         root: a.root.clone(),
-        paths,
-        excluded: Box::new(move |p| {
-            excludes.iter().any(|e| e.matches(p)) || profile_for_exclude.as_ref().is_some_and(|pr| pr.is_excluded(p))
-        }),
-        profile: profile.as_ref().map(|p| p.name.clone()),
+        paths: resolved.paths,
+        excluded: resolved.excluded,
+        profile: resolved.profile.as_ref().map(|p| p.name.clone()),
         packages,
     };
     let pb = output::progress(c.json, None, "files");
