@@ -329,3 +329,77 @@ fn sighup_reloads_jobs_and_a_bad_config_keeps_the_running_one() {
 fn vaultd_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+/// `vaultctl status`, `jobs` and `run JOB --wait` against a running daemon; a clear error when the
+/// token is missing and when the daemon is not running.
+#[test]
+fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
+    let tmp = tempdir("vaultd-ctl");
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(host.join("etc/app")).unwrap();
+    std::fs::write(host.join("etc/app/a.conf"), "a=1\n").unwrap();
+    let port = free_port();
+    let token = tmp.path().join("token");
+    write_private(&token, "s3cret-token-for-the-test\n");
+    let config = tmp.path().join("vaultd.toml");
+    write_private(
+        &config,
+        &format!(
+            "repo = \"{}\"\nwriter_key = \"{}\"\ncatalog = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n{}",
+            ctl.repo,
+            ctl.writer_key.display(),
+            tmp.path().join("catalog.sqlite").display(),
+            token.display(),
+            files_job("conf", &host).replace("* * * * * *", "0 0 3 1 1 *")
+        ),
+    );
+    let log = tmp.path().join("vaultd.log");
+    let mut cmd = Command::new(vaultd());
+    cmd.args(["run", "--config"]).arg(&config);
+    let mut daemon = Proc::spawn("vaultd", &mut cmd, &log);
+    let cfg = config.display().to_string();
+    wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        get(port, "/healthz", None).map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("vaultd did not start:\n{}", vaultd_log(&log)));
+
+    ctl.run(&["status", "--daemon-config", &cfg])
+        .ok()
+        .mentions(&["alive, ready", "conf"]);
+    let jobs = ctl.run(&["--json", "jobs", "--daemon-config", &cfg]).ok().json();
+    assert_eq!(jobs[0]["name"], "conf", "{jobs:#}");
+    // wait for a start-up catch-up run, if any, to end so the count below is exact
+    wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        let j = ctl.run(&["--json", "jobs", "--daemon-config", &cfg]).ok().json();
+        (j[0]["running"] == false).then_some(())
+    })
+    .expect("the job settles");
+    let before = snapshots_of(&ctl.snapshots(), "conf");
+    ctl.run(&["run", "conf", "--wait", "--daemon-config", &cfg])
+        .ok()
+        .mentions(&["job conf succeeded"]);
+    assert_eq!(snapshots_of(&ctl.snapshots(), "conf"), before + 1);
+    ctl.run(&["run", "nosuch", "--daemon-config", &cfg])
+        .failed()
+        .mentions(&["no job \"nosuch\""]);
+
+    // no token: refused with a hint, and the token never shows in the daemon's log
+    ctl.run(&[
+        "jobs",
+        "--daemon-url",
+        &format!("http://127.0.0.1:{port}"),
+        "--daemon-config",
+        "/nonexistent",
+    ])
+    .code(4)
+    .mentions(&["bearer token", "--daemon-token-file"]);
+    assert!(!vaultd_log(&log).contains("s3cret-token"), "the token was logged");
+
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "vaultd exit {status:?}");
+    ctl.run(&["status", "--daemon-config", &cfg])
+        .failed()
+        .mentions(&["vaultd is not answering", "systemctl status vaultd"]);
+}

@@ -48,6 +48,20 @@ enum Command {
     /// Installed-package lists captured with host files.
     #[command(subcommand)]
     Packages(commands::packages::Command),
+    /// Is vaultd alive and ready, and how are its jobs.
+    Status(commands::daemon::DaemonArgs),
+    /// The daemon's jobs: schedules, last attempt and success, next slot.
+    Jobs(commands::daemon::DaemonArgs),
+    /// Ask vaultd to run a job now.
+    Run {
+        /// Job name.
+        job: String,
+        /// Wait until the run ends; exit non-zero if it failed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        daemon: commands::daemon::DaemonArgs,
+    },
     /// Key management.
     #[command(subcommand)]
     Key(commands::key::Command),
@@ -77,6 +91,9 @@ fn main() {
             Command::Catalog(cmd) => commands::catalog::run(&c, cmd).await,
             Command::Key(cmd) => commands::key::run(&c, cmd).await,
             Command::Diff(a) => commands::diff::run(&c, a).await,
+            Command::Status(d) => commands::daemon::status(c.json, &d).await,
+            Command::Jobs(d) => commands::daemon::jobs(c.json, &d).await,
+            Command::Run { job, wait, daemon } => commands::daemon::run(c.json, &daemon, &job, wait).await,
             Command::Packages(cmd) => commands::packages::run(&c, cmd).await,
         }
     });

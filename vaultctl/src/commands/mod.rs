@@ -1,5 +1,6 @@
 pub mod backup;
 pub mod catalog;
+pub mod daemon;
 pub mod diff;
 pub mod etcd;
 pub mod files;

@@ -1,0 +1,199 @@
+//! `vaultctl status`, `vaultctl jobs`, `vaultctl run JOB [--wait]`: talk to a running vaultd over
+//! its HTTP API. The address and token come from flags or from the daemon's config file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vault::{Error, ErrorKind, Result};
+
+use crate::output;
+
+/// Where the daemon is.
+#[derive(clap::Args, Clone)]
+pub struct DaemonArgs {
+    /// The daemon's config file, to read [http] listen and token_file from.
+    #[arg(long, env = "VAULTD_CONFIG", default_value = "/etc/vault/vaultd.toml")]
+    daemon_config: PathBuf,
+    /// The daemon's base URL (overrides the config), e.g. http://127.0.0.1:8765.
+    #[arg(long, env = "VAULTD_URL")]
+    daemon_url: Option<String>,
+    /// File holding the bearer token (overrides the config).
+    #[arg(long, env = "VAULTD_TOKEN_FILE")]
+    daemon_token_file: Option<PathBuf>,
+}
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl DaemonArgs {
+    fn client(&self) -> Result<Client> {
+        let cfg: Option<toml::Table> = std::fs::read_to_string(&self.daemon_config).ok().and_then(|t| t.parse().ok());
+        let http_section = cfg.as_ref().and_then(|c| c.get("http")).and_then(|h| h.as_table());
+        let listen = http_section
+            .and_then(|h| h.get("listen"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("127.0.0.1:8765");
+        let base = self.daemon_url.clone().unwrap_or_else(|| format!("http://{listen}"));
+        let token_file = self.daemon_token_file.clone().or_else(|| {
+            http_section
+                .and_then(|h| h.get("token_file"))
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+        });
+        let token = match token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(&f)
+                    .map_err(|e| Error::key(format!("cannot read the daemon's token file {}", f.display())).with_source(e))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::io("cannot build an HTTP client").with_source(e))?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+}
+
+impl Client {
+    async fn call(&self, method: reqwest::Method, path: &str) -> Result<(u16, String)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            Error::new(ErrorKind::Io, format!("vaultd is not answering at {}", self.base))
+                .with_source(e)
+                .hint("is the daemon running? `systemctl status vaultd`; or pass --daemon-url / set VAULTD_URL")
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        match status {
+            401 | 403 => Err(
+                Error::key(format!("vaultd at {} refused the request ({status}): {}", self.base, body.trim()))
+                    .hint("pass the daemon's token with --daemon-token-file (or token_file in its config)"),
+            ),
+            _ => Ok((status, body)),
+        }
+    }
+
+    async fn json(&self, path: &str) -> Result<serde_json::Value> {
+        let (status, body) = self.call(reqwest::Method::GET, path).await?;
+        match status {
+            200 => {}
+            404 => return Err(Error::not_found(format!("vaultd: {}", body.trim())).hint("list the jobs with `vaultctl jobs`")),
+            _ => return Err(Error::io(format!("vaultd answered {status} to GET {path}: {}", body.trim()))),
+        }
+        serde_json::from_str(&body).map_err(|e| Error::io(format!("vaultd sent malformed JSON for GET {path}")).with_source(e))
+    }
+}
+
+fn ts(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .and_then(|s| chrono::DateTime::from_timestamp(s as i64, 0))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "never".into())
+}
+
+fn print_jobs(jobs: &[serde_json::Value]) {
+    println!(
+        "{:<20}  {:<8}  {:<16}  {:<20}  {:<20}  {:<20}  state",
+        "job", "kind", "schedule", "last attempt", "last success", "next slot"
+    );
+    for j in jobs {
+        println!(
+            "{:<20}  {:<8}  {:<16}  {:<20}  {:<20}  {:<20}  {}",
+            j["name"].as_str().unwrap_or("?"),
+            j["kind"].as_str().unwrap_or("?"),
+            j["schedule"].as_str().unwrap_or("?"),
+            ts(&j["last_attempt"]),
+            ts(&j["last_success"]),
+            j["next_slot"].as_str().unwrap_or("-"),
+            if j["running"].as_bool() == Some(true) { "running" } else { "idle" }
+        );
+    }
+}
+
+/// `vaultctl status`: is the daemon alive and ready, and how are its jobs.
+pub async fn status(json: bool, a: &DaemonArgs) -> Result<i32> {
+    let c = a.client()?;
+    let (alive, _) = c.call(reqwest::Method::GET, "/healthz").await?;
+    let (ready, why) = c.call(reqwest::Method::GET, "/readyz").await?;
+    let jobs = c.json("/v1/jobs").await?;
+    if json {
+        output::json(&serde_json::json!({ "url": c.base, "alive": alive == 200, "ready": ready == 200, "jobs": jobs }));
+    } else {
+        println!(
+            "vaultd at {}: {}, {}",
+            c.base,
+            if alive == 200 { "alive" } else { "NOT alive" },
+            if ready == 200 {
+                "ready".to_string()
+            } else {
+                format!("NOT ready: {}", why.trim())
+            }
+        );
+        print_jobs(jobs.as_array().map(Vec::as_slice).unwrap_or_default());
+    }
+    Ok(if ready == 200 { 0 } else { 1 })
+}
+
+/// `vaultctl jobs`
+pub async fn jobs(json: bool, a: &DaemonArgs) -> Result<i32> {
+    let jobs = a.client()?.json("/v1/jobs").await?;
+    if json {
+        output::json(&jobs);
+    } else {
+        print_jobs(jobs.as_array().map(Vec::as_slice).unwrap_or_default());
+    }
+    Ok(0)
+}
+
+/// `vaultctl run JOB [--wait]`
+pub async fn run(json: bool, a: &DaemonArgs, job: &str, wait: bool) -> Result<i32> {
+    let c = a.client()?;
+    let path = format!("/v1/jobs/{job}");
+    let before = c.json(&path).await?;
+    let (status, body) = c.call(reqwest::Method::POST, &format!("{path}/run")).await?;
+    match status {
+        202 => {}
+        404 => return Err(Error::not_found(format!("vaultd has no job {job:?}")).hint("list them with `vaultctl jobs`")),
+        409 => return Err(Error::new(ErrorKind::AlreadyExists, format!("job {job:?} is already running"))),
+        _ => return Err(Error::io(format!("vaultd answered {status}: {}", body.trim()))),
+    }
+    if !wait {
+        if !json {
+            println!("job {job} started");
+        }
+        return Ok(0);
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = c.json(&path).await?;
+        if now["running"].as_bool() == Some(true) || now["last_attempt"] == before["last_attempt"] {
+            continue;
+        }
+        // A success is stamped when the run ends, after the attempt that started it.
+        let (attempt, success) = (now["last_attempt"].as_f64(), now["last_success"].as_f64());
+        let ok = now["last_success"] != before["last_success"] && success.zip(attempt).is_some_and(|(s, a)| s >= a);
+        if json {
+            output::json(&serde_json::json!({ "job": job, "ok": ok, "status": now }));
+        } else {
+            println!(
+                "job {job} {} after {:.1}s",
+                if ok { "succeeded" } else { "FAILED (see the daemon's log)" },
+                now["last_duration_seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+        return Ok(if ok { 0 } else { 1 });
+    }
+}
