@@ -384,6 +384,15 @@ fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
     ctl.run(&["run", "nosuch", "--daemon-config", &cfg])
         .failed()
         .mentions(&["no job \"nosuch\""]);
+    let (code, body) = get(port, "/v1/snapshots", Some("s3cret-token-for-the-test")).expect("GET /v1/snapshots");
+    assert_eq!(code, 200, "{body}");
+    let snaps: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        snaps.as_array().map(|a| a.iter().filter(|s| s["job"] == "conf").count()),
+        Some(before + 1),
+        "{snaps:#}"
+    );
+    assert_eq!(get(port, "/v1/snapshots", None).map(|(c, _)| c), Some(401));
 
     // no token: refused with a hint, and the token never shows in the daemon's log
     ctl.run(&[

@@ -145,6 +145,7 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{name}", get(job))
         .route("/v1/jobs/{name}/run", axum::routing::post(run_job))
+        .route("/v1/snapshots", get(snapshots))
         .with_state(d.clone());
     tracing::info!("vaultd listening on {addr} with {} job(s)", d.cfg.jobs.len());
     // Config checked, vault and catalog open, listener bound: ready.
@@ -571,6 +572,44 @@ async fn job(State(d): State<Arc<Daemon>>, axum::extract::Path(name): axum::extr
     match d.current_jobs().into_iter().find(|j| j.name == name) {
         Some(j) => axum::Json(d.job_json(&j)).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no job {name:?}\n")).into_response(),
+    }
+}
+
+/// GET /v1/snapshots: the vault's snapshots as the daemon's catalog knows them (oldest first).
+async fn snapshots(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/snapshots", &headers) {
+        return r;
+    }
+    // A capture holds the catalog while it runs; do not make the caller wait for it.
+    let Ok(cat) = tokio::time::timeout(Duration::from_secs(2), d.catalog.lock()).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a capture is using the catalog; retry in a moment\n",
+        )
+            .into_response();
+    };
+    match cat.snapshots() {
+        Ok(list) => {
+            let rows: Vec<serde_json::Value> = list
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id.hex(),
+                        "time": s.manifest.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "kind": s.manifest.kind.as_str(),
+                        "host": s.manifest.host,
+                        "job": s.manifest.job,
+                        "source": s.manifest.source(),
+                        "size": s.manifest.stats.bytes,
+                        "stored_bytes": s.manifest.stats.stored_bytes,
+                        "tags": s.manifest.tags,
+                        "verification": s.verification,
+                    })
+                })
+                .collect();
+            axum::Json(rows).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("catalog: {e}\n")).into_response(),
     }
 }
 
