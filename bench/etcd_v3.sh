@@ -29,20 +29,10 @@ OUTDIR=${BENCH_OUT:-$ROOT/bench/results}
 GEN=${GEN_ETCD_DATA:-/work/shared/tools/gen_etcd_data.py}
 if [[ ! -f $GEN && -f $ROOT/../shared/tools/gen_etcd_data.py ]]; then GEN=$ROOT/../shared/tools/gen_etcd_data.py; fi
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "ERROR: $*"
-    exit 1
-}
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # prerequisites
-need() { command -v "$1" >/dev/null 2>&1; }
-if [[ ! -x /usr/bin/time ]]; then
-    log "installing GNU time (Debian package 'time') for peak-RSS measurement"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null ||
-        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null; }
-fi
 for t in etcd etcdctl restic borg python3 curl; do need "$t" || die "$t is not installed (see bench/README.md)"; done
 need moto_server || die "moto_server is not installed: pip install 'moto[server]'"
 [[ -f $GEN ]] || die "data generator $GEN not found (set GEN_ETCD_DATA)"
@@ -64,17 +54,6 @@ INGEST=$ROOT/target/release/vault-bench-ingest
 T=$(mktemp -d "${BENCH_TMP:-/tmp}/vault-bench.XXXXXX")
 mkdir -p "$T/out" "$T/restore"
 ETCD_PID="" MOTO_PID="" LOAD_PID=""
-stop_pid() { # stop one process that this script started, by PID
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$LOAD_PID"
     stop_pid "$MOTO_PID"
@@ -133,10 +112,8 @@ measure() {
     LAST_OUT="$o.out"
     log "  $label #$rep: $(tail -n 1 "$MEASURE" | cut -f3) s"
 }
-json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 # repo size: the sum of the sizes of its files (`du -sb` without the 4 KiB per directory entry, which
 # would charge restic ~1 MB for its 256 empty data/ subdirectories)
-du_b() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
 
 # ---------------------------------------------------------------------------------------------
 # environment facts

@@ -27,20 +27,10 @@ REPS=${BENCH_REPS:-3}
 OUTDIR=${BENCH_OUT:-$ROOT/bench/results}
 GEN=$ROOT/bench/gen_files_tree.py
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "ERROR: $*"
-    exit 1
-}
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # prerequisites
-need() { command -v "$1" >/dev/null 2>&1; }
-if [[ ! -x /usr/bin/time ]]; then
-    log "installing GNU time (Debian package 'time') for peak-RSS measurement"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null ||
-        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null; }
-fi
 for t in restic python3; do need "$t" || die "$t is not installed (see bench/README.md)"; done
 if [[ -n ${BENCH_DIAG:-} ]]; then need strace || die "BENCH_DIAG needs strace"; fi
 
@@ -56,17 +46,6 @@ VAULTCTL=$ROOT/target/release/vaultctl
 T=$(mktemp -d "${BENCH_TMP:-/tmp}/vault-bench-files.XXXXXX")
 mkdir -p "$T/out" "$T/keys" "$T/cat" "$T/diag"
 LOAD_PID=""
-stop_pid() { # stop one process that this script started, by PID
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$LOAD_PID"
     if [[ -n ${BENCH_KEEP:-} ]]; then log "kept work directory $T"; else rm -rf "$T"; fi
@@ -102,12 +81,10 @@ measure() {
     LAST_OUT="$o.out"
     log "  $label #$rep: $(tail -n 1 "$MEASURE" | cut -f3) s (load $load1)"
 }
-json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 # restic --json prints a summary object as its last line
 restic_field() { tail -n 1 "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
 # repo size: the sum of the sizes of its files (`du -sb` without the 4 KiB per directory entry, which
 # would charge restic ~1 MB for its 256 empty data/ subdirectories)
-du_b() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
 
 # ---------------------------------------------------------------------------------------------
 # environment facts
