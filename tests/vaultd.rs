@@ -249,6 +249,16 @@ connect_timeout_secs = 1
 }
 
 /// A files job every second on a small tree under `host`.
+/// A fresh local vault (with its vaultctl) and a host tree with /etc/app/a.conf for files jobs.
+fn vault_and_host(dir: &Path) -> (Ctl, PathBuf) {
+    let mut ctl = Ctl::new(&dir.join("ctl"), &dir.join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let host = dir.join("host");
+    std::fs::create_dir_all(host.join("etc/app")).unwrap();
+    std::fs::write(host.join("etc/app/a.conf"), "a=1\n").unwrap();
+    (ctl, host)
+}
+
 fn files_job(name: &str, host: &Path) -> String {
     format!(
         "[[job]]\nname = \"{name}\"\nkind = \"files\"\nschedule = \"* * * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{}\"\n",
@@ -259,11 +269,7 @@ fn files_job(name: &str, host: &Path) -> String {
 #[test]
 fn sighup_reloads_jobs_and_a_bad_config_keeps_the_running_one() {
     let tmp = tempdir("vaultd-hup");
-    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
-    ctl.setup(&[]);
-    let host = tmp.path().join("host");
-    std::fs::create_dir_all(host.join("etc/app")).unwrap();
-    std::fs::write(host.join("etc/app/a.conf"), "a=1\n").unwrap();
+    let (ctl, host) = vault_and_host(tmp.path());
     let port = free_port();
     let head = format!(
         "repo = \"{}\"\nwriter_key = \"{}\"\ncatalog = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nmetrics_public = true\n",
@@ -335,11 +341,7 @@ fn vaultd_log(path: &Path) -> String {
 #[test]
 fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
     let tmp = tempdir("vaultd-ctl");
-    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
-    ctl.setup(&[]);
-    let host = tmp.path().join("host");
-    std::fs::create_dir_all(host.join("etc/app")).unwrap();
-    std::fs::write(host.join("etc/app/a.conf"), "a=1\n").unwrap();
+    let (ctl, host) = vault_and_host(tmp.path());
     let port = free_port();
     let token = tmp.path().join("token");
     write_private(&token, "s3cret-token-for-the-test\n");
