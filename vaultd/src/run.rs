@@ -737,15 +737,7 @@ mod tests {
     async fn a_run_past_its_timeout_is_aborted_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
-        store.create_root().unwrap();
-        let (_, recipient) = vault::crypto::generate_identity();
-        let opts = vault::repo::InitOptions {
-            recipients: vec![recipient],
-            ..Default::default()
-        };
-        let (_, writer) = Vault::init(store, &opts).await.unwrap();
-        std::fs::write(d.join("w.key"), writer.to_file_text()).unwrap();
+        make_vault(d).await;
         // An "etcd" that accepts connections and never answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let text = format!(
@@ -781,15 +773,7 @@ mod tests {
         let d = dir.path();
         std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
         std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n").unwrap();
-        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
-        store.create_root().unwrap();
-        let (_, recipient) = vault::crypto::generate_identity();
-        let opts = vault::repo::InitOptions {
-            recipients: vec![recipient],
-            ..Default::default()
-        };
-        let (_, writer) = Vault::init(store, &opts).await.unwrap();
-        std::fs::write(d.join("w.key"), writer.to_file_text()).unwrap();
+        make_vault(d).await;
         let text = format!(
             "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n[[job]]\nname = \"never\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n",
             d.display()
