@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vault_e2e::data::{Rng, is_hex, k8s_like, k8s_value, sha256_file};
-use vault_e2e::{Certs, Ctl, EtcdCluster, Moto, free_port, moto, tempdir};
+use vault_e2e::{Certs, Ctl, EtcdCluster, Moto, free_port, moto, n, s, tempdir};
 
 /// Keys in the ordinary data set (~2 KB each: a snapshot of about 1.5 MB).
 const KEYS: usize = 300;
@@ -56,19 +56,6 @@ impl VaultEnv {
     fn vault_dir(&self) -> PathBuf {
         PathBuf::from(&self.ctl.repo)
     }
-}
-
-fn s(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("field {field} missing or not a string in {v:#}"))
-        .to_string()
-}
-
-fn n(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("field {field} missing or not a number in {v:#}"))
 }
 
 /// The fields of `backup etcd --json` are present and sane.

@@ -19,7 +19,7 @@ use vault::format::{CaptureStats, FilesInfo, Id, PackType, PathBytes, PayloadKin
 use vault::ops::packing::{self, ChunkSink, Packer};
 use vault::repo::{KeySource, Vault};
 use vault_e2e::data::{Rng, is_hex, sha256_hex};
-use vault_e2e::{Ctl, Run, tempdir};
+use vault_e2e::{Ctl, Run, n, s, tempdir};
 
 /// Owner and group of the files that do not belong to root.
 const UID: u32 = 1234;
@@ -175,19 +175,6 @@ impl Env {
         all.extend_from_slice(args);
         self.ctl.writer(&all)
     }
-}
-
-fn s(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("field {field} missing or not a string in {v:#}"))
-        .to_string()
-}
-
-fn n(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("field {field} missing or not a number in {v:#}"))
 }
 
 fn arr<'a>(v: &'a Value, field: &str) -> &'a Vec<Value> {

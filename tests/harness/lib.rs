@@ -20,6 +20,23 @@ pub use vaultctl::{Ctl, Run, Spawned, vaultctl};
 
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
+/// A string field of `--json` output; panics naming the field and showing the document.
+pub fn s(v: &Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("field {field} missing or not a string in {v:#}"))
+        .to_string()
+}
+
+/// A number field of `--json` output; panics naming the field and showing the document.
+pub fn n(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("field {field} missing or not a number in {v:#}"))
+}
+
 /// Poll `f` every `every` until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
