@@ -52,7 +52,8 @@ impl Names {
     }
 }
 
-/// Map an absolute host path to where it is read from under `root`.
+/// Map an absolute host path to where it is read from under `root` (only normal components are
+/// kept, so nothing can climb out of `root`).
 pub fn under_root(root: &Path, host_path: &Path) -> PathBuf {
     let rel: PathBuf = host_path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
     root.join(rel)

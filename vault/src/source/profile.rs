@@ -338,11 +338,9 @@ fn is_absent(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
-/// Where an in-host absolute path lives when the host's `/` is at `root`:
-/// `under_root("/mnt/x", "/etc/origin")` is `/mnt/x/etc/origin`.
-pub fn under_root(root: &Path, path: &Path) -> PathBuf {
-    root.join(path.strip_prefix("/").unwrap_or(path))
-}
+/// Where an in-host absolute path lives when the host's `/` is at `root` (one implementation, in
+/// `source::files`): `under_root("/mnt/x", "/etc/origin")` is `/mnt/x/etc/origin`.
+pub use super::files::under_root;
 
 // ---------------------------------------------------------------------------------------------
 // Path patterns
