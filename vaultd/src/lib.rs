@@ -2,10 +2,13 @@
 //! scheduler, the HTTP API and metrics, SIGHUP reload, systemd readiness). Logic another front end
 //! would need lives in the `vault` library (e.g. `vault::source::selection` for files jobs).
 
+pub mod api;
 pub mod check;
 pub mod config;
+pub mod metrics;
 pub mod notify;
 pub mod run;
+pub mod schedule;
 
 #[cfg(test)]
 mod check_tests;

@@ -1,0 +1,194 @@
+//! The HTTP API (axum): /healthz, /readyz, /metrics, /v1/jobs, /v1/jobs/{name},
+//! POST /v1/jobs/{name}/run, /v1/snapshots. Everything but /healthz needs the bearer token (and
+//! /metrics unless `http.metrics_public`); without a token file the API answers 403.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+
+use crate::check;
+use crate::config::JobConfig;
+use crate::metrics::render_metrics;
+use crate::run::Daemon;
+use crate::schedule::run_once;
+
+/// The API's routes over the daemon's state.
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{name}", get(job))
+        .route("/v1/jobs/{name}/run", post(run_job))
+        .route("/v1/snapshots", get(snapshots))
+        .with_state(d)
+}
+
+impl Daemon {
+    /// Whether the request carries the bearer token (compared in constant time).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else { return false };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    /// Everything but /healthz (and /metrics when public) needs the token; without a token file
+    /// the API is closed. The log line never holds the token. `None` when the request may go on, else the refusal to send.
+    fn check_auth(&self, what: &str, headers: &HeaderMap) -> Option<Response> {
+        if self.token.is_none() {
+            let closed = "the API is closed: set http.token_file in the vaultd config\n";
+            return Some((StatusCode::FORBIDDEN, closed).into_response());
+        }
+        if self.authorized(headers) {
+            return None;
+        }
+        tracing::warn!("{what}: missing or wrong bearer token");
+        Some((StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response())
+    }
+
+    fn job_json(&self, job: &JobConfig) -> serde_json::Value {
+        let s = self.stats.lock().expect("stats lock").get(&job.name).cloned().unwrap_or_default();
+        let next = check::schedule(&job.schedule)
+            .ok()
+            .and_then(|sc| sc.upcoming(Utc).next())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        serde_json::json!({
+            "name": job.name,
+            "kind": job.kind,
+            "schedule": job.schedule,
+            "next_slot": next,
+            "running": s.running,
+            "last_attempt": s.last_attempt,
+            "last_success": s.last_success,
+            "last_duration_seconds": s.last_duration,
+            "runs": s.outcomes,
+            "retries": s.retries,
+        })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if !d.cfg.global.http.metrics_public
+        && let Some(r) = d.check_auth("GET /metrics", &headers)
+    {
+        return r;
+    }
+    let stats = d.stats.lock().expect("stats lock").clone();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&stats)).into_response()
+}
+
+/// GET /readyz: the vault answers.
+async fn readyz(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /readyz", &headers) {
+        return r;
+    }
+    match d.vault.store.get(vault::format::CONFIG_NAME).await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("the vault does not answer: {e}\n")).into_response(),
+    }
+}
+
+/// GET /v1/jobs
+async fn jobs(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/jobs", &headers) {
+        return r;
+    }
+    let list: Vec<_> = d.current_jobs().iter().map(|j| d.job_json(j)).collect();
+    axum::Json(list).into_response()
+}
+
+/// GET /v1/jobs/{name}
+async fn job(State(d): State<Arc<Daemon>>, axum::extract::Path(name): axum::extract::Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/jobs/{name}", &headers) {
+        return r;
+    }
+    match d.current_jobs().into_iter().find(|j| j.name == name) {
+        Some(j) => axum::Json(d.job_json(&j)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no job {name:?}\n")).into_response(),
+    }
+}
+
+/// GET /v1/snapshots: the vault's snapshots as the daemon's catalog knows them (oldest first).
+async fn snapshots(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/snapshots", &headers) {
+        return r;
+    }
+    // A capture holds the catalog while it runs; do not make the caller wait for it.
+    let Ok(cat) = tokio::time::timeout(Duration::from_secs(2), d.catalog.lock()).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a capture is using the catalog; retry in a moment\n",
+        )
+            .into_response();
+    };
+    match cat.snapshots() {
+        Ok(list) => {
+            let rows: Vec<serde_json::Value> = list
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id.hex(),
+                        "time": s.manifest.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "kind": s.manifest.kind.as_str(),
+                        "host": s.manifest.host,
+                        "job": s.manifest.job,
+                        "source": s.manifest.source(),
+                        "size": s.manifest.stats.bytes,
+                        "stored_bytes": s.manifest.stats.stored_bytes,
+                        "tags": s.manifest.tags,
+                        "verification": s.verification,
+                    })
+                })
+                .collect();
+            axum::Json(rows).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("catalog: {e}\n")).into_response(),
+    }
+}
+
+/// POST /v1/jobs/{name}/run: start a run now (202), unless one is going (409).
+async fn run_job(State(d): State<Arc<Daemon>>, axum::extract::Path(name): axum::extract::Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("POST /v1/jobs/{name}/run", &headers) {
+        return r;
+    }
+    let Some(job) = d.current_jobs().into_iter().find(|j| j.name == name) else {
+        return (StatusCode::NOT_FOUND, format!("no job {name:?}\n")).into_response();
+    };
+    if d.stats.lock().expect("stats lock").get(&name).is_some_and(|s| s.running) {
+        return (StatusCode::CONFLICT, format!("job {name:?} is running\n")).into_response();
+    }
+    tracing::info!("job {name}: run requested through the API");
+    let d2 = d.clone();
+    tokio::spawn(async move { run_once(&d2, &job).await });
+    (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"job": name, "started": true}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+}

@@ -1,0 +1,410 @@
+//! The job loops: one task per job sleeps until the job's next cron slot (plus jitter) and runs the
+//! capture through the library with the job's timeout and retries.
+//!
+//! A job's runs are sequential by construction (its task awaits each run before computing the next
+//! slot from the current time), so two runs of one job never overlap; slots that pass during a long
+//! run are skipped. Captures of different jobs take turns on the one catalog.
+//!
+//! At start-up a job whose last snapshot is older than a slot that has passed (the daemon was down,
+//! or the last runs failed) runs once at once; then it follows its schedule.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use vault::ops::backup::{BackupOptions, backup_etcd_v3};
+use vault::ops::files::{FilesOptions, backup_files};
+use vault::{Error, Result};
+
+use crate::check;
+use crate::config::{JobConfig, JobKind};
+use crate::run::{Daemon, now_secs};
+
+pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let schedule = match check::schedule(&job.schedule) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("job {}: {e}; it will not run", job.name);
+            return;
+        }
+    };
+    match missed_run(&d, &job, &schedule, Utc::now()).await {
+        Ok(Some(last)) => {
+            tracing::info!(
+                "job {}: a scheduled run was missed since its last snapshot at {}; running now",
+                job.name,
+                last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            run_once(&d, &job).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("job {}: cannot tell whether a run was missed: {e}", job.name),
+    }
+    loop {
+        let Some(next) = schedule.after(&Utc::now()).next() else {
+            tracing::warn!("job {}: schedule {:?} has no further slot; it stops", job.name, job.schedule);
+            return;
+        };
+        let jitter = if job.jitter_secs > 0 {
+            rand::thread_rng().gen_range(0..=job.jitter_secs * 1000)
+        } else {
+            0
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(jitter);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        run_once(&d, &job).await;
+    }
+}
+
+/// Whether a slot of `schedule` passed between `last` (the job's last snapshot) and `now`.
+pub fn overdue(schedule: &cron::Schedule, last: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    schedule.after(&last).next().is_some_and(|slot| slot <= now)
+}
+
+/// The time of the job's last snapshot from this host, when a slot has passed since it. A job that
+/// has never taken a snapshot here waits for its first slot.
+pub async fn missed_run(d: &Daemon, job: &JobConfig, schedule: &cron::Schedule, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let host = vault::ops::backup::hostname();
+    let cat = d.catalog.lock().await;
+    let last = cat
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.manifest.job == job.name && s.manifest.host == host)
+        .map(|s| s.manifest.time)
+        .max();
+    Ok(last.filter(|&t| overdue(schedule, t, now)))
+}
+
+/// One run of a job, with its timeout; the outcome goes to the stats and the log.
+pub async fn run_once(d: &Daemon, job: &JobConfig) {
+    let lock = d.run_locks.lock().expect("run locks").entry(job.name.clone()).or_default().clone();
+    let _running = lock.lock().await;
+    let started = Instant::now();
+    tracing::info!("job {}: run started", job.name);
+    d.update(&job.name, |s| {
+        s.last_attempt = Some(now_secs());
+        s.running = true;
+    });
+    let result = tokio::time::timeout(Duration::from_secs(job.timeout_secs), capture_with_retries(d, job)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let outcome = match result {
+        Ok(Ok(c)) => {
+            tracing::info!(
+                "job {}: snapshot {} ({} bytes read, {} new, {} stored) in {seconds:.1}s",
+                job.name,
+                c.id,
+                c.bytes,
+                c.new_bytes,
+                c.stored_bytes
+            );
+            d.update(&job.name, |s| {
+                s.last_success = Some(now_secs());
+                s.bytes_read += c.bytes;
+                s.bytes_new += c.new_bytes;
+                s.bytes_stored += c.stored_bytes;
+            });
+            "success"
+        }
+        Ok(Err(e)) => {
+            tracing::error!("job {}: failed after {seconds:.1}s: {e}", job.name);
+            "failure"
+        }
+        Err(_) => {
+            tracing::error!(
+                "job {}: aborted after its timeout of {}s (nothing was committed)",
+                job.name,
+                job.timeout_secs
+            );
+            "timeout"
+        }
+    };
+    d.update(&job.name, |s| {
+        s.running = false;
+        s.last_duration = Some(seconds);
+        *s.outcomes.entry(outcome).or_default() += 1;
+    });
+}
+
+/// Whether an error may go away by itself (a store or etcd hiccup), as opposed to one that needs
+/// the operator (configuration, keys, integrity).
+fn transient(e: &Error) -> bool {
+    matches!(e.kind, vault::ErrorKind::Store | vault::ErrorKind::Source | vault::ErrorKind::Io)
+}
+
+/// Capture, trying again after transient errors with a doubling backoff (all within the job's
+/// timeout, which wraps this).
+async fn capture_with_retries(d: &Daemon, job: &JobConfig) -> Result<Captured> {
+    let mut backoff = Duration::from_secs(job.retry_backoff_secs);
+    let mut attempt = 0;
+    loop {
+        match capture(d, job).await {
+            Err(e) if transient(&e) && attempt < job.retries => {
+                attempt += 1;
+                tracing::warn!(
+                    "job {}: attempt {attempt} of {} failed: {e}; trying again in {}s",
+                    job.name,
+                    job.retries + 1,
+                    backoff.as_secs()
+                );
+                d.update(&job.name, |s| s.retries += 1);
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
+struct Captured {
+    id: String,
+    bytes: u64,
+    new_bytes: u64,
+    stored_bytes: u64,
+}
+
+async fn capture(d: &Daemon, job: &JobConfig) -> Result<Captured> {
+    let mut cat = d.catalog.lock().await;
+    // Other hosts may have written to the vault since the last run.
+    cat.sync(&d.vault).await?;
+    let opts = BackupOptions {
+        job: job.name.clone(),
+        host: None,
+        tags: job.tags.clone(),
+        progress: None,
+    };
+    match job.kind() {
+        Some(JobKind::EtcdV3) => {
+            let etcd = job.etcd.clone().unwrap_or_default();
+            let r = backup_etcd_v3(&d.vault, &mut cat, &etcd, &opts).await?;
+            Ok(Captured {
+                id: r.id,
+                bytes: r.bytes,
+                new_bytes: r.new_bytes,
+                stored_bytes: r.stored_bytes,
+            })
+        }
+        Some(JobKind::Files) => {
+            let sel = job.selection();
+            let resolved = sel.resolve(&d.profile_dirs)?;
+            for m in &resolved.missing {
+                tracing::info!("job {}: not present on this host: {m}", job.name);
+            }
+            let packages = if resolved.profile.as_ref().is_none_or(|p| p.packages) {
+                tokio::task::spawn_blocking(vault::source::packages::capture)
+                    .await
+                    .map_err(|_| Error::io("the package list capture panicked"))??
+                    .map(|l| serde_json::to_value(l).expect("serialize package list"))
+            } else {
+                None
+            };
+            let files = FilesOptions {
+                root: sel.root.clone(),
+                paths: resolved.paths,
+                excluded: resolved.excluded,
+                profile: resolved.profile.as_ref().map(|p| p.name.clone()),
+                packages,
+            };
+            let r = backup_files(&d.vault, &mut cat, files, &opts).await?;
+            if r.incomplete {
+                for s in &r.skipped {
+                    tracing::warn!("job {}: skipped {}: {}", job.name, s.path, s.reason);
+                }
+                tracing::warn!("job {}: snapshot {} is INCOMPLETE", job.name, r.id);
+            }
+            Ok(Captured {
+                id: r.id,
+                bytes: r.bytes,
+                new_bytes: r.new_bytes,
+                stored_bytes: r.stored_bytes,
+            })
+        }
+        None => Err(Error::usage(format!("job {}: unknown kind {:?}", job.name, job.kind))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vault::repo::Vault;
+    use vault::store::Store;
+
+    use super::*;
+    use crate::metrics::render_metrics;
+    use crate::run::{open, start_jobs, stop};
+
+    /// A run that outlives its job's timeout is aborted and counted as "timeout"; nothing is committed.
+    #[tokio::test]
+    async fn a_run_past_its_timeout_is_aborted_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_vault(d).await;
+        // An "etcd" that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"slow\"\nkind = \"etcd-v3\"\nschedule = \"0 0 * * * *\"\ntimeout_secs = 1\n[job.etcd]\nendpoints = [\"http://{1}\"]\nconnect_timeout_secs = 60\n",
+            d.display(),
+            silent.local_addr().unwrap()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        let job = cfg.jobs[0].clone();
+        let daemon = open(cfg, vec![]).await.unwrap();
+        let started = Instant::now();
+        run_once(&daemon, &job).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let stats = daemon.stats.lock().unwrap()["slow"].clone();
+        assert_eq!(stats.outcomes.get("timeout"), Some(&1), "{stats:?}");
+        assert!(stats.last_attempt.is_some() && stats.last_success.is_none() && !stats.running);
+        assert!(daemon.catalog.lock().await.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_run_is_overdue_when_a_slot_passed_since_the_last_snapshot() {
+        let hourly = check::schedule("0 0 * * * *").unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert!(!overdue(&hourly, t("2026-01-01T10:00:05Z"), t("2026-01-01T10:59:59Z")));
+        assert!(overdue(&hourly, t("2026-01-01T10:00:05Z"), t("2026-01-01T11:00:00Z")));
+        assert!(overdue(&hourly, t("2026-01-01T10:00:05Z"), t("2026-01-02T09:00:00Z")));
+    }
+
+    /// The catch-up at start-up looks at this host's last snapshot of the job in the catalog.
+    #[tokio::test]
+    async fn missed_runs_are_found_from_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
+        std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n").unwrap();
+        make_vault(d).await;
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n[[job]]\nname = \"never\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n",
+            d.display()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        let (job, never) = (cfg.jobs[0].clone(), cfg.jobs[1].clone());
+        let daemon = open(cfg, vec![]).await.unwrap();
+        let hourly = check::schedule(&job.schedule).unwrap();
+        let now = Utc::now();
+        assert_eq!(missed_run(&daemon, &job, &hourly, now).await.unwrap(), None);
+        run_once(&daemon, &job).await;
+        let stats = daemon.stats.lock().unwrap()["conf"].clone();
+        assert_eq!(stats.outcomes.get("success"), Some(&1), "{stats:?}");
+        let later = Utc::now();
+        assert_eq!(missed_run(&daemon, &job, &hourly, later).await.unwrap(), None);
+        let last = missed_run(&daemon, &job, &hourly, later + chrono::Duration::hours(2))
+            .await
+            .unwrap();
+        assert!(last.is_some_and(|t| t >= now && t <= later), "{last:?}");
+        // Another job, never run here: nothing to catch up.
+        assert_eq!(
+            missed_run(&daemon, &never, &hourly, later + chrono::Duration::hours(2))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    /// A vault in `d/vault` with its writer key at `d/w.key`.
+    async fn make_vault(d: &std::path::Path) {
+        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
+        store.create_root().unwrap();
+        let (_, recipient) = vault::crypto::generate_identity();
+        let opts = vault::repo::InitOptions {
+            recipients: vec![recipient],
+            ..Default::default()
+        };
+        let (_, writer) = Vault::init(store, &opts).await.unwrap();
+        std::fs::write(d.join("w.key"), writer.to_file_text()).unwrap();
+    }
+
+    fn running(d: &Daemon, job: &str) -> bool {
+        d.stats.lock().unwrap()[job].running
+    }
+
+    /// At shutdown a running capture may finish within the grace period; one that does not is
+    /// abandoned without a snapshot, and no new run starts.
+    #[tokio::test]
+    async fn stop_lets_running_captures_finish_within_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_vault(d).await;
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"slow\"\nkind = \"etcd-v3\"\nschedule = \"* * * * * *\"\n[job.etcd]\nendpoints = [\"http://{1}\"]\nconnect_timeout_secs = 60\n",
+            d.display(),
+            silent.local_addr().unwrap()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        assert_eq!(cfg.global.shutdown_grace_secs, crate::config::DEFAULT_GRACE_SECS);
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        start_jobs(&daemon);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running(&daemon, "slow") {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = Instant::now();
+        let abandoned = stop(&daemon, Duration::from_secs(1)).await;
+        assert_eq!(abandoned, vec!["slow".to_string()]);
+        assert!(started.elapsed() >= Duration::from_secs(1) && started.elapsed() < Duration::from_secs(5));
+        assert!(daemon.catalog.lock().await.snapshots().unwrap().is_empty());
+
+        // A quick capture finishes; the loop then ends at once instead of waiting for its next slot.
+        std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
+        std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n").unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c2.sqlite\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"* * * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n",
+            d.display()
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        start_jobs(&daemon);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running(&daemon, "conf") && daemon.stats.lock().unwrap()["conf"].outcomes.is_empty() {
+            assert!(Instant::now() < deadline, "the job never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        let abandoned = stop(&daemon, Duration::from_secs(30)).await;
+        assert!(abandoned.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let stats = daemon.stats.lock().unwrap()["conf"].clone();
+        assert_eq!(stats.outcomes.get("success"), Some(&1), "{stats:?}");
+        assert_eq!(daemon.catalog.lock().await.snapshots().unwrap().len(), 1);
+    }
+
+    /// Transient errors (etcd unreachable) are retried; configuration errors are not.
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_vault(d).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"gone\"\nkind = \"etcd-v3\"\nschedule = \"0 0 * * * *\"\nretries = 2\nretry_backoff_secs = 0\n[job.etcd]\nendpoints = [\"http://{1}\"]\nconnect_timeout_secs = 1\n[[job]]\nname = \"badroot\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\nretry_backoff_secs = 0\npaths = [\"/etc\"]\nroot = \"{0}/no-such-root\"\n",
+            d.display(),
+            closed
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        assert_eq!(cfg.jobs[1].retries, crate::config::DEFAULT_RETRIES);
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        run_once(&daemon, &cfg.jobs[0]).await;
+        run_once(&daemon, &cfg.jobs[1]).await;
+        let stats = daemon.stats.lock().unwrap().clone();
+        assert_eq!(
+            (stats["gone"].retries, stats["gone"].outcomes.get("failure")),
+            (2, Some(&1)),
+            "{stats:?}"
+        );
+        assert_eq!(
+            (stats["badroot"].retries, stats["badroot"].outcomes.get("failure")),
+            (0, Some(&1)),
+            "{stats:?}"
+        );
+        assert!(render_metrics(&stats).contains("vault_job_retries_total{job=\"gone\"} 2\n"));
+    }
+}
