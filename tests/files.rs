@@ -1128,6 +1128,7 @@ impl Crafter {
             host: "crafted".into(),
             job: "crafted".into(),
             tags: BTreeMap::new(),
+            slot: None,
             streams: vec![
                 Stream {
                     name: "tree".into(),

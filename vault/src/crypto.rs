@@ -18,6 +18,7 @@ const CTX_GEAR: &str = "vault 2026-11 chunker gear";
 const CTX_META: &str = "vault 2026-11 metadata aead";
 const CTX_CONFIG_MAC: &str = "vault 2026-11 config mac";
 const CTX_KEY_CHECK: &str = "vault 2026-11 writer key check";
+const CTX_JOB_TAG: &str = "vault 2026-11 job tag";
 const WRITER_KEY_PREFIX: &str = "VAULT-WRITER-KEY-1-";
 
 /// Fill a fresh array with OS randomness.
@@ -81,6 +82,13 @@ impl WriterKey {
 
     pub fn key_check(&self) -> String {
         hex::encode(&blake3::derive_key(CTX_KEY_CHECK, &self.secret)[..16])
+    }
+
+    /// A job's name as it appears in object names (claims): keyed, so the store does not learn
+    /// job names.
+    pub fn job_tag(&self, job: &str) -> String {
+        let key = blake3::derive_key(CTX_JOB_TAG, &self.secret);
+        hex::encode(&blake3::keyed_hash(&key, job.as_bytes()).as_bytes()[..16])
     }
 
     /// The writer key file's text (section 9).

@@ -16,6 +16,7 @@ pub const WRITER_KEY_NAME: &str = "keys/writer.age";
 pub const DATA_PREFIX: &str = "data/";
 pub const INDEX_PREFIX: &str = "index/";
 pub const SNAPSHOT_PREFIX: &str = "snapshots/";
+pub const CLAIM_PREFIX: &str = "claims/";
 
 pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
 pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
@@ -308,6 +309,9 @@ pub struct SnapshotManifest {
     pub tags: BTreeMap<String, String>,
     pub streams: Vec<Stream>,
     pub stats: CaptureStats,
+    /// The schedule slot a daemon took this snapshot for (absent for manual captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_v3: Option<EtcdV3Info>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -475,6 +479,24 @@ pub enum MetaKind {
     Index = 1,
     Snapshot = 2,
     PackTrailer = 3,
+    SlotClaim = 4,
+}
+
+/// A claim on one schedule slot of a cluster-wide job (section 3a): whoever creates the claim
+/// object first runs the slot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SlotClaim {
+    pub job: String,
+    pub slot: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    /// Random per-process ID of the claiming daemon (tells a retried create apart from a rival).
+    pub daemon: String,
+    pub claimed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The claim object of a slot: `claims/<job tag>/<slot as Unix seconds>`.
+pub fn claim_name(job_tag: &str, slot: &chrono::DateTime<chrono::Utc>) -> String {
+    format!("{CLAIM_PREFIX}{job_tag}/{}", slot.timestamp())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod chunker;
+pub mod claim;
 pub mod config;
 pub mod crypto;
 pub mod error;

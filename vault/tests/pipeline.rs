@@ -80,6 +80,7 @@ async fn backup(vault: &Vault, catalog: &mut Catalog, data: &[u8]) -> (vault::fo
         host: "test".into(),
         job: "test".into(),
         tags: Default::default(),
+        slot: None,
         streams: vec![ingested.stream],
         stats: ingested.stats,
         etcd_v3: None,

@@ -30,6 +30,8 @@ pub struct BackupOptions {
     pub job: String,
     pub host: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// The schedule slot this capture is for (daemon runs); recorded in the manifest.
+    pub slot: Option<chrono::DateTime<chrono::Utc>>,
     pub progress: Option<ProgressFn>,
 }
 
@@ -183,6 +185,17 @@ pub async fn commit(vault: &Vault, catalog: &mut Catalog, manifest: &SnapshotMan
 /// `vaultctl backup etcd`: snapshot one healthy member into the vault.
 pub async fn backup_etcd_v3(vault: &Vault, catalog: &mut Catalog, etcd: &EtcdOptions, opts: &BackupOptions) -> Result<BackupReport> {
     let member = etcd_v3::select_member(etcd).await?;
+    backup_etcd_v3_member(vault, catalog, member, opts).await
+}
+
+/// Capture the snapshot of an already selected member (the daemon selects first, so that a host
+/// that cannot reach etcd does not claim a cluster-wide slot it would then fail).
+pub async fn backup_etcd_v3_member(
+    vault: &Vault,
+    catalog: &mut Catalog,
+    member: etcd_v3::SelectedMember,
+    opts: &BackupOptions,
+) -> Result<BackupReport> {
     let info = member.info.clone();
     let stream = Box::pin(etcd_v3::snapshot_stream(member.client, info.endpoint.clone()));
     let ingested = ingest_stream(vault, catalog, "snapshot.db", stream, true, opts.progress.clone()).await?;
@@ -200,6 +213,7 @@ pub async fn backup_etcd_v3(vault: &Vault, catalog: &mut Catalog, etcd: &EtcdOpt
         host: opts.host.clone().unwrap_or_else(hostname),
         job: if opts.job.is_empty() { "manual".into() } else { opts.job.clone() },
         tags: opts.tags.clone(),
+        slot: opts.slot,
         streams: vec![ingested.stream.clone()],
         stats: ingested.stats,
         etcd_v3: Some(info.clone()),

@@ -238,6 +238,7 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
         host: bopts.host.clone().unwrap_or_else(hostname),
         job: if bopts.job.is_empty() { "manual".into() } else { bopts.job.clone() },
         tags: bopts.tags.clone(),
+        slot: bopts.slot,
         streams: vec![tree_stream, content_stream],
         stats,
         etcd_v3: None,

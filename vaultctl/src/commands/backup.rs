@@ -111,6 +111,7 @@ async fn run_files(c: &Common, a: FilesArgs) -> Result<i32> {
         job: a.job,
         host: None,
         tags,
+        slot: None,
         progress: output::progress_fn(&pb),
     };
     let report = vault::ops::files::backup_files(&vault, &mut catalog, opts, &bopts).await;
@@ -163,6 +164,7 @@ async fn run_etcd(c: &Common, a: EtcdArgs) -> Result<i32> {
         job: a.job,
         host: None,
         tags,
+        slot: None,
         progress,
     };
     let report = backup_etcd_v3(&vault, &mut catalog, &etcd, &opts).await;
