@@ -1,5 +1,5 @@
 //! The HTTP API (axum): /healthz, /readyz, /metrics, /v1/jobs, /v1/jobs/{name},
-//! POST /v1/jobs/{name}/run, /v1/snapshots. Everything but /healthz needs the bearer token (and
+//! POST /v1/jobs/{name}/run, /v1/runs, /v1/runs/{id}, /v1/snapshots. Everything but /healthz needs the bearer token (and
 //! /metrics unless `http.metrics_public`); without a token file the API answers 403.
 
 use std::sync::Arc;
@@ -13,9 +13,10 @@ use axum::routing::{get, post};
 use chrono::Utc;
 
 use crate::check;
-use crate::config::JobConfig;
+use crate::config::{JobConfig, Scope};
 use crate::metrics::render_metrics;
 use crate::run::Daemon;
+use crate::runs::{KEPT_RUNS, Trigger};
 use crate::schedule::run_once;
 
 /// The API's routes over the daemon's state.
@@ -27,6 +28,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{name}", get(job))
         .route("/v1/jobs/{name}/run", post(run_job))
+        .route("/v1/runs", get(runs))
+        .route("/v1/runs/{id}", get(run))
         .route("/v1/snapshots", get(snapshots))
         .with_state(d)
 }
@@ -72,8 +75,16 @@ impl Daemon {
             "last_attempt": s.last_attempt,
             "last_success": s.last_success,
             "last_duration_seconds": s.last_duration,
+            "last_snapshot": s.last_snapshot,
+            "scope": match job.scope() {
+                Some(Scope::Cluster) => "cluster",
+                Some(Scope::Host) => "host",
+                None => "?",
+            },
             "runs": s.outcomes,
             "retries": s.retries,
+            "consecutive_failures": s.consecutive_failures,
+            "last_run": self.runs.recent(Some(&job.name), 1).into_iter().next(),
         })
     }
 }
@@ -92,7 +103,12 @@ async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
         return r;
     }
     let stats = d.stats.lock().expect("stats lock").clone();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&stats)).into_response()
+    let vault = d.vault_stats.lock().expect("vault stats lock").clone();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render_metrics(&stats, vault.as_ref()),
+    )
+        .into_response()
 }
 
 /// GET /readyz: the vault answers.
@@ -175,10 +191,47 @@ async fn run_job(State(d): State<Arc<Daemon>>, axum::extract::Path(name): axum::
     if d.stats.lock().expect("stats lock").get(&name).is_some_and(|s| s.running) {
         return (StatusCode::CONFLICT, format!("job {name:?} is running\n")).into_response();
     }
-    tracing::info!("job {name}: run requested through the API");
+    let id = d.runs.begin(&name, Trigger::Api, None);
+    tracing::info!("job {name}: run {id} requested through the API");
     let d2 = d.clone();
-    tokio::spawn(async move { run_once(&d2, &job).await });
-    (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"job": name, "started": true}))).into_response()
+    let run_id = id.clone();
+    tokio::spawn(async move { run_once(&d2, &job, &run_id).await });
+    let location = format!("/v1/runs/{id}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location.clone())],
+        axum::Json(serde_json::json!({"job": name, "run": id, "url": location})),
+    )
+        .into_response()
+}
+
+/// GET /v1/runs/{id}: one run, while it goes and after (the last few hundred are kept).
+async fn run(State(d): State<Arc<Daemon>>, axum::extract::Path(id): axum::extract::Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/runs/{id}", &headers) {
+        return r;
+    }
+    match d.runs.get(&id) {
+        Some(r) => axum::Json(r).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no run {id:?} (run IDs are per daemon process; only the last {KEPT_RUNS} are kept)\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    job: Option<String>,
+    limit: Option<usize>,
+}
+
+/// GET /v1/runs[?job=NAME&limit=N]: recent runs, newest first.
+async fn runs(State(d): State<Arc<Daemon>>, axum::extract::Query(q): axum::extract::Query<RunsQuery>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/runs", &headers) {
+        return r;
+    }
+    axum::Json(d.runs.recent(q.job.as_deref(), q.limit.unwrap_or(50))).into_response()
 }
 
 #[cfg(test)]

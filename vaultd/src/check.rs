@@ -15,7 +15,7 @@ use vault::repo::{KeySource, Vault};
 use vault::source::selection::SelectionField;
 use vault::store::Store;
 
-use crate::config::{self, DaemonConfig, JobKind, Locator, Problem};
+use crate::config::{self, DaemonConfig, JobKind, Locator, Problem, Scope};
 
 /// A job name: used in metrics labels, URLs and snapshot manifests.
 fn valid_name(name: &str) -> bool {
@@ -46,6 +46,15 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
     } else if let Err(e) = Store::open(&g.repo, &g.s3) {
         out.push(loc.problem("repo", e));
     }
+    if g.host
+        .as_ref()
+        .is_some_and(|h| h.trim().is_empty() || h.chars().any(char::is_control))
+    {
+        out.push(loc.problem(
+            "host",
+            "must be a non-empty name without control characters (or left out: the system hostname)",
+        ));
+    }
     if let Err(e) = g.http.listen.parse::<SocketAddr>() {
         out.push(loc.problem(
             "http.listen",
@@ -59,6 +68,16 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
                 g.http.listen
             ),
         ));
+    }
+    if let Some(w) = &g.webhook {
+        match reqwest::Url::parse(&w.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            // The URL itself is not repeated: it may hold a secret.
+            _ => out.push(loc.problem("webhook.url", "is not an http:// or https:// URL with a host")),
+        }
+        if w.timeout_secs == 0 {
+            out.push(loc.problem("webhook.timeout_secs", "must be at least 1 second"));
+        }
     }
     if cfg.jobs.is_empty() {
         out.push(loc.problem("", "no [[job]] entries: the daemon would have nothing to do"));
@@ -85,6 +104,15 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
         }
         if let Err(e) = schedule(&job.schedule) {
             out.push(loc.problem(key("schedule"), e));
+        }
+        if job.scope().is_none() {
+            out.push(loc.problem(
+                key("scope"),
+                format!(
+                    "unknown scope {:?}: expected \"cluster\" (one daemon per slot) or \"host\" (every daemon)",
+                    job.scope.as_deref().unwrap_or_default()
+                ),
+            ));
         }
         if job.timeout_secs == 0 {
             out.push(loc.problem(key("timeout_secs"), "must be at least 1 second"));
@@ -200,6 +228,9 @@ pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Pat
             }
         }
     }
+    if let Some(t) = g.webhook.as_ref().and_then(|w| w.token_file.as_ref()) {
+        out.extend(file_problem(loc, "webhook.token_file", t, "webhook token file", true));
+    }
     if let Some(c) = &g.catalog {
         let parent = c.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !parent.is_dir() {
@@ -263,6 +294,17 @@ pub async fn vault_problems(cfg: &DaemonConfig, loc: &Locator) -> Vec<Problem> {
         identity: None,
     };
     match Vault::open(store, &keys).await {
+        Ok(v) if !v.config.store.conditional_create => cfg
+            .jobs
+            .iter()
+            .filter(|j| j.scope() == Some(Scope::Cluster))
+            .map(|j| {
+                loc.problem(
+                    format!("job[{}].scope", j.index),
+                    "is \"cluster\", but the vault's store did not honour conditional create at init, so daemons cannot claim slots safely: set scope = \"host\" or move the vault to a store with conditional writes",
+                )
+            })
+            .collect(),
         Ok(_) => Vec::new(),
         Err(e) if e.kind == vault::ErrorKind::Key => vec![loc.problem("writer_key", e)],
         Err(e) => vec![loc.problem("repo", e)],

@@ -18,6 +18,8 @@ use vault::source::etcd_v3::EtcdOptions;
 use vault::source::selection::FilesSelection;
 use vault::store::S3Options;
 
+use crate::webhook::WebhookConfig;
+
 pub const DEFAULT_CONFIG: &str = "/etc/vault/vaultd.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
@@ -35,10 +37,14 @@ pub struct Global {
     pub writer_key: PathBuf,
     /// Catalog path; default ~/.cache/vault/<vault id>.sqlite.
     pub catalog: Option<PathBuf>,
+    /// The name this host records in snapshots and slot claims; default the system hostname.
+    pub host: Option<String>,
     #[serde(default)]
     pub s3: S3Options,
     #[serde(default)]
     pub http: HttpConfig,
+    /// POST a JSON event here when a run fails and when a job recovers.
+    pub webhook: Option<WebhookConfig>,
     /// At SIGTERM, give running captures this long to finish before abandoning them.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
@@ -93,6 +99,15 @@ impl JobKind {
     }
 }
 
+/// Who runs a job's schedule slots when several daemons share the vault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One daemon per slot, whichever claims the slot in the vault first (the etcd snapshot).
+    Cluster,
+    /// Every daemon runs every slot (the host's own files).
+    Host,
+}
+
 /// One `[[job]]` entry as written.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +130,9 @@ pub struct JobConfig {
     /// Wait before the first retry; doubled for each further one.
     #[serde(default = "default_backoff")]
     pub retry_backoff_secs: u64,
+    /// "cluster" (one daemon per slot; the default for etcd-v3) or "host" (every daemon; the
+    /// default for files).
+    pub scope: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// etcd-v3: how to reach etcd.
@@ -147,6 +165,19 @@ fn default_backoff() -> u64 {
 impl JobConfig {
     pub fn kind(&self) -> Option<JobKind> {
         JobKind::parse(&self.kind)
+    }
+
+    /// The job's scope as written, or its kind's default; `None` when the value is unknown.
+    pub fn scope(&self) -> Option<Scope> {
+        match self.scope.as_deref() {
+            Some("cluster") => Some(Scope::Cluster),
+            Some("host") => Some(Scope::Host),
+            Some(_) => None,
+            None => Some(match self.kind() {
+                Some(JobKind::EtcdV3) => Scope::Cluster,
+                _ => Scope::Host,
+            }),
+        }
     }
 
     /// The files selection of a files job.
@@ -372,6 +403,9 @@ pub fn parse(text: &str) -> Parsed {
     }
     if let Some(t) = subtable(&mut table, "http") {
         strip_unknown(&locator, t, "http", fields_of::<HttpConfig>(), &mut problems);
+    }
+    if let Some(t) = subtable(&mut table, "webhook") {
+        strip_unknown(&locator, t, "webhook", fields_of::<WebhookConfig>(), &mut problems);
     }
     if let Some(DeValue::Array(items)) = table.get_mut("job").map(|v| v.get_mut()) {
         for (i, item) in items.iter_mut().enumerate() {

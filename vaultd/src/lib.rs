@@ -8,7 +8,9 @@ pub mod config;
 pub mod metrics;
 pub mod notify;
 pub mod run;
+pub mod runs;
 pub mod schedule;
+pub mod webhook;
 
 #[cfg(test)]
 mod check_tests;

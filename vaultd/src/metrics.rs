@@ -8,24 +8,98 @@ pub struct JobStats {
     pub last_attempt: Option<f64>,
     pub last_success: Option<f64>,
     pub last_duration: Option<f64>,
+    /// The job's newest snapshot in the vault (any host for a cluster-wide job).
+    pub last_snapshot: Option<f64>,
     pub running: bool,
-    /// outcome ("success", "failure", "timeout") -> count
+    /// run state ("success", "failure", ...) -> count
     pub outcomes: BTreeMap<&'static str, u64>,
     pub bytes_read: u64,
     pub bytes_new: u64,
     pub bytes_stored: u64,
+    /// Bytes (read, new, stored) of the last successful run.
+    pub last_bytes: Option<(u64, u64, u64)>,
     /// Attempts tried again after a transient error.
     pub retries: u64,
+    /// Failed or timed-out runs since the last success.
+    pub consecutive_failures: u32,
 }
+
+/// What /metrics reports about the vault as a whole, from the catalog.
+#[derive(Clone, Debug, Default)]
+pub struct VaultStats {
+    /// When these figures were taken (Unix time).
+    pub taken: f64,
+    /// Bytes of all packs the index knows.
+    pub pack_bytes: u64,
+    pub packs: u64,
+    /// Snapshots by job.
+    pub snapshots: BTreeMap<String, u64>,
+    /// Sum of the snapshots' source sizes (what restoring all of them would produce).
+    pub logical_bytes: u64,
+    /// Snapshots by their last verification: "ok", "damaged", "unverified".
+    pub verification: BTreeMap<&'static str, u64>,
+    /// The last verification recorded in the catalog (Unix time) and its result.
+    pub last_verification: Option<(f64, bool)>,
+}
+
+impl VaultStats {
+    pub fn from_catalog(cat: &vault::catalog::Catalog) -> vault::Result<VaultStats> {
+        let packs = cat.packs()?;
+        let mut v = VaultStats {
+            taken: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
+            pack_bytes: packs.iter().map(|p| p.2).sum(),
+            packs: packs.len() as u64,
+            ..Default::default()
+        };
+        for state in ["ok", "damaged", "unverified"] {
+            v.verification.insert(state, 0);
+        }
+        for s in cat.snapshots()? {
+            *v.snapshots.entry(s.manifest.job.clone()).or_default() += 1;
+            v.logical_bytes += s.manifest.stats.bytes;
+            let state = match &s.verification {
+                None => "unverified",
+                Some(r) if r.ok => "ok",
+                Some(_) => "damaged",
+            };
+            *v.verification.entry(state).or_default() += 1;
+            if let Some(r) = &s.verification
+                && let Ok(t) = chrono::DateTime::parse_from_rfc3339(&r.time)
+            {
+                let t = t.timestamp_millis() as f64 / 1000.0;
+                if v.last_verification.is_none_or(|(last, _)| t > last) {
+                    v.last_verification = Some((t, r.ok));
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// A sample value as Prometheus writes it (`+Inf`, not Rust's `inf`).
+fn num(v: f64) -> String {
+    match v {
+        f64::INFINITY => "+Inf".into(),
+        f64::NEG_INFINITY => "-Inf".into(),
+        v if v.is_nan() => "NaN".into(),
+        v => v.to_string(),
+    }
+}
+
+/// A ratio, or `None` when the divisor is zero.
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
 /// Prometheus text format.
-pub fn render_metrics(stats: &BTreeMap<String, JobStats>) -> String {
+pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultStats>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: &dyn Fn(&JobStats) -> Option<f64>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (job, s) in stats {
             if let Some(v) = value(s) {
-                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {v}");
+                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", num(v));
             }
         }
     };
@@ -37,9 +111,15 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>) -> String {
     );
     gauge(
         "vault_job_last_success_timestamp_seconds",
-        "When the job's last successful run ended (Unix time).",
+        "When the job's last successful run on this daemon ended (Unix time).",
         "gauge",
         &|s| s.last_success,
+    );
+    gauge(
+        "vault_job_last_snapshot_timestamp_seconds",
+        "The job's newest snapshot in the vault, from any daemon for a cluster-wide job (Unix time); alert on this one.",
+        "gauge",
+        &|s| s.last_snapshot,
     );
     gauge(
         "vault_job_last_duration_seconds",
@@ -50,6 +130,12 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>) -> String {
     gauge("vault_job_running", "1 while a run of the job is going.", "gauge", &|s| {
         Some(if s.running { 1.0 } else { 0.0 })
     });
+    gauge(
+        "vault_job_consecutive_failures",
+        "Failed or timed-out runs since the job's last success.",
+        "gauge",
+        &|s| Some(f64::from(s.consecutive_failures)),
+    );
     gauge(
         "vault_job_read_bytes_total",
         "Source bytes read by the job's successful runs.",
@@ -69,6 +155,18 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>) -> String {
         &|s| Some(s.bytes_stored as f64),
     );
     gauge(
+        "vault_job_last_dedup_ratio",
+        "Bytes read / bytes new in the job's last successful run (higher: more was already in the vault; +Inf when nothing was new).",
+        "gauge",
+        &|s| s.last_bytes.map(|(r, n, _)| ratio(r, n).unwrap_or(f64::INFINITY)),
+    );
+    gauge(
+        "vault_job_last_compression_ratio",
+        "Bytes new / bytes stored in the job's last successful run (absent when nothing was new).",
+        "gauge",
+        &|s| s.last_bytes.and_then(|(_, n, st)| ratio(n, st)),
+    );
+    gauge(
         "vault_job_retries_total",
         "Attempts tried again after a transient error.",
         "counter",
@@ -76,12 +174,67 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>) -> String {
     );
     let _ = writeln!(
         out,
-        "# HELP vault_job_runs_total Finished runs by outcome.\n# TYPE vault_job_runs_total counter"
+        "# HELP vault_job_runs_total Finished runs by outcome (skipped: a cluster-wide slot another daemon claimed).\n# TYPE vault_job_runs_total counter"
     );
     for (job, s) in stats {
-        for outcome in ["success", "failure", "timeout"] {
+        for state in crate::runs::RunState::FINISHED {
+            let outcome = state.as_str();
             let n = s.outcomes.get(outcome).copied().unwrap_or(0);
             let _ = writeln!(out, "vault_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}} {n}");
+        }
+    }
+    if let Some(v) = vault {
+        let mut one = |name: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", num(value));
+        };
+        one(
+            "vault_repository_size_bytes",
+            "Bytes of all packs in the vault (data and trees).",
+            v.pack_bytes as f64,
+        );
+        one("vault_repository_packs", "Packs in the vault.", v.packs as f64);
+        one(
+            "vault_repository_logical_bytes",
+            "Sum of the source sizes of all snapshots in the vault.",
+            v.logical_bytes as f64,
+        );
+        if let Some(r) = ratio(v.logical_bytes, v.pack_bytes) {
+            one(
+                "vault_repository_space_ratio",
+                "Logical bytes of all snapshots / bytes stored (deduplication and compression together).",
+                r,
+            );
+        }
+        one(
+            "vault_repository_stats_timestamp_seconds",
+            "When the vault figures were last taken from the catalog (Unix time).",
+            v.taken,
+        );
+        if let Some((t, ok)) = v.last_verification {
+            one(
+                "vault_verification_last_timestamp_seconds",
+                "The newest verification recorded in the catalog (Unix time).",
+                t,
+            );
+            one(
+                "vault_verification_last_ok",
+                "1 if the newest verification found no damage.",
+                if ok { 1.0 } else { 0.0 },
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vault_snapshots Snapshots in the vault by job.\n# TYPE vault_snapshots gauge"
+        );
+        for (job, n) in &v.snapshots {
+            let _ = writeln!(out, "vault_snapshots{{job=\"{job}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vault_snapshots_by_verification Snapshots by their last verification (ok, damaged, unverified).\n# TYPE vault_snapshots_by_verification gauge"
+        );
+        for (state, n) in &v.verification {
+            let _ = writeln!(out, "vault_snapshots_by_verification{{state=\"{state}\"}} {n}");
         }
     }
     out
@@ -102,7 +255,7 @@ mod tests {
         s.outcomes.insert("success", 2);
         stats.insert("etcd".to_string(), s);
         stats.insert("files".to_string(), JobStats::default());
-        let text = render_metrics(&stats);
+        let text = render_metrics(&stats, None);
         assert!(
             text.contains("vault_job_last_attempt_timestamp_seconds{job=\"etcd\"} 1700000000.5\n"),
             "{text}"

@@ -11,16 +11,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use vault::catalog::{self, Catalog};
 use vault::repo::{KeySource, Vault};
 use vault::store::Store;
 use vault::{Error, Result};
 
 use crate::check;
-use crate::config::{DaemonConfig, JobConfig};
-use crate::metrics::JobStats;
+use crate::config::{DaemonConfig, JobConfig, Scope};
+use crate::metrics::{JobStats, VaultStats};
+use crate::runs::{RunRecord, RunState, Runs};
 use crate::schedule::job_loop;
+use crate::webhook::{self, Webhook};
 
 pub struct Daemon {
     pub(crate) cfg: DaemonConfig,
@@ -29,6 +31,14 @@ pub struct Daemon {
     pub(crate) stats: Mutex<BTreeMap<String, JobStats>>,
     pub(crate) token: Option<String>,
     pub(crate) profile_dirs: Vec<PathBuf>,
+    /// The name recorded in snapshots and slot claims.
+    pub(crate) host: String,
+    /// Random ID of this daemon process (in claims and run IDs).
+    pub(crate) instance: String,
+    pub(crate) runs: Runs,
+    pub(crate) webhook: Option<Webhook>,
+    /// Vault-wide figures for /metrics, refreshed after each run.
+    pub(crate) vault_stats: Mutex<Option<VaultStats>>,
     /// The running job loops by job name.
     loops: Mutex<BTreeMap<String, JobLoop>>,
     /// One lock per job name, held for the whole of a run: even a loop replaced by a reload and
@@ -70,8 +80,27 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         ),
         None => None,
     };
+    if !vault.config.store.conditional_create
+        && let Some(j) = cfg.jobs.iter().find(|j| j.scope() == Some(Scope::Cluster))
+    {
+        return Err(Error::usage(format!(
+            "job {} has scope \"cluster\", but the vault's store ({}) did not honour conditional create at init: daemons sharing it cannot claim slots safely",
+            j.name,
+            vault.store.describe()
+        ))
+        .hint("set scope = \"host\" on the job, or keep the vault on a store with conditional writes"));
+    }
+    let webhook = g.webhook.as_ref().map(Webhook::new).transpose()?;
+    let host = g.host.clone().unwrap_or_else(vault::ops::backup::hostname);
+    let instance = hex::encode(vault::crypto::random_bytes::<4>());
     let stats = cfg.jobs.iter().map(|j| (j.name.clone(), JobStats::default())).collect();
+    let vault_stats = Mutex::new(VaultStats::from_catalog(&cat).ok());
     Ok(Arc::new(Daemon {
+        vault_stats,
+        host,
+        runs: Runs::new(&instance),
+        instance,
+        webhook,
         cfg,
         vault,
         catalog: tokio::sync::Mutex::new(cat),
@@ -212,16 +241,15 @@ pub async fn stop(d: &Daemon, grace: Duration) -> Vec<String> {
     while Instant::now() < deadline && jobs.iter().any(|h| !h.is_finished()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let abandoned = d
-        .stats
-        .lock()
-        .expect("stats lock")
-        .iter()
-        .filter(|(_, s)| s.running)
-        .map(|(n, _)| n.clone())
-        .collect();
     for h in jobs {
         h.abort();
+    }
+    let abandoned: Vec<String> = d.runs.abandon_running().into_iter().map(|r| r.job).collect();
+    for job in &abandoned {
+        d.update(job, |s| {
+            s.running = false;
+            *s.outcomes.entry(RunState::Abandoned.as_str()).or_default() += 1;
+        });
     }
     abandoned
 }
@@ -230,6 +258,62 @@ impl Daemon {
     pub(crate) fn update(&self, job: &str, f: impl FnOnce(&mut JobStats)) {
         let mut stats = self.stats.lock().expect("stats lock");
         f(stats.entry(job.to_string()).or_default());
+    }
+
+    /// The time of the job's last snapshot in the catalog: from any host for a cluster-wide job,
+    /// from this host for a per-host one. Also kept in the job's stats for /metrics.
+    pub(crate) fn last_snapshot(&self, job: &JobConfig, cat: &Catalog) -> Result<Option<DateTime<Utc>>> {
+        let cluster = job.scope() == Some(Scope::Cluster);
+        let last = cat
+            .snapshots()?
+            .into_iter()
+            .filter(|s| s.manifest.job == job.name && (cluster || s.manifest.host == self.host))
+            .map(|s| s.manifest.time)
+            .max();
+        if let Some(t) = last {
+            self.update(&job.name, |s| s.last_snapshot = Some(t.timestamp_millis() as f64 / 1000.0));
+        }
+        Ok(last)
+    }
+
+    pub(crate) fn refresh_vault_stats(&self, cat: &Catalog) {
+        match VaultStats::from_catalog(cat) {
+            Ok(v) => *self.vault_stats.lock().expect("vault stats lock") = Some(v),
+            Err(e) => tracing::warn!("cannot take the vault figures from the catalog: {e}"),
+        }
+    }
+
+    /// After a run: count failures in a row, and send the webhook on a failure and on the first
+    /// success after failures. A skipped slot changes nothing.
+    pub(crate) fn finished(&self, job: &JobConfig, run: &RunRecord) {
+        let (event, failures, last_success) = {
+            let mut stats = self.stats.lock().expect("stats lock");
+            let s = stats.entry(job.name.clone()).or_default();
+            let before = s.consecutive_failures;
+            let event = match run.state {
+                RunState::Failure | RunState::Timeout => {
+                    s.consecutive_failures += 1;
+                    Some(webhook::Event::Failure)
+                }
+                RunState::Success => {
+                    s.consecutive_failures = 0;
+                    (before > 0).then_some(webhook::Event::Recovery)
+                }
+                _ => None,
+            };
+            (event, s.consecutive_failures.max(before), s.last_success)
+        };
+        if let (Some(event), Some(hook)) = (event, &self.webhook) {
+            hook.send(webhook::Body {
+                event,
+                job: job.name.clone(),
+                host: self.host.clone(),
+                vault: self.vault.config.vault_id.clone(),
+                consecutive_failures: failures,
+                last_success,
+                run: run.clone(),
+            });
+        }
     }
 
     /// The jobs as currently configured (after any reload).

@@ -13,13 +13,17 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use vault::ops::backup::{BackupOptions, backup_etcd_v3};
+use vault::claim::ClaimOutcome;
+use vault::format::SlotClaim;
+use vault::ops::backup::{BackupOptions, backup_etcd_v3_member};
 use vault::ops::files::{FilesOptions, backup_files};
+use vault::source::etcd_v3;
 use vault::{Error, Result};
 
 use crate::check;
-use crate::config::{JobConfig, JobKind};
+use crate::config::{JobConfig, JobKind, Scope};
 use crate::run::{Daemon, now_secs};
+use crate::runs::{RunRecord, RunState, Trigger};
 
 pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
     let schedule = match check::schedule(&job.schedule) {
@@ -29,14 +33,17 @@ pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio
             return;
         }
     };
-    match missed_run(&d, &job, &schedule, Utc::now()).await {
+    let now = Utc::now();
+    match missed_run(&d, &job, &schedule, now).await {
         Ok(Some(last)) => {
             tracing::info!(
                 "job {}: a scheduled run was missed since its last snapshot at {}; running now",
                 job.name,
                 last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
-            run_once(&d, &job).await;
+            let slot = last_slot(&schedule, now);
+            let id = d.runs.begin(&job.name, Trigger::CatchUp, slot);
+            run_once(&d, &job, &id).await;
         }
         Ok(None) => {}
         Err(e) => tracing::warn!("job {}: cannot tell whether a run was missed: {e}", job.name),
@@ -59,7 +66,8 @@ pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio
         if *stopping.borrow() {
             return;
         }
-        run_once(&d, &job).await;
+        let id = d.runs.begin(&job.name, Trigger::Schedule, Some(next));
+        run_once(&d, &job, &id).await;
     }
 }
 
@@ -68,34 +76,38 @@ pub fn overdue(schedule: &cron::Schedule, last: DateTime<Utc>, now: DateTime<Utc
     schedule.after(&last).next().is_some_and(|slot| slot <= now)
 }
 
-/// The time of the job's last snapshot from this host, when a slot has passed since it. A job that
-/// has never taken a snapshot here waits for its first slot.
+/// The latest slot of `schedule` at or before `now`.
+pub fn last_slot(schedule: &cron::Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule
+        .after(&(now + chrono::Duration::seconds(1)))
+        .next_back()
+        .filter(|t| *t <= now)
+}
+
+/// The time of the job's last snapshot (from any host for a cluster-wide job, from this host
+/// for a per-host one), when a slot has passed since it. A job that has never taken a snapshot
+/// waits for its first slot. Also records the last snapshot's time in the job's stats.
 pub async fn missed_run(d: &Daemon, job: &JobConfig, schedule: &cron::Schedule, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
-    let host = vault::ops::backup::hostname();
-    let cat = d.catalog.lock().await;
-    let last = cat
-        .snapshots()?
-        .into_iter()
-        .filter(|s| s.manifest.job == job.name && s.manifest.host == host)
-        .map(|s| s.manifest.time)
-        .max();
+    let last = d.last_snapshot(job, &*d.catalog.lock().await)?;
     Ok(last.filter(|&t| overdue(schedule, t, now)))
 }
 
-/// One run of a job, with its timeout; the outcome goes to the stats and the log.
-pub async fn run_once(d: &Daemon, job: &JobConfig) {
+/// One run of a job (its record already begun as `id`), with its timeout and retries; the
+/// outcome goes to the run's record, the stats, the log and the webhook.
+pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str) -> RunRecord {
     let lock = d.run_locks.lock().expect("run locks").entry(job.name.clone()).or_default().clone();
     let _running = lock.lock().await;
     let started = Instant::now();
-    tracing::info!("job {}: run started", job.name);
+    let slot = d.runs.update(id, |r| r.started = Utc::now()).and_then(|r| r.slot);
+    tracing::info!("job {}: run {id} started", job.name);
     d.update(&job.name, |s| {
         s.last_attempt = Some(now_secs());
         s.running = true;
     });
-    let result = tokio::time::timeout(Duration::from_secs(job.timeout_secs), capture_with_retries(d, job)).await;
+    let result = tokio::time::timeout(Duration::from_secs(job.timeout_secs), capture_with_retries(d, job, id, slot)).await;
     let seconds = started.elapsed().as_secs_f64();
-    let outcome = match result {
-        Ok(Ok(c)) => {
+    let (state, error) = match result {
+        Ok(Ok(Ran::Captured(c))) => {
             tracing::info!(
                 "job {}: snapshot {} ({} bytes read, {} new, {} stored) in {seconds:.1}s",
                 job.name,
@@ -109,12 +121,32 @@ pub async fn run_once(d: &Daemon, job: &JobConfig) {
                 s.bytes_read += c.bytes;
                 s.bytes_new += c.new_bytes;
                 s.bytes_stored += c.stored_bytes;
+                s.last_bytes = Some((c.bytes, c.new_bytes, c.stored_bytes));
             });
-            "success"
+            d.runs.update(id, |r| {
+                r.snapshot = Some(c.id.clone());
+                r.incomplete = c.incomplete;
+                r.bytes_read = c.bytes;
+                r.bytes_new = c.new_bytes;
+                r.bytes_stored = c.stored_bytes;
+            });
+            (RunState::Success, None)
+        }
+        Ok(Ok(Ran::Skipped(holder))) => {
+            let host = holder.as_ref().map(|c| c.host.clone());
+            tracing::info!(
+                "job {}: slot {} was claimed by {}; it runs there, not here",
+                job.name,
+                slot.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+                host.as_deref().unwrap_or("another daemon (its claim could not be read)")
+            );
+            d.runs.update(id, |r| r.claimed_by = host);
+            (RunState::Skipped, None)
         }
         Ok(Err(e)) => {
             tracing::error!("job {}: failed after {seconds:.1}s: {e}", job.name);
-            "failure"
+            (RunState::Failure, Some(e.to_string()))
         }
         Err(_) => {
             tracing::error!(
@@ -122,14 +154,34 @@ pub async fn run_once(d: &Daemon, job: &JobConfig) {
                 job.name,
                 job.timeout_secs
             );
-            "timeout"
+            (
+                RunState::Timeout,
+                Some(format!("aborted after the job's timeout of {}s", job.timeout_secs)),
+            )
         }
     };
+    let record = d
+        .runs
+        .update(id, |r| {
+            r.state = state;
+            r.finished = Some(Utc::now());
+            r.error = error;
+        })
+        .expect("a running run is kept");
     d.update(&job.name, |s| {
         s.running = false;
         s.last_duration = Some(seconds);
-        *s.outcomes.entry(outcome).or_default() += 1;
+        *s.outcomes.entry(state.as_str()).or_default() += 1;
     });
+    {
+        let cat = d.catalog.lock().await;
+        if let Err(e) = d.last_snapshot(job, &cat) {
+            tracing::warn!("job {}: cannot read the catalog: {e}", job.name);
+        }
+        d.refresh_vault_stats(&cat);
+    }
+    d.finished(job, &record);
+    record
 }
 
 /// Whether an error may go away by itself (a store or etcd hiccup), as opposed to one that needs
@@ -140,11 +192,12 @@ fn transient(e: &Error) -> bool {
 
 /// Capture, trying again after transient errors with a doubling backoff (all within the job's
 /// timeout, which wraps this).
-async fn capture_with_retries(d: &Daemon, job: &JobConfig) -> Result<Captured> {
+async fn capture_with_retries(d: &Daemon, job: &JobConfig, id: &str, slot: Option<DateTime<Utc>>) -> Result<Ran> {
     let mut backoff = Duration::from_secs(job.retry_backoff_secs);
     let mut attempt = 0;
     loop {
-        match capture(d, job).await {
+        d.runs.update(id, |r| r.attempts = attempt + 1);
+        match capture(d, job, slot).await {
             Err(e) if transient(&e) && attempt < job.retries => {
                 attempt += 1;
                 tracing::warn!(
@@ -162,37 +215,67 @@ async fn capture_with_retries(d: &Daemon, job: &JobConfig) -> Result<Captured> {
     }
 }
 
+/// What one attempt did.
+enum Ran {
+    Captured(Captured),
+    /// The cluster-wide slot was claimed by another daemon (its claim, when readable).
+    Skipped(Option<SlotClaim>),
+}
+
 struct Captured {
     id: String,
     bytes: u64,
     new_bytes: u64,
     stored_bytes: u64,
+    incomplete: bool,
 }
 
-async fn capture(d: &Daemon, job: &JobConfig) -> Result<Captured> {
+/// For a cluster-wide job's scheduled slot, claim the slot in the vault: `Some(Ran::Skipped)`
+/// when another daemon holds it, `None` when this one runs it (or the run needs no claim).
+async fn lost_claim(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Result<Option<Ran>> {
+    let Some(slot) = slot.filter(|_| job.scope() == Some(Scope::Cluster)) else {
+        return Ok(None);
+    };
+    Ok(match d.vault.claim_slot(&job.name, slot, &d.host, &d.instance).await? {
+        ClaimOutcome::Won => None,
+        ClaimOutcome::Taken(holder) => Some(Ran::Skipped(holder)),
+    })
+}
+
+async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Result<Ran> {
     let mut cat = d.catalog.lock().await;
     // Other hosts may have written to the vault since the last run.
     cat.sync(&d.vault).await?;
     let opts = BackupOptions {
         job: job.name.clone(),
-        host: None,
+        host: Some(d.host.clone()),
         tags: job.tags.clone(),
+        slot,
         progress: None,
     };
     match job.kind() {
         Some(JobKind::EtcdV3) => {
             let etcd = job.etcd.clone().unwrap_or_default();
-            let r = backup_etcd_v3(&d.vault, &mut cat, &etcd, &opts).await?;
-            Ok(Captured {
+            // Reach etcd before claiming: a host that cannot must not take the slot from one that can.
+            let member = etcd_v3::select_member(&etcd).await?;
+            if let Some(skipped) = lost_claim(d, job, slot).await? {
+                return Ok(skipped);
+            }
+            let r = backup_etcd_v3_member(&d.vault, &mut cat, member, &opts).await?;
+            Ok(Ran::Captured(Captured {
                 id: r.id,
                 bytes: r.bytes,
                 new_bytes: r.new_bytes,
                 stored_bytes: r.stored_bytes,
-            })
+                incomplete: false,
+            }))
         }
         Some(JobKind::Files) => {
             let sel = job.selection();
             let resolved = sel.resolve(&d.profile_dirs)?;
+            if let Some(skipped) = lost_claim(d, job, slot).await? {
+                return Ok(skipped);
+            }
             for m in &resolved.missing {
                 tracing::info!("job {}: not present on this host: {m}", job.name);
             }
@@ -218,12 +301,13 @@ async fn capture(d: &Daemon, job: &JobConfig) -> Result<Captured> {
                 }
                 tracing::warn!("job {}: snapshot {} is INCOMPLETE", job.name, r.id);
             }
-            Ok(Captured {
+            Ok(Ran::Captured(Captured {
                 id: r.id,
                 bytes: r.bytes,
                 new_bytes: r.new_bytes,
                 stored_bytes: r.stored_bytes,
-            })
+                incomplete: r.incomplete,
+            }))
         }
         None => Err(Error::usage(format!("job {}: unknown kind {:?}", job.name, job.kind))),
     }
@@ -255,7 +339,7 @@ mod tests {
         let job = cfg.jobs[0].clone();
         let daemon = open(cfg, vec![]).await.unwrap();
         let started = Instant::now();
-        run_once(&daemon, &job).await;
+        run_now(&daemon, &job).await;
         assert!(started.elapsed() < Duration::from_secs(10));
         let stats = daemon.stats.lock().unwrap()["slow"].clone();
         assert_eq!(stats.outcomes.get("timeout"), Some(&1), "{stats:?}");
@@ -290,7 +374,7 @@ mod tests {
         let hourly = check::schedule(&job.schedule).unwrap();
         let now = Utc::now();
         assert_eq!(missed_run(&daemon, &job, &hourly, now).await.unwrap(), None);
-        run_once(&daemon, &job).await;
+        run_now(&daemon, &job).await;
         let stats = daemon.stats.lock().unwrap()["conf"].clone();
         assert_eq!(stats.outcomes.get("success"), Some(&1), "{stats:?}");
         let later = Utc::now();
@@ -306,6 +390,12 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    /// Run a job now, as the API does.
+    async fn run_now(d: &Daemon, job: &JobConfig) -> RunRecord {
+        let id = d.runs.begin(&job.name, Trigger::Api, None);
+        run_once(d, job, &id).await
     }
 
     /// A vault in `d/vault` with its writer key at `d/w.key`.
@@ -392,8 +482,8 @@ mod tests {
         let cfg = crate::config::parse(&text).config.unwrap();
         assert_eq!(cfg.jobs[1].retries, crate::config::DEFAULT_RETRIES);
         let daemon = open(cfg.clone(), vec![]).await.unwrap();
-        run_once(&daemon, &cfg.jobs[0]).await;
-        run_once(&daemon, &cfg.jobs[1]).await;
+        run_now(&daemon, &cfg.jobs[0]).await;
+        run_now(&daemon, &cfg.jobs[1]).await;
         let stats = daemon.stats.lock().unwrap().clone();
         assert_eq!(
             (stats["gone"].retries, stats["gone"].outcomes.get("failure")),
@@ -405,6 +495,146 @@ mod tests {
             (0, Some(&1)),
             "{stats:?}"
         );
-        assert!(render_metrics(&stats).contains("vault_job_retries_total{job=\"gone\"} 2\n"));
+        assert!(render_metrics(&stats, None).contains("vault_job_retries_total{job=\"gone\"} 2\n"));
+    }
+
+    #[test]
+    fn the_last_slot_is_the_latest_at_or_before_now() {
+        let hourly = check::schedule("0 0 * * * *").unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(last_slot(&hourly, t("2026-01-01T10:59:59Z")), Some(t("2026-01-01T10:00:00Z")));
+        assert_eq!(last_slot(&hourly, t("2026-01-01T11:00:00Z")), Some(t("2026-01-01T11:00:00Z")));
+    }
+
+    /// Two daemons (two hosts) sharing a vault: the cluster-wide job's slot runs on one of them,
+    /// the per-host job on both; the snapshot records its slot.
+    #[tokio::test]
+    async fn a_cluster_wide_slot_runs_once_across_daemons_and_host_jobs_run_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
+        std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n").unwrap();
+        make_vault(d).await;
+        let config = |host: &str| {
+            format!(
+                "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/{host}.sqlite\"\nhost = \"{host}\"\n[[job]]\nname = \"shared\"\nkind = \"files\"\nscope = \"cluster\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n[[job]]\nname = \"mine\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n",
+                d.display()
+            )
+        };
+        let cfg1 = crate::config::parse(&config("master-1")).config.unwrap();
+        let cfg2 = crate::config::parse(&config("master-2")).config.unwrap();
+        let (one, two) = (open(cfg1.clone(), vec![]).await.unwrap(), open(cfg2, vec![]).await.unwrap());
+        let slot = DateTime::parse_from_rfc3339("2026-11-25T22:00:00Z").unwrap().with_timezone(&Utc);
+        async fn scheduled(d: &Daemon, job: &JobConfig, slot: DateTime<Utc>) -> RunRecord {
+            let id = d.runs.begin(&job.name, Trigger::Schedule, Some(slot));
+            run_once(d, job, &id).await
+        }
+        let (shared, mine) = (&cfg1.jobs[0], &cfg1.jobs[1]);
+        let (a, b) = tokio::join!(scheduled(&one, shared, slot), scheduled(&two, shared, slot));
+        let mut states = [a.state, b.state];
+        states.sort_by_key(|s| s.as_str());
+        assert_eq!(states, [RunState::Skipped, RunState::Success], "{a:?} {b:?}");
+        let (winner, loser) = if a.state == RunState::Success { (a, b) } else { (b, a) };
+        let winner_host = if winner.id.starts_with(&one.instance) {
+            "master-1"
+        } else {
+            "master-2"
+        };
+        assert_eq!(loser.claimed_by.as_deref(), Some(winner_host), "{loser:?}");
+        let (a, b) = tokio::join!(scheduled(&one, mine, slot), scheduled(&two, mine, slot));
+        assert_eq!((a.state, b.state), (RunState::Success, RunState::Success), "{a:?} {b:?}");
+        // The vault holds one "shared" snapshot for the slot, and a "mine" one per host.
+        let mut cat = one.catalog.lock().await;
+        cat.sync(&one.vault).await.unwrap();
+        let snaps = cat.snapshots().unwrap();
+        let shared_snaps: Vec<_> = snaps.iter().filter(|s| s.manifest.job == "shared").collect();
+        assert_eq!(shared_snaps.len(), 1);
+        assert_eq!(shared_snaps[0].manifest.slot, Some(slot));
+        assert_eq!(shared_snaps[0].manifest.host, winner_host);
+        let mut hosts: Vec<_> = snaps
+            .iter()
+            .filter(|s| s.manifest.job == "mine")
+            .map(|s| s.manifest.host.as_str())
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, ["master-1", "master-2"]);
+        drop(cat);
+        // The loser sees the cluster job's snapshot as the job's last one.
+        let st = two.stats.lock().unwrap()["shared"].clone();
+        assert_eq!(st.outcomes.get("skipped").or(st.outcomes.get("success")), Some(&1), "{st:?}");
+        // An API run needs no claim: it runs even though the slot was taken.
+        assert_eq!(run_now(&two, shared).await.state, RunState::Success);
+    }
+
+    /// The webhook gets a failure event per failed run and one recovery event at the next success.
+    #[tokio::test]
+    async fn the_webhook_hears_failures_and_the_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        make_vault(d).await;
+        /// (Authorization header, JSON body) of each POST received.
+        type Received = Arc<std::sync::Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+        let got: Received = Default::default();
+        let sink = got.clone();
+        let app = axum::Router::new().route(
+            "/hook/s3cret-path",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                let sink = sink.clone();
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
+                    sink.lock().unwrap().push((auth, body.0));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        std::fs::write(d.join("hook.token"), "hook-token\n").unwrap();
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[webhook]\nurl = \"http://{1}/hook/s3cret-path\"\ntoken_file = \"{0}/hook.token\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\nretries = 0\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n",
+            d.display(),
+            addr
+        );
+        let cfg = crate::config::parse(&text).config.unwrap();
+        let job = cfg.jobs[0].clone();
+        let daemon = open(cfg, vec![]).await.unwrap();
+        // No root yet: two failures.
+        assert_eq!(run_now(&daemon, &job).await.state, RunState::Failure);
+        assert_eq!(run_now(&daemon, &job).await.state, RunState::Failure);
+        std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
+        std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n").unwrap();
+        let ok = run_now(&daemon, &job).await;
+        assert_eq!(ok.state, RunState::Success);
+        // A second success sends nothing.
+        assert_eq!(run_now(&daemon, &job).await.state, RunState::Success);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.lock().unwrap().len() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let got = got.lock().unwrap().clone();
+        let events: Vec<_> = got
+            .iter()
+            .map(|(_, b)| {
+                (
+                    b["event"].as_str().unwrap().to_string(),
+                    b["consecutive_failures"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let mut sorted = events.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [("failure".to_string(), 1), ("failure".to_string(), 2), ("recovery".to_string(), 2)],
+            "{got:?}"
+        );
+        assert!(got.iter().all(|(auth, _)| auth.as_deref() == Some("Bearer hook-token")));
+        let recovery = &got.iter().find(|(_, b)| b["event"] == "recovery").unwrap().1;
+        assert_eq!(recovery["run"]["snapshot"].as_str(), ok.snapshot.as_deref());
+        assert_eq!(recovery["job"], "conf");
+        let failure = &got.iter().find(|(_, b)| b["event"] == "failure").unwrap().1;
+        assert!(failure["run"]["error"].as_str().unwrap().contains("host"), "{failure}");
     }
 }
