@@ -194,10 +194,12 @@ connect_timeout_secs = 1
     let (code, body) = request(port, "POST", "/v1/jobs/files/run", Some(token)).unwrap();
     assert!(code == 202 || code == 409, "{code} {body}");
     if code == 202 {
+        let started: Value = serde_json::from_str(&body).unwrap();
+        let id = started["run"].as_str().unwrap();
         wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
             std::fs::read_to_string(&log)
                 .unwrap()
-                .contains("job files: run requested through the API")
+                .contains(&format!("job files: run {id} requested through the API"))
                 .then_some(())
         })
         .expect("the API run was not logged");
@@ -231,7 +233,7 @@ connect_timeout_secs = 1
             .lines()
             .filter_map(|l| {
                 let rest = l.split_once(&format!("job {job}: "))?.1;
-                if rest.starts_with("run started") {
+                if rest.starts_with("run ") && rest.ends_with(" started") {
                     Some(true)
                 } else if rest.starts_with("snapshot") || rest.starts_with("failed") || rest.starts_with("aborted") {
                     Some(false)
@@ -381,8 +383,27 @@ fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
     let before = snapshots_of(&ctl.snapshots(), "conf");
     ctl.run(&["run", "conf", "--wait", "--daemon-config", &cfg])
         .ok()
-        .mentions(&["job conf succeeded"]);
+        .mentions(&["job conf: run", "succeeded: snapshot"]);
     assert_eq!(snapshots_of(&ctl.snapshots(), "conf"), before + 1);
+    // The run's record, through vaultctl --json and GET /v1/runs/{id}.
+    let run = ctl.run(&["--json", "run", "conf", "--wait", "--daemon-config", &cfg]).ok().json();
+    assert_eq!(
+        (run["state"].as_str(), run["trigger"].as_str()),
+        (Some("success"), Some("api")),
+        "{run:#}"
+    );
+    let id = run["id"].as_str().unwrap();
+    let (code, body) = get(port, &format!("/v1/runs/{id}"), Some("s3cret-token-for-the-test")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["snapshot"], run["snapshot"]);
+    assert!(again["snapshot"].as_str().is_some_and(|s| s.len() == 64), "{again:#}");
+    assert_eq!(get(port, &format!("/v1/runs/{id}"), None).map(|(c, _)| c), Some(401));
+    assert_eq!(
+        get(port, "/v1/runs/nosuch", Some("s3cret-token-for-the-test")).map(|(c, _)| c),
+        Some(404)
+    );
+    let before = before + 1;
     ctl.run(&["run", "nosuch", "--daemon-config", &cfg])
         .failed()
         .mentions(&["no job \"nosuch\""]);

@@ -158,42 +158,53 @@ pub async fn jobs(json: bool, a: &DaemonArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// `vaultctl run JOB [--wait]`
+/// `vaultctl run JOB [--wait]`: start a run; with `--wait`, follow it (GET /v1/runs/{id}) to its
+/// end. Exit 0 on success, 1 when it failed, timed out, was skipped or abandoned.
 pub async fn run(json: bool, a: &DaemonArgs, job: &str, wait: bool) -> Result<i32> {
     let c = a.client()?;
-    let path = format!("/v1/jobs/{job}");
-    let before = c.json(&path).await?;
-    let (status, body) = c.call(reqwest::Method::POST, &format!("{path}/run")).await?;
+    let (status, body) = c.call(reqwest::Method::POST, &format!("/v1/jobs/{job}/run")).await?;
     match status {
         202 => {}
         404 => return Err(Error::not_found(format!("vaultd has no job {job:?}")).hint("list them with `vaultctl jobs`")),
         409 => return Err(Error::new(ErrorKind::AlreadyExists, format!("job {job:?} is already running"))),
         _ => return Err(Error::io(format!("vaultd answered {status}: {}", body.trim()))),
     }
+    let started: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| Error::io("vaultd sent malformed JSON for POST /v1/jobs/{job}/run").with_source(e))?;
+    let id = started["run"].as_str().unwrap_or_default().to_string();
     if !wait {
-        if !json {
-            println!("job {job} started");
+        if json {
+            output::json(&started);
+        } else {
+            println!("job {job}: run {id} started");
         }
         return Ok(0);
     }
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = c.json(&path).await?;
-        if now["running"].as_bool() == Some(true) || now["last_attempt"] == before["last_attempt"] {
+        let run = c.json(&format!("/v1/runs/{id}")).await?;
+        let state = run["state"].as_str().unwrap_or("?");
+        if state == "running" {
             continue;
         }
-        // A success is stamped when the run ends, after the attempt that started it.
-        let (attempt, success) = (now["last_attempt"].as_f64(), now["last_success"].as_f64());
-        let ok = now["last_success"] != before["last_success"] && success.zip(attempt).is_some_and(|(s, a)| s >= a);
         if json {
-            output::json(&serde_json::json!({ "job": job, "ok": ok, "status": now }));
+            output::json(&run);
         } else {
-            println!(
-                "job {job} {} after {:.1}s",
-                if ok { "succeeded" } else { "FAILED (see the daemon's log)" },
-                now["last_duration_seconds"].as_f64().unwrap_or(0.0)
-            );
+            match state {
+                "success" => println!(
+                    "job {job}: run {id} succeeded: snapshot {} ({} bytes read, {} new, {} stored)",
+                    run["snapshot"].as_str().unwrap_or("?"),
+                    run["bytes_read"],
+                    run["bytes_new"],
+                    run["bytes_stored"]
+                ),
+                _ => println!(
+                    "job {job}: run {id} ended {}: {}",
+                    state.to_uppercase(),
+                    run["error"].as_str().unwrap_or("see the daemon's log")
+                ),
+            }
         }
-        return Ok(if ok { 0 } else { 1 });
+        return Ok(if state == "success" { 0 } else { 1 });
     }
 }
