@@ -5,6 +5,7 @@
 //! stop them on drop, so a panicking test still cleans up.
 
 pub mod certs;
+pub mod daemon;
 pub mod data;
 pub mod etcd;
 pub mod moto;

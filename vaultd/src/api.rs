@@ -170,6 +170,7 @@ async fn snapshots(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response
                         "size": s.manifest.stats.bytes,
                         "stored_bytes": s.manifest.stats.stored_bytes,
                         "tags": s.manifest.tags,
+                        "slot": s.manifest.slot,
                         "verification": s.verification,
                     })
                 })

@@ -20,6 +20,9 @@ struct Row {
     size: u64,
     stored_bytes: u64,
     tags: std::collections::BTreeMap<String, String>,
+    /// The schedule slot a daemon took it for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slot: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     revision: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +46,7 @@ pub async fn run(c: &Common, _a: Args) -> Result<i32> {
             size: s.manifest.stats.bytes,
             stored_bytes: s.manifest.stats.stored_bytes,
             tags: s.manifest.tags.clone(),
+            slot: s.manifest.slot.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             revision: s.manifest.etcd_v3.as_ref().map(|e| e.revision),
             sha256: s.manifest.streams.first().map(|st| st.sha256.clone()),
             verification: s.verification,
