@@ -79,7 +79,8 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
             out.push(loc.problem("webhook.timeout_secs", "must be at least 1 second"));
         }
     }
-    if cfg.jobs.is_empty() {
+    // Jobs that did not parse are left out of `cfg.jobs` and reported on their own.
+    if cfg.jobs.is_empty() && loc.line("job").is_none() {
         out.push(loc.problem("", "no [[job]] entries: the daemon would have nothing to do"));
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();

@@ -338,3 +338,44 @@ async fn check_config_reports_every_problem_rendered_with_file_and_line() {
     let out = check_config(&d.join("missing.toml"), &[], true).await;
     assert!(out[0].contains("missing.toml"), "{out:?}");
 }
+
+#[test]
+fn jobs_that_do_not_parse_are_not_also_reported_as_missing() {
+    let p = parse(&format!("{HEAD}[[job]]\nname = \"a\"\n"));
+    assert!(!p.problems.is_empty());
+    let ps = static_problems(p.config.as_ref().unwrap(), &p.locator, &[]);
+    assert!(ps.iter().all(|p| !p.message.contains("no [[job]]")), "{ps:?}");
+}
+
+#[test]
+fn scope_host_and_webhook_are_checked() {
+    let job = etcd_job("a").replace("kind = \"etcd-v3\"\n", "kind = \"etcd-v3\"\nscope = \"everywhere\"\n");
+    let ps = statics(&format!(
+        "{HEAD}host = \"\"\n[webhook]\nurl = \"ftp://hooks.example/s3cret\"\ntimeout_secs = 0\n{job}"
+    ));
+    assert_eq!(
+        keys_lines(&ps),
+        vec![
+            ("host".into(), Some(3)),
+            ("webhook.url".into(), Some(5)),
+            ("webhook.timeout_secs".into(), Some(6)),
+            ("job[0].scope".into(), Some(10)),
+        ]
+    );
+    // The URL may hold a secret: it is not repeated.
+    assert!(ps.iter().all(|p| !p.message.contains("s3cret")), "{ps:?}");
+    let p = parse(&format!(
+        "{HEAD}[webhook]\nurl = \"https://hooks.example/x\"\nsecret = 1\n{}",
+        etcd_job("a")
+    ));
+    assert_eq!(keys_lines(&p.problems), vec![("webhook.secret".into(), Some(5))]);
+    // Defaults: etcd jobs are cluster-wide, files jobs per host.
+    let cfg = parse(&format!(
+        "{HEAD}{}[[job]]\nname = \"f\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/x\"]\n",
+        etcd_job("a")
+    ))
+    .config
+    .unwrap();
+    assert_eq!(cfg.jobs[0].scope(), Some(crate::config::Scope::Cluster));
+    assert_eq!(cfg.jobs[1].scope(), Some(crate::config::Scope::Host));
+}
