@@ -144,7 +144,12 @@ impl Catalog {
             .await?;
 
         let path = self.path.clone();
-        let tx = self.conn.transaction().context(ErrorKind::Io, db_err(&path))?;
+        // Immediate: take the write lock first (waiting up to the busy timeout), so that several
+        // connections to one catalog (concurrent daemon jobs) can sync without failing.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(ErrorKind::Io, db_err(&path))?;
         for gone in known_segments.difference(&listed_segments) {
             let g = gone.hex();
             tx.execute("DELETE FROM chunks WHERE segment=?1", [&g])
@@ -170,7 +175,10 @@ impl Catalog {
 
     /// Record an index segment this process just wrote (saves re-reading it).
     pub fn add_segment(&mut self, id: &Id, seg: &IndexSegment) -> Result<()> {
-        let tx = self.conn.transaction().context(ErrorKind::Io, db_err(&self.path))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(ErrorKind::Io, db_err(&self.path))?;
         insert_segment(&tx, id, seg).context(ErrorKind::Io, db_err(&self.path))?;
         tx.commit().context(ErrorKind::Io, db_err(&self.path))
     }
@@ -402,7 +410,10 @@ impl Catalog {
 
 fn insert_segment(conn: &Connection, id: &Id, seg: &IndexSegment) -> rusqlite::Result<()> {
     let sid = id.hex();
-    conn.execute("INSERT OR IGNORE INTO index_segments(id) VALUES(?1)", [&sid])?;
+    if conn.execute("INSERT OR IGNORE INTO index_segments(id) VALUES(?1)", [&sid])? == 0 {
+        // Known already (another connection to this catalog recorded it first).
+        return Ok(());
+    }
     let mut pack_stmt = conn.prepare_cached("INSERT OR IGNORE INTO packs(id, type, size, segment) VALUES(?1, ?2, ?3, ?4)")?;
     let mut chunk_stmt =
         conn.prepare_cached("INSERT INTO chunks(id, pack, offset, length, raw_length, segment) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")?;

@@ -262,3 +262,32 @@ async fn wrong_keys_and_tampering_are_refused() {
     let e = Vault::open(f.store.clone(), &f.writer_only).await.err().unwrap();
     assert!(e.to_string().contains("format 2"), "{e}");
 }
+
+/// Several connections to one catalog file (a daemon's concurrent jobs) sync at once without
+/// failing and without recording a chunk twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_syncs_of_one_catalog_agree() {
+    let f = fixture().await;
+    let vault = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
+    let mut first = Catalog::open(&f.dir.path().join("writer.sqlite"), &vault.config.vault_id).unwrap();
+    backup(&vault, &mut first, &snapshot_bytes(2000, 0)).await;
+    let shared = f.dir.path().join("shared.sqlite");
+    let vault_id = vault.config.vault_id.clone();
+    let vault = std::sync::Arc::new(vault);
+    let syncs: Vec<_> = (0..4)
+        .map(|_| {
+            let (vault, shared, vault_id) = (vault.clone(), shared.clone(), vault_id.clone());
+            tokio::spawn(async move { Catalog::open(&shared, &vault_id).unwrap().sync(&vault).await })
+        })
+        .collect();
+    for s in syncs {
+        s.await.unwrap().unwrap();
+    }
+    let a = Catalog::open(&shared, &vault_id).unwrap();
+    let chunks = a.known_chunks().unwrap();
+    assert!(!chunks.is_empty());
+    for id in &chunks {
+        assert_eq!(a.chunk_locations(id).unwrap().len(), 1, "chunk {} recorded twice", id.hex());
+    }
+    assert_eq!(a.snapshots().unwrap().len(), 1);
+}
