@@ -126,11 +126,11 @@ async fn backup_dedup_restore_verify_and_rebuild() {
 
     // verification at every level passes
     let all = cat.snapshots().unwrap();
-    assert!(verify(&v, &cat, &all, &VerifyOptions::default()).await.unwrap().ok);
+    assert!(verify(&v, &mut cat, &all, &VerifyOptions::default()).await.unwrap().ok);
     let wv = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
     let rep = verify(
         &wv,
-        &cat,
+        &mut cat,
         &all,
         &VerifyOptions {
             read_data_percent: Some(100.0),
@@ -170,7 +170,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
     for vault in [&wv, &v] {
         let rep = verify(
             vault,
-            &cat,
+            &mut cat,
             &all,
             &VerifyOptions {
                 read_data_percent: Some(100.0),
@@ -187,7 +187,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
         );
     }
     // structure-only verification does not read data and so does not see it
-    assert!(verify(&wv, &cat, &all, &VerifyOptions::default()).await.unwrap().ok);
+    assert!(verify(&wv, &mut cat, &all, &VerifyOptions::default()).await.unwrap().ok);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -147,13 +147,9 @@ async fn snapshots(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response
     if let Some(r) = d.check_auth("GET /v1/snapshots", &headers) {
         return r;
     }
-    // A capture holds the catalog while it runs; do not make the caller wait for it.
+    // Do not make the caller wait long for a busy catalog.
     let Ok(cat) = tokio::time::timeout(Duration::from_secs(2), d.catalog.lock()).await else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a capture is using the catalog; retry in a moment\n",
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, "the catalog is busy; retry in a moment\n").into_response();
     };
     match cat.snapshots() {
         Ok(list) => {

@@ -129,6 +129,9 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
             ("exclude", job.exclude.is_some()),
             ("root", job.root.is_some()),
         ];
+        if job.read_data_percent.is_some() && job.kind().is_some_and(|k| k != JobKind::Verify) {
+            out.push(loc.problem(key("read_data_percent"), "applies to verify jobs only"));
+        }
         match job.kind() {
             None => out.push(loc.problem(
                 key("kind"),
@@ -165,6 +168,24 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
                             out.push(loc.problem(key("etcd"), "cert and key go together: set both or neither"));
                         }
                     }
+                }
+            }
+            Some(JobKind::Verify) => {
+                for (k, set) in files_keys.into_iter().chain([("etcd", job.etcd.is_some())]) {
+                    if set {
+                        out.push(loc.problem(
+                            key(k),
+                            format!(
+                                "does not apply to verify jobs (it is a setting of {} jobs)",
+                                if k == "etcd" { "etcd-v3" } else { "files" }
+                            ),
+                        ));
+                    }
+                }
+                if let Some(p) = job.read_data_percent
+                    && !(p > 0.0 && p <= 100.0)
+                {
+                    out.push(loc.problem(key("read_data_percent"), format!("{p} is not a percentage in (0, 100]")));
                 }
             }
             Some(JobKind::Files) => {
@@ -277,7 +298,7 @@ pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Pat
                     ));
                 }
             }
-            None => {}
+            Some(JobKind::Verify) | None => {}
         }
     }
     out

@@ -37,12 +37,15 @@ fn the_example_config_passes_the_static_checks() {
     let p = parse(&text);
     assert!(p.problems.is_empty(), "{:?}", p.problems);
     let cfg = p.config.unwrap();
-    assert_eq!(cfg.jobs.len(), 5);
+    assert_eq!(cfg.jobs.len(), 6);
     assert_eq!(cfg.global.http.listen, "127.0.0.1:8765");
     assert!(!cfg.global.http.metrics_public);
     assert_eq!(cfg.global.shutdown_grace_secs, 30);
     let names: Vec<_> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
-    assert_eq!(names, ["etcd", "master-files", "node-files", "etcd-local", "etcd-host-files"]);
+    assert_eq!(
+        names,
+        ["etcd", "master-files", "verify", "node-files", "etcd-local", "etcd-host-files"]
+    );
     assert_eq!(cfg.jobs[0].etcd.as_ref().unwrap().endpoints.len(), 3);
     assert_eq!(cfg.jobs[1].profile.as_deref(), Some("master"));
     assert_eq!(cfg.jobs[0].tags["cluster"], "cluster-a");
@@ -378,4 +381,21 @@ fn scope_host_and_webhook_are_checked() {
     .unwrap();
     assert_eq!(cfg.jobs[0].scope(), Some(crate::config::Scope::Cluster));
     assert_eq!(cfg.jobs[1].scope(), Some(crate::config::Scope::Host));
+}
+
+#[test]
+fn verify_jobs_take_only_their_own_settings() {
+    let job = "[[job]]\nname = \"v\"\nkind = \"verify\"\nschedule = \"0 0 4 * * *\"\nread_data_percent = 150.0\npaths = [\"/etc\"]\n";
+    let ps = statics(&format!(
+        "{HEAD}{job}{}",
+        etcd_job("e").replace("[job.etcd]", "read_data_percent = 5.0\n[job.etcd]")
+    ));
+    assert_eq!(
+        keys_lines(&ps),
+        vec![
+            ("job[0].paths".into(), Some(8)),
+            ("job[0].read_data_percent".into(), Some(7)),
+            ("job[1].read_data_percent".into(), Some(13)),
+        ]
+    );
 }

@@ -85,15 +85,18 @@ impl Default for HttpConfig {
 pub enum JobKind {
     EtcdV3,
     Files,
+    /// Verify the vault's snapshots (structure; with `read_data_percent`, stored objects too).
+    Verify,
 }
 
 impl JobKind {
-    pub const NAMES: &[&str] = &["etcd-v3", "files"];
+    pub const NAMES: &[&str] = &["etcd-v3", "files", "verify"];
 
     pub fn parse(s: &str) -> Option<JobKind> {
         match s {
             "etcd-v3" => Some(JobKind::EtcdV3),
             "files" => Some(JobKind::Files),
+            "verify" => Some(JobKind::Verify),
             _ => None,
         }
     }
@@ -145,6 +148,8 @@ pub struct JobConfig {
     pub exclude: Option<Vec<String>>,
     /// files: read the host's files under this directory (default /).
     pub root: Option<PathBuf>,
+    /// verify: also download and check this percentage of the packs (a random sample each run).
+    pub read_data_percent: Option<f64>,
     /// The job's position among the file's `[[job]]` entries (for key paths like `job[2]`).
     #[serde(skip)]
     pub index: usize,
@@ -174,7 +179,7 @@ impl JobConfig {
             Some("host") => Some(Scope::Host),
             Some(_) => None,
             None => Some(match self.kind() {
-                Some(JobKind::EtcdV3) => Scope::Cluster,
+                Some(JobKind::EtcdV3 | JobKind::Verify) => Scope::Cluster,
                 _ => Scope::Host,
             }),
         }

@@ -27,7 +27,10 @@ use crate::webhook::{self, Webhook};
 pub struct Daemon {
     pub(crate) cfg: DaemonConfig,
     pub(crate) vault: Vault,
+    /// The daemon's connection to its catalog, for short reads (the API, metrics, catch-up).
+    /// Each capture opens a connection of its own, so that jobs run side by side.
     pub(crate) catalog: tokio::sync::Mutex<Catalog>,
+    pub(crate) catalog_path: PathBuf,
     pub(crate) stats: Mutex<BTreeMap<String, JobStats>>,
     pub(crate) token: Option<String>,
     pub(crate) profile_dirs: Vec<PathBuf>,
@@ -104,6 +107,7 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         cfg,
         vault,
         catalog: tokio::sync::Mutex::new(cat),
+        catalog_path: path,
         stats: Mutex::new(stats),
         token,
         profile_dirs,

@@ -3,7 +3,7 @@
 //!
 //! A job's runs are sequential by construction (its task awaits each run before computing the next
 //! slot from the current time), so two runs of one job never overlap; slots that pass during a long
-//! run are skipped. Captures of different jobs take turns on the one catalog.
+//! run are skipped. Runs of different jobs go side by side, each with its own catalog connection.
 //!
 //! At start-up a job whose last snapshot is older than a slot that has passed (the daemon was down,
 //! or the last runs failed) runs once at once; then it follows its schedule.
@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use vault::catalog::Catalog;
 use vault::claim::ClaimOutcome;
 use vault::format::SlotClaim;
 use vault::ops::backup::{BackupOptions, backup_etcd_v3_member};
 use vault::ops::files::{FilesOptions, backup_files};
+use vault::ops::verify::{VerifyOptions, VerifyReport, verify};
 use vault::source::etcd_v3;
 use vault::{Error, Result};
 
@@ -132,6 +134,18 @@ pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str) -> RunRecord {
             });
             (RunState::Success, None)
         }
+        Ok(Ok(Ran::Verified(v))) => {
+            tracing::info!(
+                "job {}: verified {} snapshot(s) ({} pack(s), {} bytes read): no damage, in {seconds:.1}s",
+                job.name,
+                v.snapshots.len(),
+                v.packs_checked,
+                v.bytes_read
+            );
+            d.update(&job.name, |s| s.last_success = Some(now_secs()));
+            d.runs.update(id, |r| r.bytes_read = v.bytes_read);
+            (RunState::Success, None)
+        }
         Ok(Ok(Ran::Skipped(holder))) => {
             let host = holder.as_ref().map(|c| c.host.clone());
             tracing::info!(
@@ -218,6 +232,8 @@ async fn capture_with_retries(d: &Daemon, job: &JobConfig, id: &str, slot: Optio
 /// What one attempt did.
 enum Ran {
     Captured(Captured),
+    /// A verify job found no damage.
+    Verified(VerifyReport),
     /// The cluster-wide slot was claimed by another daemon (its claim, when readable).
     Skipped(Option<SlotClaim>),
 }
@@ -243,7 +259,7 @@ async fn lost_claim(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) ->
 }
 
 async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Result<Ran> {
-    let mut cat = d.catalog.lock().await;
+    let mut cat = Catalog::open(&d.catalog_path, &d.vault.config.vault_id)?;
     // Other hosts may have written to the vault since the last run.
     cat.sync(&d.vault).await?;
     let opts = BackupOptions {
@@ -308,6 +324,30 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                 stored_bytes: r.stored_bytes,
                 incomplete: r.incomplete,
             }))
+        }
+        Some(JobKind::Verify) => {
+            if let Some(skipped) = lost_claim(d, job, slot).await? {
+                return Ok(skipped);
+            }
+            let snapshots = cat.snapshots()?;
+            let opts = VerifyOptions {
+                read_data_percent: job.read_data_percent,
+            };
+            let report = verify(&d.vault, &mut cat, &snapshots, &opts).await?;
+            if !report.ok {
+                let failed = report.failed();
+                for f in &failed {
+                    tracing::error!("job {}: snapshot {} is DAMAGED: {}", job.name, f.id, f.problems.join("; "));
+                }
+                return Err(Error::integrity(format!(
+                    "{} of {} snapshot(s) failed verification: {}",
+                    failed.len(),
+                    report.snapshots.len(),
+                    failed.iter().map(|f| f.id[..12].to_string()).collect::<Vec<_>>().join(", ")
+                ))
+                .hint("see `vaultctl verify ID --read-data` for each; take a new capture of what they hold"));
+            }
+            Ok(Ran::Verified(report))
         }
         None => Err(Error::usage(format!("job {}: unknown kind {:?}", job.name, job.kind))),
     }
@@ -636,5 +676,54 @@ mod tests {
         assert_eq!(recovery["job"], "conf");
         let failure = &got.iter().find(|(_, b)| b["event"] == "failure").unwrap().1;
         assert!(failure["run"]["error"].as_str().unwrap().contains("host"), "{failure}");
+    }
+
+    /// A verify job: no damage is a success; a damaged pack is a failure naming the snapshot, and
+    /// the verification results reach /metrics.
+    #[tokio::test]
+    async fn a_verify_job_reports_damage_as_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("host/etc/app")).unwrap();
+        std::fs::write(d.join("host/etc/app/a.conf"), "a=1\n".repeat(1000)).unwrap();
+        make_vault(d).await;
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{0}/host\"\n[[job]]\nname = \"check\"\nkind = \"verify\"\nschedule = \"0 0 * * * *\"\nread_data_percent = 100\n",
+            d.display()
+        );
+        let parsed = crate::config::parse(&text);
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let cfg = parsed.config.unwrap();
+        assert_eq!(cfg.jobs[1].scope(), Some(Scope::Cluster));
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        assert_eq!(run_now(&daemon, &cfg.jobs[0]).await.state, RunState::Success);
+        let ok = run_now(&daemon, &cfg.jobs[1]).await;
+        assert_eq!(ok.state, RunState::Success, "{ok:?}");
+        assert!(ok.bytes_read > 0 && ok.snapshot.is_none(), "{ok:?}");
+        // Flip a byte of every pack.
+        let mut packs = Vec::new();
+        let mut dirs = vec![d.join("vault/data")];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() { dirs.push(p) } else { packs.push(p) }
+            }
+        }
+        assert!(!packs.is_empty());
+        for p in packs {
+            let mut bytes = std::fs::read(&p).unwrap();
+            let n = bytes.len() / 2;
+            bytes[n] ^= 1;
+            std::fs::write(&p, bytes).unwrap();
+        }
+        let bad = run_now(&daemon, &cfg.jobs[1]).await;
+        assert_eq!(bad.state, RunState::Failure, "{bad:?}");
+        assert!(bad.error.as_deref().unwrap().contains("failed verification"), "{bad:?}");
+        assert_eq!(bad.attempts, 1, "integrity errors are not retried");
+        let vault_stats = daemon.vault_stats.lock().unwrap().clone().unwrap();
+        let text = render_metrics(&daemon.stats.lock().unwrap(), Some(&vault_stats));
+        assert!(text.contains("vault_snapshots_by_verification{state=\"damaged\"} 1\n"), "{text}");
+        assert!(text.contains("vault_verification_last_ok 0\n"), "{text}");
+        assert!(text.contains("vault_snapshots{job=\"conf\"} 1\n"), "{text}");
     }
 }

@@ -66,7 +66,17 @@ where
     F: FnOnce(std::sync::mpsc::Receiver<Vec<u8>>) -> Result<T> + Send + 'static,
 {
     vault.identities("reading stored content")?;
-    let locations = locate(catalog, stream)?;
+    read_located(vault, locate(catalog, stream)?, sink).await
+}
+
+/// [`read_stream`] of chunks already located (by [`locate`]): a future that holds no catalog, so
+/// it can run on any thread.
+pub async fn read_located<T, F>(vault: &Vault, locations: Vec<(Id, BlobEntry)>, sink: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(std::sync::mpsc::Receiver<Vec<u8>>) -> Result<T> + Send + 'static,
+{
+    vault.identities("reading stored content")?;
     let mut last_use: HashMap<Id, usize> = HashMap::new();
     let mut order: Vec<Id> = Vec::new();
     for (i, (p, _)) in locations.iter().enumerate() {

@@ -15,7 +15,7 @@ use sha2::Digest;
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{ErrorKind, Result};
 use crate::format::{self, Id, PayloadKind};
-use crate::ops::read::{locate, read_stream};
+use crate::ops::read::{locate, read_located};
 use crate::pack::read_trailer;
 use crate::repo::Vault;
 use crate::source::etcd_v3::TrailerCheck;
@@ -51,7 +51,7 @@ impl VerifyReport {
     }
 }
 
-pub async fn verify(vault: &Vault, catalog: &Catalog, snapshots: &[SnapshotEntry], opts: &VerifyOptions) -> Result<VerifyReport> {
+pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotEntry], opts: &VerifyOptions) -> Result<VerifyReport> {
     let level = if vault.has_identity() {
         "content"
     } else if opts.read_data_percent.is_some() {
@@ -160,7 +160,7 @@ pub async fn verify(vault: &Vault, catalog: &Catalog, snapshots: &[SnapshotEntry
             }
             for stream in &s.manifest.streams {
                 let etcd = s.manifest.kind == PayloadKind::EtcdV3;
-                let r = read_stream(vault, catalog, stream, move |rx| {
+                let r = read_located(vault, locate(catalog, stream)?, move |rx| {
                     let mut h = sha2::Sha256::new();
                     let mut t = etcd.then(TrailerCheck::default);
                     let mut n = 0u64;

@@ -37,13 +37,13 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         return Err(Error::usage("name snapshots to verify, or pass --all (not both)"));
     }
     let vault = c.vault().await?;
-    let catalog = c.catalog(&vault).await?;
+    let mut catalog = c.catalog(&vault).await?;
     let selected = if a.all {
         catalog.snapshots()?
     } else {
         a.ids.iter().map(|i| catalog.resolve(i)).collect::<Result<Vec<_>>>()?
     };
-    let report = verify(&vault, &catalog, &selected, &VerifyOptions { read_data_percent }).await?;
+    let report = verify(&vault, &mut catalog, &selected, &VerifyOptions { read_data_percent }).await?;
     if c.json {
         output::json(&report);
     } else {
