@@ -37,7 +37,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
 impl Daemon {
     /// Whether the request carries the bearer token (compared in constant time).
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else { return false };
+        let live = self.live.read().expect("live settings lock");
+        let Some(token) = &live.token else { return false };
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -49,7 +50,7 @@ impl Daemon {
     /// Everything but /healthz (and /metrics when public) needs the token; without a token file
     /// the API is closed. The log line never holds the token. `None` when the request may go on, else the refusal to send.
     fn check_auth(&self, what: &str, headers: &HeaderMap) -> Option<Response> {
-        if self.token.is_none() {
+        if self.live.read().expect("live settings lock").token.is_none() {
             let closed = "the API is closed: set http.token_file in the vaultd config\n";
             return Some((StatusCode::FORBIDDEN, closed).into_response());
         }
@@ -97,7 +98,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
-    if !d.cfg.global.http.metrics_public
+    if !d.live.read().expect("live settings lock").metrics_public
         && let Some(r) = d.check_auth("GET /metrics", &headers)
     {
         return r;

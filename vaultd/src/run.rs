@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ use vault::store::Store;
 use vault::{Error, Result};
 
 use crate::check;
-use crate::config::{DaemonConfig, JobConfig, Scope};
+use crate::config::{DaemonConfig, Global, JobConfig, Scope};
 use crate::metrics::{JobStats, VaultStats};
 use crate::runs::{RunRecord, RunState, Runs};
 use crate::schedule::job_loop;
@@ -32,14 +32,14 @@ pub struct Daemon {
     pub(crate) catalog: tokio::sync::Mutex<Catalog>,
     pub(crate) catalog_path: PathBuf,
     pub(crate) stats: Mutex<BTreeMap<String, JobStats>>,
-    pub(crate) token: Option<String>,
     pub(crate) profile_dirs: Vec<PathBuf>,
     /// The name recorded in snapshots and slot claims.
     pub(crate) host: String,
     /// Random ID of this daemon process (in claims and run IDs).
     pub(crate) instance: String,
     pub(crate) runs: Runs,
-    pub(crate) webhook: Option<Webhook>,
+    /// The settings a SIGHUP reload changes in place.
+    pub(crate) live: RwLock<Live>,
     /// Vault-wide figures for /metrics, refreshed after each run.
     pub(crate) vault_stats: Mutex<Option<VaultStats>>,
     /// The running job loops by job name.
@@ -47,6 +47,51 @@ pub struct Daemon {
     /// One lock per job name, held for the whole of a run: even a loop replaced by a reload and
     /// a new one never run the same job at once.
     pub(crate) run_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Settings outside `[[job]]` that a reload applies at once: the API token (re-read, so a
+/// rotated token file takes effect on SIGHUP), `http.metrics_public` and the webhook.
+pub(crate) struct Live {
+    pub(crate) token: Option<String>,
+    pub(crate) metrics_public: bool,
+    pub(crate) webhook: Option<Webhook>,
+}
+
+impl Live {
+    fn load(g: &Global) -> Result<Live> {
+        let token = match &g.http.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::usage(format!("cannot read token file {}", p.display())).with_source(e))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Live {
+            token,
+            metrics_public: g.http.metrics_public,
+            webhook: g.webhook.as_ref().map(Webhook::new).transpose()?,
+        })
+    }
+}
+
+/// The settings that only a restart applies, by name, when they differ between two configs.
+fn restart_only_changes(old: &Global, new: &Global) -> Vec<&'static str> {
+    // Compared through Debug: the option structs have no PartialEq. Nothing here is logged.
+    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    [
+        ("repo", differs(&old.repo, &new.repo)),
+        ("writer_key", differs(&old.writer_key, &new.writer_key)),
+        ("catalog", differs(&old.catalog, &new.catalog)),
+        ("host", differs(&old.host, &new.host)),
+        ("s3", differs(&old.s3, &new.s3)),
+        ("http.listen", differs(&old.http.listen, &new.http.listen)),
+        ("shutdown_grace_secs", differs(&old.shutdown_grace_secs, &new.shutdown_grace_secs)),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect()
 }
 
 /// A job's scheduling task and what stops it.
@@ -74,15 +119,7 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
     let path = g.catalog.clone().unwrap_or_else(|| catalog::default_path(&vault.config.vault_id));
     let mut cat = Catalog::open(&path, &vault.config.vault_id)?;
     cat.sync(&vault).await?;
-    let token = match &g.http.token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::usage(format!("cannot read token file {}", p.display())).with_source(e))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
+    let live = RwLock::new(Live::load(g)?);
     if !vault.config.store.conditional_create
         && let Some(j) = cfg.jobs.iter().find(|j| j.scope() == Some(Scope::Cluster))
     {
@@ -93,7 +130,6 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         ))
         .hint("set scope = \"host\" on the job, or keep the vault on a store with conditional writes"));
     }
-    let webhook = g.webhook.as_ref().map(Webhook::new).transpose()?;
     let host = g.host.clone().unwrap_or_else(vault::ops::backup::hostname);
     let instance = hex::encode(vault::crypto::random_bytes::<4>());
     let stats = cfg.jobs.iter().map(|j| (j.name.clone(), JobStats::default())).collect();
@@ -103,13 +139,12 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         host,
         runs: Runs::new(&instance),
         instance,
-        webhook,
+        live,
         cfg,
         vault,
         catalog: tokio::sync::Mutex::new(cat),
         catalog_path: path,
         stats: Mutex::new(stats),
-        token,
         profile_dirs,
         loops: Mutex::new(BTreeMap::new()),
         run_locks: Mutex::new(BTreeMap::new()),
@@ -182,7 +217,8 @@ pub fn start_jobs(d: &Arc<Daemon>) {
 
 /// SIGHUP: re-read the config. A config with any problem is refused and the running one kept.
 /// Otherwise jobs that changed or went away stop after their current run, and new or changed jobs
-/// start; settings outside `[[job]]` take effect at the next restart.
+/// start; the token, `metrics_public` and the webhook change at once; the other settings outside
+/// `[[job]]` take effect at the next restart (and the log says which).
 pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
     let cfg = match check::load_checked(path, &d.profile_dirs) {
         Ok(c) => c,
@@ -198,9 +234,20 @@ pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
             return;
         }
     };
-    // Compared through Debug: the option structs have no PartialEq. Nothing here is logged.
-    if format!("{:?}", cfg.global) != format!("{:?}", d.cfg.global) {
-        tracing::warn!("config reload: settings outside [[job]] changed; they take effect when vaultd restarts");
+    let live = match Live::load(&cfg.global) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("config reload refused: {e}; the running config is kept");
+            return;
+        }
+    };
+    *d.live.write().expect("live settings lock") = live;
+    let later = restart_only_changes(&d.cfg.global, &cfg.global);
+    if !later.is_empty() {
+        tracing::warn!(
+            "config reload: {} changed; that takes effect when vaultd restarts (token, metrics_public and webhook took effect now)",
+            later.join(", ")
+        );
     }
     let mut loops = d.loops.lock().expect("loops lock");
     let mut stopped = Vec::new();
@@ -307,7 +354,8 @@ impl Daemon {
             };
             (event, s.consecutive_failures.max(before), s.last_success)
         };
-        if let (Some(event), Some(hook)) = (event, &self.webhook) {
+        let hook = self.live.read().expect("live settings lock").webhook.clone();
+        if let (Some(event), Some(hook)) = (event, hook) {
             hook.send(webhook::Body {
                 event,
                 job: job.name.clone(),
@@ -323,5 +371,64 @@ impl Daemon {
     /// The jobs as currently configured (after any reload).
     pub(crate) fn current_jobs(&self) -> Vec<JobConfig> {
         self.loops.lock().expect("loops lock").values().map(|l| l.job.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SIGHUP re-reads the token file (rotation) and applies metrics_public at once; settings that
+    /// need a restart are named; a config with a problem changes nothing.
+    #[tokio::test]
+    async fn reload_applies_the_token_and_names_what_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
+        store.create_root().unwrap();
+        let (_, recipient) = vault::crypto::generate_identity();
+        let opts = vault::repo::InitOptions {
+            recipients: vec![recipient],
+            ..Default::default()
+        };
+        let (_, writer) = Vault::init(store, &opts).await.unwrap();
+        let private = |name: &str, text: &str| {
+            std::fs::write(d.join(name), text).unwrap();
+            std::fs::set_permissions(d.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        };
+        private("w.key", &writer.to_file_text());
+        private("token", "one\n");
+        std::fs::create_dir_all(d.join("host/etc")).unwrap();
+        let text = |extra: &str| {
+            format!(
+                "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/c.sqlite\"\n{extra}[http]\ntoken_file = \"{0}/token\"\n[[job]]\nname = \"conf\"\nkind = \"files\"\nschedule = \"0 0 * * * *\"\npaths = [\"/etc\"]\nroot = \"{0}/host\"\n",
+                d.display()
+            )
+        };
+        private("vaultd.toml", &text(""));
+        let cfg = crate::config::parse(&text("")).config.unwrap();
+        let daemon = open(cfg.clone(), vec![]).await.unwrap();
+        assert_eq!(daemon.live.read().unwrap().token.as_deref(), Some("one"));
+        private("token", "two\n");
+        private(
+            "vaultd.toml",
+            &text("host = \"renamed\"\n").replace("[http]\n", "[http]\nmetrics_public = true\n"),
+        );
+        reload(&daemon, &d.join("vaultd.toml"));
+        {
+            let live = daemon.live.read().unwrap();
+            assert_eq!((live.token.as_deref(), live.metrics_public), (Some("two"), true));
+        }
+        let new = crate::config::parse(&text("host = \"renamed\"\n")).config.unwrap();
+        assert_eq!(restart_only_changes(&cfg.global, &new.global), ["host"]);
+        // A bad config is refused whole.
+        private("token", "three\n");
+        private(
+            "vaultd.toml",
+            &text("").replace("schedule = \"0 0 * * * *\"", "schedule = \"never\""),
+        );
+        reload(&daemon, &d.join("vaultd.toml"));
+        assert_eq!(daemon.live.read().unwrap().token.as_deref(), Some("two"));
+        stop(&daemon, Duration::from_secs(1)).await;
     }
 }
