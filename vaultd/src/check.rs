@@ -1,13 +1,13 @@
 //! `vaultd check-config`: every problem of a config file, each with its key path and line.
 //!
 //! Three groups, so that each can be tested alone: [`static_problems`] (the text itself: cron
-//! expressions, kinds, names, job settings, patterns, listen address), [`file_problems`] (files named
-//! by the config exist, are readable, and secrets are mode 0600) and [`vault_problems`] (the vault is
-//! reachable and the writer key is its key).
+//! expressions, kinds, names, job settings, patterns, listen address or socket path),
+//! [`file_problems`] (files named by the config exist, are readable, and secrets are mode 0600; the
+//! API socket's directory exists) and [`vault_problems`] (the vault is reachable and the writer key
+//! is its key).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -16,6 +16,7 @@ use vault::source::selection::SelectionField;
 use vault::store::Store;
 
 use crate::config::{self, DaemonConfig, JobKind, Locator, Problem, Scope};
+use crate::listen::Endpoint;
 
 /// A job name: used in metrics labels, URLs and snapshot manifests.
 fn valid_name(name: &str) -> bool {
@@ -55,19 +56,14 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
             "must be a non-empty name without control characters (or left out: the system hostname)",
         ));
     }
-    if let Err(e) = g.http.listen.parse::<SocketAddr>() {
-        out.push(loc.problem(
+    match Endpoint::parse(&g.http.listen) {
+        Err(e) => out.push(loc.problem("http.listen", e)),
+        Ok(Endpoint::Tcp(addr)) if g.http.token_file.is_none() && !addr.ip().is_loopback() => out.push(loc.problem(
             "http.listen",
-            format!("{:?} is not an address and port like 127.0.0.1:8765: {e}", g.http.listen),
-        ));
-    } else if g.http.token_file.is_none() && !g.http.listen.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback()) {
-        out.push(loc.problem(
-            "http.listen",
-            format!(
-                "{} is not a loopback address and no http.token_file is set: the API would be open to the network",
-                g.http.listen
-            ),
-        ));
+            format!("{addr} is not a loopback address and no http.token_file is set: the API would be open to the network"),
+        )),
+        // A unix socket is created 0600: only the daemon's user reaches it.
+        Ok(_) => {}
     }
     if let Some(w) = &g.webhook {
         match reqwest::Url::parse(&w.url) {
@@ -234,6 +230,32 @@ fn file_problem(loc: &Locator, key: &str, path: &Path, what: &str, secret: bool)
     None
 }
 
+/// A unix socket for the API needs an existing directory, and nothing but a (stale) socket where
+/// it goes: the daemon replaces only that.
+fn socket_problem(loc: &Locator, sock: &Path) -> Option<Problem> {
+    let dir = sock.parent()?;
+    if !dir.is_dir() {
+        return Some(loc.problem(
+            "http.listen",
+            format!(
+                "the socket's directory {} does not exist: create it (mkdir -m 700 {}); under systemd, RuntimeDirectory=vaultd creates /run/vaultd when the service starts",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    let md = std::fs::symlink_metadata(sock).ok()?;
+    (!md.file_type().is_socket()).then(|| {
+        loc.problem(
+            "http.listen",
+            format!(
+                "{} exists and is not a socket: vaultd replaces only a stale socket; remove it or choose another path",
+                sock.display()
+            ),
+        )
+    })
+}
+
 /// Problems with the files the config names. `config_path` is the config file itself: it must be
 /// private too when it holds an S3 secret.
 pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Path>) -> Vec<Problem> {
@@ -252,6 +274,9 @@ pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Pat
     }
     if let Some(t) = g.webhook.as_ref().and_then(|w| w.token_file.as_ref()) {
         out.extend(file_problem(loc, "webhook.token_file", t, "webhook token file", true));
+    }
+    if let Ok(Endpoint::Unix(sock)) = Endpoint::parse(&g.http.listen) {
+        out.extend(socket_problem(loc, &sock));
     }
     if let Some(c) = &g.catalog {
         let parent = c.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

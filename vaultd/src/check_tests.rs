@@ -223,6 +223,61 @@ fn http_settings_are_checked() {
 }
 
 #[test]
+fn a_unix_socket_needs_an_absolute_path_and_no_token_file() {
+    // Private (0600) by construction: no token_file needed to listen there, unlike a network address.
+    let ps = statics(&format!("{HEAD}[http]\nlisten = \"unix:/run/vaultd/api.sock\"\n{}", etcd_job("a")));
+    assert!(ps.is_empty(), "{ps:?}");
+    for bad in ["unix:run/vaultd/api.sock", "unix:", "unix:/run/vaultd/"] {
+        let ps = statics(&format!("{HEAD}[http]\nlisten = \"{bad}\"\n{}", etcd_job("a")));
+        assert_eq!(keys_lines(&ps), vec![("http.listen".into(), Some(4))], "{bad}: {ps:?}");
+        assert!(ps[0].message.contains("unix:/run/vaultd/api.sock"), "{}", ps[0].message);
+    }
+    let long = format!("unix:/{}/api.sock", "x".repeat(100));
+    let ps = statics(&format!("{HEAD}[http]\nlisten = \"{long}\"\n{}", etcd_job("a")));
+    assert!(ps.len() == 1 && ps[0].message.contains("too long"), "{ps:?}");
+}
+
+#[test]
+fn a_unix_socket_needs_its_directory_and_nothing_but_a_socket_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("writer.key"), "k", 0o600);
+    let problems = |listen: &Path| {
+        let text = format!(
+            "repo = \"{0}/vault\"\nwriter_key = \"{0}/writer.key\"\n[http]\nlisten = \"unix:{1}\"\n{2}",
+            d.display(),
+            listen.display(),
+            etcd_job("a")
+        );
+        let p = parse(&text);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let cfg = p.config.unwrap();
+        assert!(static_problems(&cfg, &p.locator, &[]).is_empty());
+        file_problems(&cfg, &p.locator, None)
+    };
+    // A directory that is there: fine, and so is a stale socket left by a killed daemon.
+    assert_eq!(problems(&d.join("api.sock")), vec![]);
+    drop(std::os::unix::net::UnixListener::bind(d.join("stale.sock")).unwrap());
+    assert_eq!(problems(&d.join("stale.sock")), vec![]);
+    // No directory.
+    let ps = problems(&d.join("run/vaultd/api.sock"));
+    assert_eq!(keys_lines(&ps), vec![("http.listen".into(), Some(4))], "{ps:?}");
+    assert!(
+        ps[0].message.contains(&d.join("run/vaultd").display().to_string()) && ps[0].message.contains("does not exist"),
+        "{}",
+        ps[0].message
+    );
+    // A regular file or a directory where the socket goes: the daemon would refuse to replace it.
+    write(&d.join("file.sock"), "x", 0o600);
+    std::fs::create_dir(d.join("dir.sock")).unwrap();
+    for name in ["file.sock", "dir.sock"] {
+        let ps = problems(&d.join(name));
+        assert_eq!(keys_lines(&ps), vec![("http.listen".into(), Some(4))], "{ps:?}");
+        assert!(ps[0].message.contains("is not a socket"), "{}", ps[0].message);
+    }
+}
+
+#[test]
 fn missing_files_and_secrets_readable_by_others_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod run;

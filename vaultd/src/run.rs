@@ -6,7 +6,6 @@
 //! abandoned (nothing of them is committed: the manifest is a capture's last write).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -157,16 +156,9 @@ pub(crate) fn now_secs() -> f64 {
 
 /// Run the daemon until SIGTERM or SIGINT.
 pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
-    let addr: SocketAddr = d
-        .cfg
-        .global
-        .http
-        .listen
-        .parse()
-        .map_err(|_| Error::usage(format!("http.listen {:?} is not an address", d.cfg.global.http.listen)))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::usage(format!("cannot listen on {addr}")).with_source(e))?;
+    // Checked by check::static_problems before the daemon gets here; parsed again for its value.
+    let endpoint = crate::listen::Endpoint::parse(&d.cfg.global.http.listen).map_err(|e| Error::usage(format!("http.listen: {e}")))?;
+    let listener = crate::listen::bind(&endpoint).await?;
     start_jobs(&d);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| Error::io("cannot handle SIGHUP").with_source(e))?;
@@ -179,7 +171,7 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
         })
     };
     let app = crate::api::router(d.clone());
-    tracing::info!("vaultd listening on {addr} with {} job(s)", d.cfg.jobs.len());
+    tracing::info!("vaultd listening on {endpoint} with {} job(s)", d.cfg.jobs.len());
     // Config checked, vault and catalog open, listener bound: ready.
     crate::notify::notify("READY=1");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -192,8 +184,8 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
         tracing::info!("vaultd stopping");
         crate::notify::notify("STOPPING=1");
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    // A unix socket file is removed when the server stops.
+    let served = crate::listen::serve(listener, app, shutdown)
         .await
         .map_err(|e| Error::io("the HTTP server failed").with_source(e));
     reloader.abort();
