@@ -14,7 +14,8 @@ pub struct DaemonArgs {
     /// The daemon's config file, to read [http] listen and token_file from.
     #[arg(long, env = "VAULTD_CONFIG", default_value = "/etc/vault/vaultd.toml")]
     daemon_config: PathBuf,
-    /// The daemon's base URL (overrides the config), e.g. http://127.0.0.1:8765.
+    /// The daemon's base URL (overrides the config), e.g. http://127.0.0.1:8765, or its unix
+    /// socket, e.g. unix:/run/vaultd/api.sock.
     #[arg(long, env = "VAULTD_URL")]
     daemon_url: Option<String>,
     /// File holding the bearer token (overrides the config).
@@ -23,7 +24,10 @@ pub struct DaemonArgs {
 }
 
 struct Client {
+    /// The URL requests go to (`http://localhost` over a unix socket).
     base: String,
+    /// Where the daemon is, for messages: its URL or `unix:PATH`.
+    shown: String,
     token: Option<String>,
     http: reqwest::Client,
 }
@@ -36,7 +40,7 @@ impl DaemonArgs {
             .and_then(|h| h.get("listen"))
             .and_then(|v| v.as_str())
             .unwrap_or("127.0.0.1:8765");
-        let base = self.daemon_url.clone().unwrap_or_else(|| format!("http://{listen}"));
+        let target = self.daemon_url.clone().unwrap_or_else(|| listen.to_string());
         let token_file = self.daemon_token_file.clone().or_else(|| {
             http_section
                 .and_then(|h| h.get("token_file"))
@@ -52,15 +56,32 @@ impl DaemonArgs {
             ),
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        // A unix socket (`unix:/run/vaultd/api.sock`): every request goes to it, so the URL's host
+        // is only a placeholder.
+        let (base, shown) = match target.strip_prefix("unix:") {
+            Some(path) => {
+                if !path.starts_with('/') {
+                    return Err(Error::usage(format!(
+                        "the daemon's address {target:?} is not a unix socket path like unix:/run/vaultd/api.sock"
+                    )));
+                }
+                builder = builder.unix_socket(PathBuf::from(path));
+                ("http://localhost".to_string(), target.clone())
+            }
+            None => {
+                let url = if target.contains("://") {
+                    target.trim_end_matches('/').to_string()
+                } else {
+                    format!("http://{target}")
+                };
+                (url.clone(), url)
+            }
+        };
+        let http = builder
             .build()
             .map_err(|e| Error::io("cannot build an HTTP client").with_source(e))?;
-        Ok(Client {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            http,
-        })
+        Ok(Client { base, shown, token, http })
     }
 }
 
@@ -71,15 +92,20 @@ impl Client {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await.map_err(|e| {
-            Error::new(ErrorKind::Io, format!("vaultd is not answering at {}", self.base))
+            let hint = if self.shown.starts_with("unix:") {
+                "is the daemon running? `systemctl status vaultd`; its socket is private (mode 0600): run this as the daemon's user; or pass --daemon-url / set VAULTD_URL"
+            } else {
+                "is the daemon running? `systemctl status vaultd`; or pass --daemon-url / set VAULTD_URL"
+            };
+            Error::new(ErrorKind::Io, format!("vaultd is not answering at {}", self.shown))
                 .with_source(e)
-                .hint("is the daemon running? `systemctl status vaultd`; or pass --daemon-url / set VAULTD_URL")
+                .hint(hint)
         })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
         match status {
             401 | 403 => Err(
-                Error::key(format!("vaultd at {} refused the request ({status}): {}", self.base, body.trim()))
+                Error::key(format!("vaultd at {} refused the request ({status}): {}", self.shown, body.trim()))
                     .hint("pass the daemon's token with --daemon-token-file (or token_file in its config)"),
             ),
             _ => Ok((status, body)),
@@ -130,11 +156,11 @@ pub async fn status(json: bool, a: &DaemonArgs) -> Result<i32> {
     let (ready, why) = c.call(reqwest::Method::GET, "/readyz").await?;
     let jobs = c.json("/v1/jobs").await?;
     if json {
-        output::json(&serde_json::json!({ "url": c.base, "alive": alive == 200, "ready": ready == 200, "jobs": jobs }));
+        output::json(&serde_json::json!({ "url": c.shown, "alive": alive == 200, "ready": ready == 200, "jobs": jobs }));
     } else {
         println!(
             "vaultd at {}: {}, {}",
-            c.base,
+            c.shown,
             if alive == 200 { "alive" } else { "NOT alive" },
             if ready == 200 {
                 "ready".to_string()
