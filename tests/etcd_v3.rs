@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vault_e2e::data::{Rng, is_hex, k8s_like, k8s_value, sha256_file};
-use vault_e2e::{Certs, Ctl, EtcdCluster, Moto, free_port, moto, n, s, tempdir};
+use vault_e2e::{Certs, Ctl, EtcdCluster, Moto, free_port, moto, n, objects, s, tempdir};
 
 /// Keys in the ordinary data set (~2 KB each: a snapshot of about 1.5 MB).
 const KEYS: usize = 300;
@@ -97,25 +97,6 @@ fn etcdctl_snapshot_status(file: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("etcdctl snapshot status -w json prints JSON")
-}
-
-/// Files (objects) under a local vault's subdirectory, skipping temporary files.
-fn objects(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            out.extend(objects(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 fn to_map(kvs: &[(String, Vec<u8>)]) -> BTreeMap<String, Vec<u8>> {

@@ -1,19 +1,19 @@
-//! Talking to a real `vaultd`: the binary, raw HTTP requests to its API, metric lines, private
-//! config files.
+//! Talking to a real `vaultd`: the binary, raw HTTP requests to its API over TCP or a unix socket,
+//! metric lines, private config files.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::vaultctl;
-
-/// The built `vaultd` next to `vaultctl`.
+/// The built `vaultd` next to `vaultctl`; panics if it is missing or older than its sources.
 pub fn vaultd() -> PathBuf {
-    let bin = vaultctl().with_file_name("vaultd");
-    assert!(bin.is_file(), "{} does not exist: run cargo build --workspace first", bin.display());
-    bin
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| crate::vaultctl::fresh_binary("vaultd", &["vault/src", "vaultd/src"]))
+        .clone()
 }
 
 /// GET `path` on 127.0.0.1:`port`, with an optional bearer token: (status, body).
@@ -21,13 +21,27 @@ pub fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> 
     request(port, "GET", path, token)
 }
 
+/// A request to a daemon on 127.0.0.1:`port`: (status, body), or `None` if it does not answer.
 pub fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    exchange(s, method, path, token)
+}
+
+/// A request to a daemon on the unix socket `socket`: (status, body), or `None` if it does not
+/// answer.
+pub fn unix_request(socket: &Path, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    exchange(s, method, path, token)
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+fn exchange(mut s: impl Read + Write, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();

@@ -19,6 +19,7 @@ pub use moto::Moto;
 pub use ports::free_port;
 pub use vaultctl::{Ctl, Run, Spawned, vaultctl};
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -58,4 +59,23 @@ pub fn tempdir(label: &str) -> tempfile::TempDir {
         .prefix(&format!("vault-e2e-{label}-"))
         .tempdir()
         .expect("create temporary directory")
+}
+
+/// Files (objects) under a local vault's subdirectory, skipping temporary files.
+pub fn objects(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            out.extend(objects(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }

@@ -14,36 +14,68 @@ use serde_json::Value;
 /// does not rebuild it, and testing a stale binary would be misleading).
 pub fn vaultctl() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
-        let bin = profile_dir.join("vaultctl");
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap_or_else(|_| {
-            panic!(
-                "{} does not exist: run cargo build --workspace first (the end-to-end tests run the real binary)",
-                bin.display()
-            )
-        });
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-        let mut sources = Vec::new();
-        for dir in ["vault/src", "vaultctl/src"] {
-            collect_files(&workspace.join(dir), &mut sources);
-        }
-        for src in sources {
-            if std::fs::metadata(&src).and_then(|m| m.modified()).is_ok_and(|t| t > built) {
-                panic!(
-                    "{} is older than {}: run cargo build --workspace first",
-                    bin.display(),
-                    src.display()
-                );
+    BIN.get_or_init(|| fresh_binary("vaultctl", &["vault/src", "vaultctl/src"])).clone()
+}
+
+/// The built binary `name` of this workspace, checked to be newer than every source file it was
+/// built from: those cargo's dep-info file (`target/<profile>/<name>.d`) lists, or without one
+/// every `.rs` file under `sources` (directories relative to the workspace root). The dep-info
+/// leaves out test-only modules, which do not make the binary stale.
+pub(crate) fn fresh_binary(name: &str, sources: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
+    let bin = profile_dir.join(name);
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!(
+            "{} does not exist: run cargo build --workspace first (the end-to-end tests run the real binary)",
+            bin.display()
+        )
+    });
+    let files = match std::fs::read_to_string(profile_dir.join(format!("{name}.d"))) {
+        Ok(dep_info) => dep_info_sources(&dep_info),
+        Err(_) => {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+            let mut files = Vec::new();
+            for dir in sources {
+                collect_files(&workspace.join(dir), &mut files);
             }
+            files
         }
-        bin
-    })
-    .clone()
+    };
+    for src in files {
+        if std::fs::metadata(&src).and_then(|m| m.modified()).is_ok_and(|t| t > built) {
+            panic!(
+                "{} is older than {}: run cargo build --workspace first",
+                bin.display(),
+                src.display()
+            );
+        }
+    }
+    bin
+}
+
+/// The prerequisites of the first rule of a make-style dep-info file (`target: a b\ c`).
+fn dep_info_sources(text: &str) -> Vec<PathBuf> {
+    let Some((_, deps)) = text.lines().next().and_then(|l| l.split_once(": ")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for word in deps.split(' ') {
+        if let Some(escaped) = word.strip_suffix('\\') {
+            current += escaped;
+            current.push(' ');
+            continue;
+        }
+        current += word;
+        if !current.is_empty() {
+            out.push(PathBuf::from(std::mem::take(&mut current)));
+        }
+    }
+    out
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
