@@ -286,14 +286,26 @@ impl EtcdCluster {
         }
     }
 
-    /// The whole v3 keyspace.
+    /// The whole v3 keyspace, read a few keys at a time (one response must stay under the
+    /// client's 4 MiB message limit, and test values go up to 256 KiB).
     pub async fn get_all(&self) -> BTreeMap<String, Vec<u8>> {
         let mut c = self.client().await;
-        let r = c.get("", Some(GetOptions::new().with_all_keys())).await.expect("get all keys");
-        r.kvs()
-            .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
-            .collect()
+        let mut out = BTreeMap::new();
+        let mut from = Vec::new();
+        loop {
+            let r = c
+                .get(from.clone(), Some(GetOptions::new().with_from_key().with_limit(8)))
+                .await
+                .expect("get all keys");
+            for kv in r.kvs() {
+                out.insert(String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec());
+            }
+            match r.kvs().last() {
+                // The next page starts right after the last key.
+                Some(last) if r.more() => from = [last.key(), b"\0"].concat(),
+                _ => return out,
+            }
+        }
     }
 
     /// The current revision.
