@@ -24,8 +24,10 @@ pub enum ClaimOutcome {
 }
 
 impl Vault {
-    /// Claim `slot` of `job` for `host` / `daemon` (a random per-process ID). Claiming again a slot
-    /// this same daemon already holds (a retry after a lost response) wins again.
+    /// Claim `slot` of `job` for `host` / `daemon` (a random per-process ID). A claim this host
+    /// already holds wins again: a retry after a lost response, or the same host's daemon
+    /// restarted after it was killed mid-slot (one daemon runs per host; the caller checks that the
+    /// slot has no snapshot yet).
     ///
     /// Needs a store that honours conditional create (recorded at `init` in the config); without
     /// it two daemons could both believe they won, so this refuses.
@@ -50,13 +52,15 @@ impl Vault {
             .seal_meta(MetaKind::SlotClaim, &serde_json::to_vec(&claim).expect("serialize claim"));
         match self.store.put(&name, Bytes::from(sealed), PutMode::Create).await {
             Ok(()) => Ok(ClaimOutcome::Won),
-            Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                let holder = self.read_claim(&name).await.ok();
-                match holder {
-                    Some(c) if c.daemon == daemon => Ok(ClaimOutcome::Won),
-                    other => Ok(ClaimOutcome::Taken(other)),
-                }
-            }
+            Err(e) if e.kind == ErrorKind::AlreadyExists => match self.read_claim(&name).await {
+                Ok(c) if c.daemon == daemon || c.host == host => Ok(ClaimOutcome::Won),
+                Ok(c) => Ok(ClaimOutcome::Taken(Some(c))),
+                // The claim exists but cannot be read now: let the caller retry rather than skip
+                // a slot it may hold itself.
+                Err(e) if matches!(e.kind, ErrorKind::Store | ErrorKind::Io) => Err(e),
+                // Unreadable for good (damaged, another key): someone else's.
+                Err(_) => Ok(ClaimOutcome::Taken(None)),
+            },
             Err(e) => Err(e),
         }
     }
@@ -93,6 +97,8 @@ mod tests {
         let slot = DateTime::parse_from_rfc3339("2026-11-25T22:00:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(v.claim_slot("etcd", slot, "master-1", "d1").await.unwrap(), ClaimOutcome::Won);
         assert_eq!(v.claim_slot("etcd", slot, "master-1", "d1").await.unwrap(), ClaimOutcome::Won);
+        // The same host's next daemon process (restarted mid-slot) takes its claim back.
+        assert_eq!(v.claim_slot("etcd", slot, "master-1", "d9").await.unwrap(), ClaimOutcome::Won);
         match v.claim_slot("etcd", slot, "master-2", "d2").await.unwrap() {
             ClaimOutcome::Taken(Some(c)) => assert_eq!((c.host.as_str(), c.slot), ("master-1", slot)),
             other => panic!("{other:?}"),

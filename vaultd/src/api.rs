@@ -38,7 +38,9 @@ impl Daemon {
     /// Whether the request carries the bearer token (compared in constant time).
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let live = self.live.read().expect("live settings lock");
-        let Some(token) = &live.token else { return false };
+        let Some(token) = live.token.as_ref().filter(|t| !t.is_empty()) else {
+            return false;
+        };
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -186,14 +188,19 @@ async fn run_job(State(d): State<Arc<Daemon>>, axum::extract::Path(name): axum::
     let Some(job) = d.current_jobs().into_iter().find(|j| j.name == name) else {
         return (StatusCode::NOT_FOUND, format!("no job {name:?}\n")).into_response();
     };
-    if d.stats.lock().expect("stats lock").get(&name).is_some_and(|s| s.running) {
+    // Taking the job's run lock here (not in the task) makes two quick requests one run and a 409.
+    let Ok(held) = d.run_lock(&name).try_lock_owned() else {
         return (StatusCode::CONFLICT, format!("job {name:?} is running\n")).into_response();
-    }
+    };
     let id = d.runs.begin(&name, Trigger::Api, None);
     tracing::info!("job {name}: run {id} requested through the API");
     let d2 = d.clone();
     let run_id = id.clone();
-    tokio::spawn(async move { run_once(&d2, &job, &run_id).await });
+    let task = tokio::spawn(async move { run_once(&d2, &job, &run_id, Some(held)).await });
+    let mut detached = d.detached.lock().expect("detached lock");
+    detached.retain(|h| !h.is_finished());
+    detached.push(task.abort_handle());
+    drop(detached);
     let location = format!("/v1/runs/{id}");
     (
         StatusCode::ACCEPTED,

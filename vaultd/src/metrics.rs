@@ -86,6 +86,12 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A label value as the text format needs it: job names in the vault come from any writer
+/// (`vaultctl backup --job` takes anything), and one bad line would break every scrape.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 /// A ratio, or `None` when the divisor is zero.
 fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
@@ -99,7 +105,7 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (job, s) in stats {
             if let Some(v) = value(s) {
-                let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", num(v));
+                let _ = writeln!(out, "{name}{{job=\"{}\"}} {}", label(job), num(v));
             }
         }
     };
@@ -180,7 +186,7 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
         for state in crate::runs::RunState::FINISHED {
             let outcome = state.as_str();
             let n = s.outcomes.get(outcome).copied().unwrap_or(0);
-            let _ = writeln!(out, "vault_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}} {n}");
+            let _ = writeln!(out, "vault_job_runs_total{{job=\"{}\",outcome=\"{outcome}\"}} {n}", label(job));
         }
     }
     if let Some(v) = vault {
@@ -227,7 +233,7 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
             "# HELP vault_snapshots Snapshots in the vault by job.\n# TYPE vault_snapshots gauge"
         );
         for (job, n) in &v.snapshots {
-            let _ = writeln!(out, "vault_snapshots{{job=\"{job}\"}} {n}");
+            let _ = writeln!(out, "vault_snapshots{{job=\"{}\"}} {n}", label(job));
         }
         let _ = writeln!(
             out,
@@ -269,6 +275,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("vault_job_last_success_timestamp_seconds{job=\"files\"}"), "{text}");
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("vault_")), "{text}");
     }
 }

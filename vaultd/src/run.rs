@@ -41,6 +41,9 @@ pub struct Daemon {
     pub(crate) live: RwLock<Live>,
     /// Vault-wide figures for /metrics, refreshed after each run.
     pub(crate) vault_stats: Mutex<Option<VaultStats>>,
+    /// Tasks that may still be running a capture outside the job loops: loops a reload replaced
+    /// and runs requested through the API. Aborted at the end of the shutdown grace.
+    pub(crate) detached: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The running job loops by job name.
     loops: Mutex<BTreeMap<String, JobLoop>>,
     /// One lock per job name, held for the whole of a run: even a loop replaced by a reload and
@@ -59,12 +62,17 @@ pub(crate) struct Live {
 impl Live {
     fn load(g: &Global) -> Result<Live> {
         let token = match &g.http.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
+            Some(p) => {
+                let t = std::fs::read_to_string(p)
                     .map_err(|e| Error::usage(format!("cannot read token file {}", p.display())).with_source(e))?
                     .trim()
-                    .to_string(),
-            ),
+                    .to_string();
+                if t.is_empty() {
+                    // An empty token would let requests without one through.
+                    return Err(Error::usage(format!("token file {} is empty", p.display())).hint("write the token (one line) into it"));
+                }
+                Some(t)
+            }
             None => None,
         };
         Ok(Live {
@@ -73,6 +81,20 @@ impl Live {
             webhook: g.webhook.as_ref().map(Webhook::new).transpose()?,
         })
     }
+}
+
+/// Refuse cluster-wide jobs on a vault whose store cannot do conditional create (two daemons could
+/// both believe they won a slot).
+fn claims_unsupported(vault: &Vault, jobs: &[JobConfig]) -> Option<Error> {
+    let j = jobs.iter().find(|j| j.scope() == Some(Scope::Cluster))?;
+    (!vault.config.store.conditional_create).then(|| {
+        Error::usage(format!(
+            "job {} has scope \"cluster\", but the vault's store ({}) did not honour conditional create at init: daemons sharing it cannot claim slots safely",
+            j.name,
+            vault.store.describe()
+        ))
+        .hint("set scope = \"host\" on the job, or keep the vault on a store with conditional writes")
+    })
 }
 
 /// The settings that only a restart applies, by name, when they differ between two configs.
@@ -84,7 +106,11 @@ fn restart_only_changes(old: &Global, new: &Global) -> Vec<&'static str> {
         ("writer_key", differs(&old.writer_key, &new.writer_key)),
         ("catalog", differs(&old.catalog, &new.catalog)),
         ("host", differs(&old.host, &new.host)),
-        ("s3", differs(&old.s3, &new.s3)),
+        // Debug redacts the secret: compare it apart.
+        (
+            "s3",
+            differs(&old.s3, &new.s3) || old.s3.secret_access_key != new.s3.secret_access_key,
+        ),
         ("http.listen", differs(&old.http.listen, &new.http.listen)),
         ("shutdown_grace_secs", differs(&old.shutdown_grace_secs, &new.shutdown_grace_secs)),
     ]
@@ -119,15 +145,8 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
     let mut cat = Catalog::open(&path, &vault.config.vault_id)?;
     cat.sync(&vault).await?;
     let live = RwLock::new(Live::load(g)?);
-    if !vault.config.store.conditional_create
-        && let Some(j) = cfg.jobs.iter().find(|j| j.scope() == Some(Scope::Cluster))
-    {
-        return Err(Error::usage(format!(
-            "job {} has scope \"cluster\", but the vault's store ({}) did not honour conditional create at init: daemons sharing it cannot claim slots safely",
-            j.name,
-            vault.store.describe()
-        ))
-        .hint("set scope = \"host\" on the job, or keep the vault on a store with conditional writes"));
+    if let Some(e) = claims_unsupported(&vault, &cfg.jobs) {
+        return Err(e);
     }
     let host = g.host.clone().unwrap_or_else(vault::ops::backup::hostname);
     let instance = hex::encode(vault::crypto::random_bytes::<4>());
@@ -146,6 +165,7 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         stats: Mutex::new(stats),
         profile_dirs,
         loops: Mutex::new(BTreeMap::new()),
+        detached: Mutex::new(Vec::new()),
         run_locks: Mutex::new(BTreeMap::new()),
     }))
 }
@@ -176,18 +196,25 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
     crate::notify::notify("READY=1");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("cannot handle SIGTERM").with_source(e))?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    // The API keeps answering while running captures finish; it stops after them.
+    let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(crate::listen::serve(listener, app, async move {
+        let _ = api_closed.await;
+    }));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        ended = &mut server => {
+            reloader.abort();
+            stop(&d, Duration::ZERO).await;
+            return match ended {
+                Ok(Err(e)) => Err(Error::io("the HTTP server failed").with_source(e)),
+                _ => Err(Error::io("the HTTP server stopped unexpectedly")),
+            };
         }
-        tracing::info!("vaultd stopping");
-        crate::notify::notify("STOPPING=1");
-    };
-    // A unix socket file is removed when the server stops.
-    let served = crate::listen::serve(listener, app, shutdown)
-        .await
-        .map_err(|e| Error::io("the HTTP server failed").with_source(e));
+    }
+    tracing::info!("vaultd stopping: no new runs");
+    crate::notify::notify("STOPPING=1");
     reloader.abort();
     let grace = Duration::from_secs(d.cfg.global.shutdown_grace_secs);
     for job in stop(&d, grace).await {
@@ -196,7 +223,18 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
             grace.as_secs()
         );
     }
-    served
+    let _ = close_api.send(());
+    // A unix socket file is removed when the server stops. Connections that do not close within a
+    // few seconds are dropped.
+    match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+        Ok(Ok(served)) => served.map_err(|e| Error::io("the HTTP server failed").with_source(e)),
+        Ok(Err(_)) => Err(Error::io("the HTTP server task failed")),
+        Err(_) => {
+            server.abort();
+            let _ = server.await;
+            Ok(())
+        }
+    }
 }
 
 /// Start a loop for every job of the config.
@@ -226,6 +264,10 @@ pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
             return;
         }
     };
+    if let Some(e) = claims_unsupported(&d.vault, &cfg.jobs) {
+        tracing::error!("config reload refused: {e}; the running config is kept");
+        return;
+    }
     let live = match Live::load(&cfg.global) {
         Ok(l) => l,
         Err(e) => {
@@ -243,14 +285,22 @@ pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
     }
     let mut loops = d.loops.lock().expect("loops lock");
     let mut stopped = Vec::new();
+    let mut detached = d.detached.lock().expect("detached lock");
     loops.retain(|name, l| {
-        let same = cfg.jobs.iter().any(|j| format!("{j:?}") == format!("{:?}", l.job));
+        // `index` (the job's place in the file) is not a setting: moving a job keeps its loop.
+        let same = cfg
+            .jobs
+            .iter()
+            .any(|j| format!("{:?}", JobConfig { index: 0, ..j.clone() }) == format!("{:?}", JobConfig { index: 0, ..l.job.clone() }));
         if !same {
             l.stop.send_replace(true);
+            // It ends after its current run; stop() still waits for it at shutdown.
+            detached.push(l.handle.abort_handle());
             stopped.push(name.clone());
         }
         same
     });
+    drop(detached);
     let mut started = Vec::new();
     for job in &cfg.jobs {
         if !loops.contains_key(&job.name) {
@@ -272,8 +322,8 @@ pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
     );
 }
 
-/// Take no new runs, and give running captures up to `grace` to finish. Returns the jobs whose
-/// running capture was abandoned.
+/// Take no new runs, and give running captures (of the job loops, of loops a reload replaced, and
+/// of API requests) up to `grace` to finish. Returns the jobs whose running capture was abandoned.
 pub async fn stop(d: &Daemon, grace: Duration) -> Vec<String> {
     let loops = std::mem::take(&mut *d.loops.lock().expect("loops lock"));
     for l in loops.values() {
@@ -281,10 +331,13 @@ pub async fn stop(d: &Daemon, grace: Duration) -> Vec<String> {
     }
     let jobs: Vec<_> = loops.into_values().map(|l| l.handle).collect();
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && jobs.iter().any(|h| !h.is_finished()) {
+    while Instant::now() < deadline && (jobs.iter().any(|h| !h.is_finished()) || d.runs.any_running()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for h in jobs {
+        h.abort();
+    }
+    for h in std::mem::take(&mut *d.detached.lock().expect("detached lock")) {
         h.abort();
     }
     let abandoned: Vec<String> = d.runs.abandon_running().into_iter().map(|r| r.job).collect();
@@ -298,6 +351,16 @@ pub async fn stop(d: &Daemon, grace: Duration) -> Vec<String> {
 }
 
 impl Daemon {
+    /// The lock held for the whole of a run of `job`.
+    pub(crate) fn run_lock(&self, job: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.run_locks
+            .lock()
+            .expect("run locks")
+            .entry(job.to_string())
+            .or_default()
+            .clone()
+    }
+
     pub(crate) fn update(&self, job: &str, f: impl FnOnce(&mut JobStats)) {
         let mut stats = self.stats.lock().expect("stats lock");
         f(stats.entry(job.to_string()).or_default());

@@ -156,6 +156,10 @@ impl Runs {
             .collect()
     }
 
+    pub fn any_running(&self) -> bool {
+        self.inner.lock().expect("runs lock").1.iter().any(|r| r.state == RunState::Running)
+    }
+
     /// Mark every running run abandoned (the daemon is stopping); returns them.
     pub fn abandon_running(&self) -> Vec<RunRecord> {
         let mut g = self.inner.lock().expect("runs lock");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use tokio::sync::OwnedMutexGuard;
 use vault::catalog::Catalog;
 use vault::claim::ClaimOutcome;
 use vault::format::SlotClaim;
@@ -45,7 +46,7 @@ pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio
             );
             let slot = last_slot(&schedule, now);
             let id = d.runs.begin(&job.name, Trigger::CatchUp, slot);
-            run_once(&d, &job, &id).await;
+            run_once(&d, &job, &id, None).await;
         }
         Ok(None) => {}
         Err(e) => tracing::warn!("job {}: cannot tell whether a run was missed: {e}", job.name),
@@ -69,7 +70,7 @@ pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio
             return;
         }
         let id = d.runs.begin(&job.name, Trigger::Schedule, Some(next));
-        run_once(&d, &job, &id).await;
+        run_once(&d, &job, &id, None).await;
     }
 }
 
@@ -80,10 +81,12 @@ pub fn overdue(schedule: &cron::Schedule, last: DateTime<Utc>, now: DateTime<Utc
 
 /// The latest slot of `schedule` at or before `now`.
 pub fn last_slot(schedule: &cron::Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    schedule
-        .after(&(now + chrono::Duration::seconds(1)))
-        .next_back()
-        .filter(|t| *t <= now)
+    // Slots are whole seconds; iterating back from one yields the slots before it.
+    let second = chrono::Timelike::with_nanosecond(&now, 0).unwrap_or(now);
+    if schedule.includes(second) {
+        return Some(second);
+    }
+    schedule.after(&second).next_back().filter(|t| *t <= now)
 }
 
 /// The time of the job's last snapshot (from any host for a cluster-wide job, from this host
@@ -96,9 +99,11 @@ pub async fn missed_run(d: &Daemon, job: &JobConfig, schedule: &cron::Schedule, 
 
 /// One run of a job (its record already begun as `id`), with its timeout and retries; the
 /// outcome goes to the run's record, the stats, the log and the webhook.
-pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str) -> RunRecord {
-    let lock = d.run_locks.lock().expect("run locks").entry(job.name.clone()).or_default().clone();
-    let _running = lock.lock().await;
+pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str, held: Option<OwnedMutexGuard<()>>) -> RunRecord {
+    let _running = match held {
+        Some(guard) => guard,
+        None => d.run_lock(&job.name).lock_owned().await,
+    };
     let started = Instant::now();
     let slot = d.runs.update(id, |r| r.started = Utc::now()).and_then(|r| r.slot);
     tracing::info!("job {}: run {id} started", job.name);
@@ -145,6 +150,19 @@ pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str) -> RunRecord {
             d.update(&job.name, |s| s.last_success = Some(now_secs()));
             d.runs.update(id, |r| r.bytes_read = v.bytes_read);
             (RunState::Success, None)
+        }
+        Ok(Ok(Ran::AlreadyTaken { snapshot, host })) => {
+            tracing::info!(
+                "job {}: slot {} already has snapshot {snapshot} (from {host}); not taking it again",
+                job.name,
+                slot.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+            );
+            d.runs.update(id, |r| {
+                r.claimed_by = Some(host);
+                r.snapshot = Some(snapshot);
+            });
+            (RunState::Skipped, None)
         }
         Ok(Ok(Ran::Skipped(holder))) => {
             let host = holder.as_ref().map(|c| c.host.clone());
@@ -236,6 +254,11 @@ enum Ran {
     Verified(VerifyReport),
     /// The cluster-wide slot was claimed by another daemon (its claim, when readable).
     Skipped(Option<SlotClaim>),
+    /// The slot already has its snapshot.
+    AlreadyTaken {
+        snapshot: String,
+        host: String,
+    },
 }
 
 struct Captured {
@@ -262,6 +285,21 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
     let mut cat = Catalog::open(&d.catalog_path, &d.vault.config.vault_id)?;
     // Other hosts may have written to the vault since the last run.
     cat.sync(&d.vault).await?;
+    // A slot that already has its snapshot (a catch-up racing the run it was meant to replace, a
+    // loop replaced by a reload mid-run) is not taken twice.
+    if let Some(slot) = slot {
+        let cluster = job.scope() == Some(Scope::Cluster);
+        if let Some(s) = cat
+            .snapshots()?
+            .into_iter()
+            .find(|s| s.manifest.job == job.name && s.manifest.slot == Some(slot) && (cluster || s.manifest.host == d.host))
+        {
+            return Ok(Ran::AlreadyTaken {
+                snapshot: s.id.hex(),
+                host: s.manifest.host,
+            });
+        }
+    }
     let opts = BackupOptions {
         job: job.name.clone(),
         host: Some(d.host.clone()),
@@ -435,7 +473,7 @@ mod tests {
     /// Run a job now, as the API does.
     async fn run_now(d: &Daemon, job: &JobConfig) -> RunRecord {
         let id = d.runs.begin(&job.name, Trigger::Api, None);
-        run_once(d, job, &id).await
+        run_once(d, job, &id, None).await
     }
 
     /// A vault in `d/vault` with its writer key at `d/w.key`.
@@ -544,6 +582,11 @@ mod tests {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         assert_eq!(last_slot(&hourly, t("2026-01-01T10:59:59Z")), Some(t("2026-01-01T10:00:00Z")));
         assert_eq!(last_slot(&hourly, t("2026-01-01T11:00:00Z")), Some(t("2026-01-01T11:00:00Z")));
+        // In the last second before a slot, and just after one.
+        assert_eq!(last_slot(&hourly, t("2026-01-01T10:59:59.500Z")), Some(t("2026-01-01T10:00:00Z")));
+        assert_eq!(last_slot(&hourly, t("2026-01-01T11:00:00.250Z")), Some(t("2026-01-01T11:00:00Z")));
+        let every3 = check::schedule("*/3 * * * * *").unwrap();
+        assert_eq!(last_slot(&every3, t("2026-01-01T10:00:05.900Z")), Some(t("2026-01-01T10:00:03Z")));
     }
 
     /// Two daemons (two hosts) sharing a vault: the cluster-wide job's slot runs on one of them,
@@ -567,7 +610,7 @@ mod tests {
         let slot = DateTime::parse_from_rfc3339("2026-11-25T22:00:00Z").unwrap().with_timezone(&Utc);
         async fn scheduled(d: &Daemon, job: &JobConfig, slot: DateTime<Utc>) -> RunRecord {
             let id = d.runs.begin(&job.name, Trigger::Schedule, Some(slot));
-            run_once(d, job, &id).await
+            run_once(d, job, &id, None).await
         }
         let (shared, mine) = (&cfg1.jobs[0], &cfg1.jobs[1]);
         let (a, b) = tokio::join!(scheduled(&one, shared, slot), scheduled(&two, shared, slot));
@@ -604,6 +647,18 @@ mod tests {
         assert_eq!(st.outcomes.get("skipped").or(st.outcomes.get("success")), Some(&1), "{st:?}");
         // An API run needs no claim: it runs even though the slot was taken.
         assert_eq!(run_now(&two, shared).await.state, RunState::Success);
+        // The slot is not taken twice, even by the daemon that ran it (a catch-up racing it).
+        let winner_daemon = if winner_host == "master-1" { &one } else { &two };
+        let again = scheduled(winner_daemon, shared, slot).await;
+        assert_eq!(again.state, RunState::Skipped, "{again:?}");
+        assert_eq!(again.snapshot, winner.snapshot);
+        // A claim left by this host's previous daemon process (killed mid-slot, no snapshot) is
+        // taken back by the restarted one.
+        let later = slot + chrono::Duration::hours(1);
+        let old = one.vault.claim_slot("shared", later, "master-1", "previous-process").await.unwrap();
+        assert_eq!(old, vault::claim::ClaimOutcome::Won);
+        assert_eq!(scheduled(&two, shared, later).await.state, RunState::Skipped);
+        assert_eq!(scheduled(&one, shared, later).await.state, RunState::Success);
     }
 
     /// The webhook gets a failure event per failed run and one recovery event at the next success.

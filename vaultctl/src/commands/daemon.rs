@@ -195,8 +195,8 @@ pub async fn run(json: bool, a: &DaemonArgs, job: &str, wait: bool) -> Result<i3
         409 => return Err(Error::new(ErrorKind::AlreadyExists, format!("job {job:?} is already running"))),
         _ => return Err(Error::io(format!("vaultd answered {status}: {}", body.trim()))),
     }
-    let started: serde_json::Value =
-        serde_json::from_str(&body).map_err(|e| Error::io("vaultd sent malformed JSON for POST /v1/jobs/{job}/run").with_source(e))?;
+    let started: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| Error::io(format!("vaultd sent malformed JSON for POST /v1/jobs/{job}/run")).with_source(e))?;
     let id = started["run"].as_str().unwrap_or_default().to_string();
     if !wait {
         if json {
@@ -217,13 +217,14 @@ pub async fn run(json: bool, a: &DaemonArgs, job: &str, wait: bool) -> Result<i3
             output::json(&run);
         } else {
             match state {
-                "success" => println!(
-                    "job {job}: run {id} succeeded: snapshot {} ({} bytes read, {} new, {} stored)",
-                    run["snapshot"].as_str().unwrap_or("?"),
-                    run["bytes_read"],
-                    run["bytes_new"],
-                    run["bytes_stored"]
-                ),
+                "success" => match run["snapshot"].as_str() {
+                    Some(snapshot) => println!(
+                        "job {job}: run {id} succeeded: snapshot {snapshot} ({} bytes read, {} new, {} stored)",
+                        run["bytes_read"], run["bytes_new"], run["bytes_stored"]
+                    ),
+                    // A verify job takes no snapshot.
+                    None => println!("job {job}: run {id} succeeded ({} bytes read)", run["bytes_read"]),
+                },
                 _ => println!(
                     "job {job}: run {id} ended {}: {}",
                     state.to_uppercase(),
