@@ -112,6 +112,19 @@ fn daemons_sharing_a_vault_take_the_cluster_snapshot_once_per_slot() {
     })
     .unwrap_or_else(|| panic!("the jobs did not run:\n{}", logs(&daemons)));
     let skipped = total("etcd", "skipped");
+    // Runs start on time: a scheduled run begins within a second and a half of its slot (no jitter).
+    for &port in &ports {
+        let (code, body) = get(port, "/v1/runs?limit=100", Some(TOKEN)).expect("GET /v1/runs");
+        assert_eq!(code, 200, "{body}");
+        let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let scheduled: Vec<_> = runs.as_array().unwrap().iter().filter(|r| r["trigger"] == "schedule").collect();
+        assert!(!scheduled.is_empty(), "{runs:#}");
+        for r in scheduled {
+            let at = |k: &str| chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap()).unwrap();
+            let late = (at("started") - at("slot")).num_milliseconds();
+            assert!((0..1500).contains(&late), "run started {late} ms after its slot: {r:#}");
+        }
+    }
     for d in &mut daemons {
         let status = d.terminate(Duration::from_secs(30));
         assert!(status.is_some_and(|s| s.success()), "vaultd exit {status:?}:\n{}", d.log_tail(30));
