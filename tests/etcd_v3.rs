@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vault_e2e::data::{Rng, is_hex, k8s_like, k8s_value, sha256_file};
-use vault_e2e::{Certs, Ctl, EtcdCluster, Moto, free_port, moto, n, objects, s, tempdir};
+use vault_e2e::{Certs, Ctl, EtcdCluster, Moto, free_port, moto, n, objects, s, single_member_restore_args, tempdir};
 
 /// Keys in the ordinary data set (~2 KB each: a snapshot of about 1.5 MB).
 const KEYS: usize = 300;
@@ -169,22 +169,7 @@ async fn full_cycle(kind: StoreKind, label: &str) {
     let peer = format!("http://127.0.0.1:{}", free_port());
     let data_dir = env.path("restore/r1.etcd");
     let dd = data_dir.display().to_string();
-    let ic = format!("r1={peer}");
-    let restore_args = [
-        "etcd",
-        "restore",
-        &id,
-        "--data-dir",
-        &dd,
-        "--name",
-        "r1",
-        "--initial-cluster",
-        &ic,
-        "--initial-cluster-token",
-        "t",
-        "--initial-advertise-peer-urls",
-        &peer,
-    ];
+    let restore_args = single_member_restore_args(&id, &data_dir, "r1", &peer);
     let r = ctl.restorer(&restore_args).ok();
     assert!(!r.stdout.contains("moved aside"), "nothing to move aside the first time:\n{r}");
     assert!(data_dir.join("member").is_dir(), "etcd restore built no member dir:\n{r}");

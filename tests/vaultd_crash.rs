@@ -13,7 +13,7 @@ use serde_json::Value;
 use vault_e2e::daemon::{get, vaultd, write_private};
 use vault_e2e::data::{Rng, k8s_like};
 use vault_e2e::process::Proc;
-use vault_e2e::{Ctl, EtcdCluster, free_port, objects, s, tempdir, wait_for};
+use vault_e2e::{Ctl, EtcdCluster, free_port, objects, s, single_member_restore_args, tempdir, wait_for};
 
 /// Keys and value size of each data set: about 25 MiB, so that a capture in the debug build takes
 /// seconds and stores many 1 MiB packs along the way.
@@ -197,24 +197,7 @@ fn sigkill_mid_capture_then_restart_leaves_a_clean_vault_and_catches_up_the_over
     let id = s(&caught, "id");
     let peer = format!("http://127.0.0.1:{}", free_port());
     let data_dir = dir.join("restore/r1.etcd");
-    let dd = data_dir.display().to_string();
-    let ic = format!("r1={peer}");
-    ctl.restorer(&[
-        "etcd",
-        "restore",
-        &id,
-        "--data-dir",
-        &dd,
-        "--name",
-        "r1",
-        "--initial-cluster",
-        &ic,
-        "--initial-cluster-token",
-        "crash-test",
-        "--initial-advertise-peer-urls",
-        &peer,
-    ])
-    .ok();
+    ctl.restorer(&single_member_restore_args(&id, &data_dir, "r1", &peer)).ok();
     let expected = rt.block_on(etcd.get_all());
     assert_eq!(expected.len(), KEYS);
     let restored = EtcdCluster::start_on_data_dir("r1", &data_dir, &peer);

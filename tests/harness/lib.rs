@@ -17,7 +17,7 @@ pub use certs::Certs;
 pub use etcd::{EtcdCluster, EtcdMember};
 pub use moto::Moto;
 pub use ports::free_port;
-pub use vaultctl::{Ctl, Run, Spawned, vaultctl};
+pub use vaultctl::{Ctl, Run, Spawned, single_member_restore_args, vaultctl};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

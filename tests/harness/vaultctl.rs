@@ -167,6 +167,27 @@ impl std::fmt::Display for Run {
     }
 }
 
+/// Arguments of `vaultctl etcd restore ID` for a one-member cluster `name` with peer URL `peer`.
+pub fn single_member_restore_args(id: &str, data_dir: &Path, name: &str, peer: &str) -> Vec<String> {
+    [
+        "etcd",
+        "restore",
+        id,
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--name",
+        name,
+        "--initial-cluster",
+        &format!("{name}={peer}"),
+        "--initial-cluster-token",
+        "restored",
+        "--initial-advertise-peer-urls",
+        peer,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A vaultctl "session": one vault URL, its keys, its environment, and a scratch directory that
 /// holds the keys and the catalog cache (`XDG_CACHE_HOME`).
 #[derive(Clone, Debug)]

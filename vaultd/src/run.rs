@@ -439,19 +439,12 @@ mod tests {
     async fn reload_applies_the_token_and_names_what_needs_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
-        store.create_root().unwrap();
-        let (_, recipient) = vault::crypto::generate_identity();
-        let opts = vault::repo::InitOptions {
-            recipients: vec![recipient],
-            ..Default::default()
-        };
-        let (_, writer) = Vault::init(store, &opts).await.unwrap();
+        crate::schedule::tests::make_vault(d).await;
         let private = |name: &str, text: &str| {
             std::fs::write(d.join(name), text).unwrap();
             std::fs::set_permissions(d.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         };
-        private("w.key", &writer.to_file_text());
+        private("w.key", &std::fs::read_to_string(d.join("w.key")).unwrap());
         private("token", "one\n");
         std::fs::create_dir_all(d.join("host/etc")).unwrap();
         let text = |extra: &str| {

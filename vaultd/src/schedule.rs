@@ -392,7 +392,7 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use vault::repo::Vault;
     use vault::store::Store;
 
@@ -477,7 +477,7 @@ mod tests {
     }
 
     /// A vault in `d/vault` with its writer key at `d/w.key`.
-    async fn make_vault(d: &std::path::Path) {
+    pub(crate) async fn make_vault(d: &std::path::Path) {
         let store = Store::open(&d.join("vault").display().to_string(), &Default::default()).unwrap();
         store.create_root().unwrap();
         let (_, recipient) = vault::crypto::generate_identity();
