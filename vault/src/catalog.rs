@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -61,6 +61,17 @@ pub struct SnapshotEntry {
 pub struct Catalog {
     conn: Connection,
     path: PathBuf,
+    /// Index segments and manifests the last sync found damaged (name: problem); see [`Catalog::sync`].
+    unreadable: Vec<String>,
+}
+
+/// What a sync read.
+#[derive(Clone, Debug, Default)]
+pub struct SyncReport {
+    pub new_segments: usize,
+    pub new_snapshots: usize,
+    /// Damaged index segments and manifests (name: problem), left out of the catalog.
+    pub unreadable: Vec<String>,
 }
 
 /// Where the catalog lives when `--catalog` is not given.
@@ -108,6 +119,7 @@ impl Catalog {
         Ok(Catalog {
             conn,
             path: path.to_path_buf(),
+            unreadable: Vec::new(),
         })
     }
 
@@ -123,25 +135,35 @@ impl Catalog {
     }
 
     /// Bring the catalog up to date with the vault: read only index segments and manifests it
-    /// has not seen, and forget those that are gone. Returns (new segments, new snapshots).
-    pub async fn sync(&mut self, vault: &Vault) -> Result<(usize, usize)> {
+    /// has not seen, and forget those that are gone.
+    ///
+    /// A damaged index segment or manifest (wrong hash, fails to open or parse) does not stop the
+    /// sync: it is left out, reported in the result and kept in [`Catalog::unreadable`] (verify
+    /// reports it), and read again at the next sync. Anything else (the store does not answer)
+    /// fails the sync.
+    pub async fn sync(&mut self, vault: &Vault) -> Result<SyncReport> {
+        let mut unreadable = Vec::new();
         let known_segments = self.ids("SELECT id FROM index_segments")?;
         let listed_segments: HashSet<Id> = vault.list_ids(format::INDEX_PREFIX).await?.into_iter().collect();
         let new_segments: Vec<Id> = listed_segments.difference(&known_segments).copied().collect();
-        let segments: Vec<(Id, IndexSegment)> = futures::stream::iter(new_segments)
-            .map(|id| async move { vault.read_index(&id).await.map(|s| (id, s)) })
+        let read: Vec<(Id, Result<IndexSegment>)> = futures::stream::iter(new_segments)
+            .map(|id| async move { (id, vault.read_index(&id).await) })
             .buffer_unordered(8)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        let segments = keep_readable(read, format::index_name, &mut unreadable)?;
 
         let known_snaps = self.ids("SELECT id FROM snapshots")?;
         let listed_snaps: HashSet<Id> = vault.list_ids(format::SNAPSHOT_PREFIX).await?.into_iter().collect();
         let new_snaps: Vec<Id> = listed_snaps.difference(&known_snaps).copied().collect();
-        let manifests: Vec<(Id, SnapshotManifest)> = futures::stream::iter(new_snaps)
-            .map(|id| async move { vault.read_snapshot(&id).await.map(|m| (id, m)) })
+        let read: Vec<(Id, Result<SnapshotManifest>)> = futures::stream::iter(new_snaps)
+            .map(|id| async move { (id, vault.read_snapshot(&id).await) })
             .buffer_unordered(8)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        let manifests = keep_readable(read, format::snapshot_name, &mut unreadable)?;
+        unreadable.sort();
+        self.unreadable = unreadable.clone();
 
         let path = self.path.clone();
         // Immediate: take the write lock first (waiting up to the busy timeout), so that several
@@ -170,7 +192,16 @@ impl Catalog {
             insert_snapshot(&tx, id, m).context(ErrorKind::Io, db_err(&path))?;
         }
         tx.commit().context(ErrorKind::Io, db_err(&path))?;
-        Ok((segments.len(), manifests.len()))
+        Ok(SyncReport {
+            new_segments: segments.len(),
+            new_snapshots: manifests.len(),
+            unreadable,
+        })
+    }
+
+    /// Index segments and manifests the last sync found damaged (`name: problem`).
+    pub fn unreadable(&self) -> &[String] {
+        &self.unreadable
     }
 
     /// Record an index segment this process just wrote (saves re-reading it).
@@ -406,6 +437,20 @@ impl Catalog {
             .map(|_| ())
             .context(ErrorKind::Io, db_err(&self.path))
     }
+}
+
+/// The objects that read well; damaged ones (integrity errors) go to `unreadable`; any other
+/// error is returned.
+fn keep_readable<T>(read: Vec<(Id, Result<T>)>, name_of: fn(&Id) -> String, unreadable: &mut Vec<String>) -> Result<Vec<(Id, T)>> {
+    let mut out = Vec::with_capacity(read.len());
+    for (id, r) in read {
+        match r {
+            Ok(v) => out.push((id, v)),
+            Err(e) if e.kind == ErrorKind::Integrity => unreadable.push(format!("{}: {e}", name_of(&id))),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 fn insert_segment(conn: &Connection, id: &Id, seg: &IndexSegment) -> rusqlite::Result<()> {

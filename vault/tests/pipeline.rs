@@ -291,3 +291,43 @@ async fn concurrent_syncs_of_one_catalog_agree() {
     }
     assert_eq!(a.snapshots().unwrap().len(), 1);
 }
+
+/// A damaged index segment or manifest does not stop the catalog (nor the backups that sync it):
+/// it is left out and named, and verify fails naming it.
+#[tokio::test]
+async fn a_damaged_index_segment_or_manifest_is_named_not_fatal() {
+    let f = fixture().await;
+    let vault = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
+    let mut cat = Catalog::open(&f.dir.path().join("first.sqlite"), &vault.config.vault_id).unwrap();
+    let (first, _) = backup(&vault, &mut cat, &snapshot_bytes(600, 0)).await;
+    let (second, _) = backup(&vault, &mut cat, &snapshot_bytes(600, 9)).await;
+    // Flip a byte of one index segment and of the second manifest.
+    let segment = f.store.list("index/").await.unwrap()[0].name.clone();
+    let manifest = format!("snapshots/{}", second.hex());
+    for name in [&segment, &manifest] {
+        let mut bytes = f.store.get(name).await.unwrap().to_vec();
+        let n = bytes.len() - 20;
+        bytes[n] ^= 1;
+        f.store.put(name, Bytes::from(bytes), PutMode::Overwrite).await.unwrap();
+    }
+    let mut fresh = Catalog::open(&f.dir.path().join("fresh.sqlite"), &vault.config.vault_id).unwrap();
+    let report = fresh.sync(&vault).await.expect("the sync goes on past damaged objects");
+    assert_eq!(report.unreadable.len(), 2, "{:?}", report.unreadable);
+    assert!(report.unreadable.iter().any(|u| u.starts_with(&segment)), "{:?}", report.unreadable);
+    assert!(
+        report.unreadable.iter().any(|u| u.starts_with(&manifest)),
+        "{:?}",
+        report.unreadable
+    );
+    let listed: Vec<_> = fresh.snapshots().unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, [first]);
+    let all = fresh.snapshots().unwrap();
+    let r = verify(&vault, &mut fresh, &all, &VerifyOptions::default()).await.unwrap();
+    assert!(!r.ok);
+    assert_eq!(r.damaged_objects.len(), 2, "{r:?}");
+    // The next sync reads them again (still damaged), and a backup goes on: it stores again what
+    // the damaged segment indexed.
+    assert_eq!(fresh.sync(&vault).await.unwrap().unreadable.len(), 2);
+    backup(&vault, &mut fresh, &snapshot_bytes(600, 3)).await;
+    assert_eq!(fresh.snapshots().unwrap().len(), 2);
+}

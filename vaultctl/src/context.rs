@@ -70,7 +70,9 @@ impl Common {
             .or(cfg.catalog)
             .unwrap_or_else(|| catalog::default_path(&vault.config.vault_id));
         let mut c = Catalog::open(&path, &vault.config.vault_id)?;
-        c.sync(vault).await?;
+        for u in c.sync(vault).await?.unreadable {
+            eprintln!("vaultctl: warning: DAMAGED, left out of the catalog: {u} (see `vaultctl verify --all`)");
+        }
         Ok(c)
     }
 }

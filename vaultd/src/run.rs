@@ -143,7 +143,9 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
     let vault = Vault::open(store, &keys).await?;
     let path = g.catalog.clone().unwrap_or_else(|| catalog::default_path(&vault.config.vault_id));
     let mut cat = Catalog::open(&path, &vault.config.vault_id)?;
-    cat.sync(&vault).await?;
+    for u in cat.sync(&vault).await?.unreadable {
+        tracing::error!("DAMAGED object in the vault, left out of the catalog: {u}");
+    }
     let live = RwLock::new(Live::load(g)?);
     if let Some(e) = claims_unsupported(&vault, &cfg.jobs) {
         return Err(e);

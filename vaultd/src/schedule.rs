@@ -284,7 +284,9 @@ async fn lost_claim(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) ->
 async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Result<Ran> {
     let mut cat = Catalog::open(&d.catalog_path, &d.vault.config.vault_id)?;
     // Other hosts may have written to the vault since the last run.
-    cat.sync(&d.vault).await?;
+    for u in cat.sync(&d.vault).await?.unreadable {
+        tracing::error!("job {}: DAMAGED object in the vault, left out of the catalog: {u}", job.name);
+    }
     // A slot that already has its snapshot (a catch-up racing the run it was meant to replace, a
     // loop replaced by a reload mid-run) is not taken twice.
     if let Some(slot) = slot {
@@ -377,11 +379,22 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                 for f in &failed {
                     tracing::error!("job {}: snapshot {} is DAMAGED: {}", job.name, f.id, f.problems.join("; "));
                 }
+                for o in &report.damaged_objects {
+                    tracing::error!("job {}: DAMAGED {o}", job.name);
+                }
                 return Err(Error::integrity(format!(
-                    "{} of {} snapshot(s) failed verification: {}",
+                    "{} of {} snapshot(s) failed verification{}; {} damaged index segment(s) or manifest(s)",
                     failed.len(),
                     report.snapshots.len(),
-                    failed.iter().map(|f| f.id[..12].to_string()).collect::<Vec<_>>().join(", ")
+                    if failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({})",
+                            failed.iter().map(|f| f.id[..12].to_string()).collect::<Vec<_>>().join(", ")
+                        )
+                    },
+                    report.damaged_objects.len()
                 ))
                 .hint("see `vaultctl verify ID --read-data` for each; take a new capture of what they hold"));
             }

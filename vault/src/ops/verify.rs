@@ -41,6 +41,9 @@ pub struct VerifyReport {
     pub ok: bool,
     pub level: String,
     pub snapshots: Vec<SnapshotVerdict>,
+    /// Damaged index segments and manifests (from the catalog's last sync): a damaged manifest is
+    /// a snapshot that cannot be listed; a damaged segment leaves its pack's chunks unindexed.
+    pub damaged_objects: Vec<String>,
     pub packs_checked: usize,
     pub bytes_read: u64,
 }
@@ -213,10 +216,12 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
             problems: p,
         });
     }
+    let damaged_objects = catalog.unreadable().to_vec();
     Ok(VerifyReport {
-        ok: verdicts.iter().all(|v| v.ok),
+        ok: verdicts.iter().all(|v| v.ok) && damaged_objects.is_empty(),
         level: level.into(),
         snapshots: verdicts,
+        damaged_objects,
         packs_checked,
         bytes_read,
     })

@@ -22,15 +22,24 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
         .unwrap_or_else(|| default_path(&vault.config.vault_id));
     let mut catalog = Catalog::open(&path, &vault.config.vault_id)?;
     catalog.clear()?;
-    let (segments, snapshots) = catalog.sync(&vault).await?;
+    let r = catalog.sync(&vault).await?;
+    let (segments, snapshots) = (r.new_segments, r.new_snapshots);
     let packs = catalog.packs()?.len();
     if c.json {
-        output::json(&serde_json::json!({ "catalog": path, "index_segments": segments, "snapshots": snapshots, "packs": packs }));
+        output::json(
+            &serde_json::json!({ "catalog": path, "index_segments": segments, "snapshots": snapshots, "packs": packs, "damaged": r.unreadable }),
+        );
     } else {
         println!(
             "rebuilt catalog {}: {snapshots} snapshot(s), {segments} index segment(s), {packs} pack(s)",
             path.display()
         );
     }
-    Ok(0)
+    if r.unreadable.is_empty() {
+        return Ok(0);
+    }
+    for u in &r.unreadable {
+        eprintln!("vaultctl: DAMAGED, left out of the catalog: {u}");
+    }
+    Ok(vault::ErrorKind::Integrity.exit_code())
 }

@@ -57,6 +57,9 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
                 }
             }
         }
+        for o in &report.damaged_objects {
+            println!("DAMAGED {o}");
+        }
         println!(
             "{} snapshot(s) checked at level {}: {} failed; {} pack(s), {} read",
             report.snapshots.len(),
@@ -70,7 +73,15 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         Ok(0)
     } else {
         let ids: Vec<&str> = report.failed().iter().map(|s| &s.id[..8]).collect();
-        eprintln!("vaultctl: verification FAILED for snapshot(s): {}", ids.join(", "));
+        if !ids.is_empty() {
+            eprintln!("vaultctl: verification FAILED for snapshot(s): {}", ids.join(", "));
+        }
+        if !report.damaged_objects.is_empty() {
+            eprintln!(
+                "vaultctl: verification FAILED: {} damaged index segment(s) or manifest(s) in the vault",
+                report.damaged_objects.len()
+            );
+        }
         Ok(vault::ErrorKind::Integrity.exit_code())
     }
 }
