@@ -1,3 +1,5 @@
+//! Operations: what vaultctl commands and vaultd jobs do, over the vault, catalog and sources.
+
 pub mod backup;
 pub mod etcd_restore;
 pub mod files;
@@ -5,3 +7,14 @@ pub mod packing;
 pub mod read;
 pub mod restore;
 pub mod verify;
+
+/// Run CPU- or SQLite-bound work from async code without stalling the runtime's other tasks (the
+/// daemon's API, other jobs): on a multi-threaded runtime the worker hands its tasks over first.
+/// On a current-thread runtime (tests) it simply runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

@@ -46,7 +46,7 @@ async fn load_pack(vault: &Vault, id: Id) -> Result<LoadedPack> {
     let bytes = vault.store.get(&name).await?;
     let ids = vault.identities("reading stored content")?;
     let what = id.short();
-    tokio::task::block_in_place(|| {
+    super::blocking(|| {
         if Id::of_stored(&bytes) != id {
             return Err(Error::integrity(format!(
                 "pack {name} does not match its name's hash: the stored object is damaged"

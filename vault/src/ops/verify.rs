@@ -74,18 +74,21 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
         .collect();
     let indexed: HashMap<Id, u64> = catalog.packs()?.into_iter().map(|(id, _, size)| (id, size)).collect();
     let mut users: BTreeMap<Id, BTreeSet<Id>> = BTreeMap::new();
-    for s in snapshots {
-        for stream in &s.manifest.streams {
-            match locate(catalog, stream) {
-                Ok(locs) => {
-                    for (p, _) in locs {
-                        users.entry(p).or_default().insert(s.id);
+    // One catalog query per chunk: thousands of snapshots make this long.
+    super::blocking(|| {
+        for s in snapshots {
+            for stream in &s.manifest.streams {
+                match locate(catalog, stream) {
+                    Ok(locs) => {
+                        for (p, _) in locs {
+                            users.entry(p).or_default().insert(s.id);
+                        }
                     }
+                    Err(e) => problems.get_mut(&s.id).expect("selected").push(e.what),
                 }
-                Err(e) => problems.get_mut(&s.id).expect("selected").push(e.what),
             }
         }
-    }
+    });
     let mut damaged: BTreeMap<Id, String> = BTreeMap::new();
     for p in users.keys() {
         let name = format::pack_name(p);
