@@ -65,6 +65,23 @@ pub struct Catalog {
     unreadable: Vec<String>,
 }
 
+/// The whole vault in numbers ([`Catalog::summary`]).
+#[derive(Clone, Debug, Default)]
+pub struct CatalogSummary {
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Snapshots by job.
+    pub snapshots: std::collections::BTreeMap<String, u64>,
+    /// Sum of the snapshots' source sizes.
+    pub logical_bytes: u64,
+    /// Snapshots by their last verification.
+    pub verified_ok: u64,
+    pub damaged: u64,
+    pub unverified: u64,
+    /// The newest verification of a snapshot still in the vault, and whether it found it whole.
+    pub last_verification: Option<(chrono::DateTime<chrono::Utc>, bool)>,
+}
+
 /// What a sync read.
 #[derive(Clone, Debug, Default)]
 pub struct SyncReport {
@@ -345,6 +362,103 @@ impl Catalog {
             });
         }
         Ok(out)
+    }
+
+    /// The time of the newest snapshot of `job` (from `host` only, when given), without reading
+    /// manifests.
+    pub fn latest_time(&self, job: &str, host: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let t: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT MAX(time) FROM snapshots WHERE job=?1 AND (?2 IS NULL OR host=?2)",
+                params![job, host],
+                |r| r.get(0),
+            )
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        Ok(t.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)))
+    }
+
+    /// A snapshot of `job` (from `host` only, when given) taken for schedule `slot`: (id, host).
+    /// Reads only the manifests of that job since the slot.
+    pub fn snapshot_for_slot(&self, job: &str, host: Option<&str>, slot: chrono::DateTime<chrono::Utc>) -> Result<Option<(Id, String)>> {
+        let since = slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, host, manifest FROM snapshots WHERE job=?1 AND (?2 IS NULL OR host=?2) AND time >= ?3")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![job, host, since], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        for r in rows {
+            let (id, host, manifest) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            let m: SnapshotManifest =
+                serde_json::from_str(&manifest).map_err(|e| Error::integrity("catalog holds an unreadable manifest").with_source(e))?;
+            if m.slot == Some(slot)
+                && let Some(id) = Id::parse(&id)
+            {
+                return Ok(Some((id, host)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts and sizes of the whole vault as the catalog knows it (for metrics), in a few queries.
+    pub fn summary(&self) -> Result<CatalogSummary> {
+        let db = || db_err(&self.path);
+        let mut s = CatalogSummary::default();
+        (s.packs, s.pack_bytes) = self
+            .conn
+            .query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM packs", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .context(ErrorKind::Io, db())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job, COUNT(*), COALESCE(SUM(json_extract(manifest, '$.stats.bytes')), 0) FROM snapshots GROUP BY job")
+            .context(ErrorKind::Io, db())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })
+            .context(ErrorKind::Io, db())?;
+        for r in rows {
+            let (job, n, bytes) = r.context(ErrorKind::Io, db())?;
+            s.snapshots.insert(job, n);
+            s.logical_bytes += bytes;
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT v.ok, COUNT(*) FROM snapshots s
+                 LEFT JOIN verifications v ON v.rowid = (SELECT rowid FROM verifications WHERE snapshot = s.id ORDER BY time DESC, rowid DESC LIMIT 1)
+                 GROUP BY v.ok",
+            )
+            .context(ErrorKind::Io, db())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Option<bool>>(0)?, r.get::<_, i64>(1)? as u64)))
+            .context(ErrorKind::Io, db())?;
+        for r in rows {
+            let (ok, n) = r.context(ErrorKind::Io, db())?;
+            match ok {
+                None => s.unverified += n,
+                Some(true) => s.verified_ok += n,
+                Some(false) => s.damaged += n,
+            }
+        }
+        s.last_verification = self
+            .conn
+            .query_row(
+                "SELECT v.time, v.ok FROM verifications v JOIN snapshots s ON s.id = v.snapshot ORDER BY v.time DESC, v.rowid DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
+            )
+            .optional()
+            .context(ErrorKind::Io, db())?
+            .and_then(|(t, ok)| Some((chrono::DateTime::parse_from_rfc3339(&t).ok()?.with_timezone(&chrono::Utc), ok)));
+        Ok(s)
     }
 
     /// Resolve a snapshot ID or unique prefix (at least 6 hex digits), or `latest`.

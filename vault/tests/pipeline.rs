@@ -331,3 +331,27 @@ async fn a_damaged_index_segment_or_manifest_is_named_not_fatal() {
     backup(&vault, &mut fresh, &snapshot_bytes(600, 3)).await;
     assert_eq!(fresh.snapshots().unwrap().len(), 2);
 }
+
+/// The catalog's cheap queries (no manifest parsing in Rust) agree with the manifests.
+#[tokio::test]
+async fn catalog_summary_and_latest_time_agree_with_the_manifests() {
+    let f = fixture().await;
+    let vault = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
+    let mut cat = Catalog::open(&f.dir.path().join("c.sqlite"), &vault.config.vault_id).unwrap();
+    assert_eq!(cat.latest_time("test", None).unwrap(), None);
+    let (first, a) = backup(&vault, &mut cat, &snapshot_bytes(300, 0)).await;
+    let (_, b) = backup(&vault, &mut cat, &snapshot_bytes(300, 1)).await;
+    let all = cat.snapshots().unwrap();
+    let newest = all.iter().map(|s| s.manifest.time).max().unwrap();
+    let latest = cat.latest_time("test", Some("test")).unwrap().unwrap();
+    assert!((newest - latest).num_milliseconds().abs() <= 1, "{newest} {latest}");
+    assert_eq!(cat.latest_time("test", Some("other-host")).unwrap(), None);
+    cat.record_verification(&first, "structure", false, "damaged").unwrap();
+    let s = cat.summary().unwrap();
+    assert_eq!(s.snapshots.get("test"), Some(&2));
+    assert_eq!(s.logical_bytes, a.bytes + b.bytes);
+    assert_eq!((s.verified_ok, s.damaged, s.unverified), (0, 1, 1));
+    assert_eq!(s.last_verification.map(|(_, ok)| ok), Some(false));
+    assert_eq!(s.packs as usize, cat.packs().unwrap().len());
+    assert!(s.pack_bytes > 0);
+}

@@ -44,35 +44,17 @@ pub struct VaultStats {
 
 impl VaultStats {
     pub fn from_catalog(cat: &vault::catalog::Catalog) -> vault::Result<VaultStats> {
-        let packs = cat.packs()?;
-        let mut v = VaultStats {
-            taken: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
-            pack_bytes: packs.iter().map(|p| p.2).sum(),
-            packs: packs.len() as u64,
-            ..Default::default()
-        };
-        for state in ["ok", "damaged", "unverified"] {
-            v.verification.insert(state, 0);
-        }
-        for s in cat.snapshots()? {
-            *v.snapshots.entry(s.manifest.job.clone()).or_default() += 1;
-            v.logical_bytes += s.manifest.stats.bytes;
-            let state = match &s.verification {
-                None => "unverified",
-                Some(r) if r.ok => "ok",
-                Some(_) => "damaged",
-            };
-            *v.verification.entry(state).or_default() += 1;
-            if let Some(r) = &s.verification
-                && let Ok(t) = chrono::DateTime::parse_from_rfc3339(&r.time)
-            {
-                let t = t.timestamp_millis() as f64 / 1000.0;
-                if v.last_verification.is_none_or(|(last, _)| t > last) {
-                    v.last_verification = Some((t, r.ok));
-                }
-            }
-        }
-        Ok(v)
+        let s = cat.summary()?;
+        let seconds = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+        Ok(VaultStats {
+            taken: seconds(chrono::Utc::now()),
+            pack_bytes: s.pack_bytes,
+            packs: s.packs,
+            snapshots: s.snapshots,
+            logical_bytes: s.logical_bytes,
+            verification: BTreeMap::from([("ok", s.verified_ok), ("damaged", s.damaged), ("unverified", s.unverified)]),
+            last_verification: s.last_verification.map(|(t, ok)| (seconds(t), ok)),
+        })
     }
 }
 

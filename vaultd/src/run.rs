@@ -371,13 +371,8 @@ impl Daemon {
     /// The time of the job's last snapshot in the catalog: from any host for a cluster-wide job,
     /// from this host for a per-host one. Also kept in the job's stats for /metrics.
     pub(crate) fn last_snapshot(&self, job: &JobConfig, cat: &Catalog) -> Result<Option<DateTime<Utc>>> {
-        let cluster = job.scope() == Some(Scope::Cluster);
-        let last = cat
-            .snapshots()?
-            .into_iter()
-            .filter(|s| s.manifest.job == job.name && (cluster || s.manifest.host == self.host))
-            .map(|s| s.manifest.time)
-            .max();
+        let host = (job.scope() != Some(Scope::Cluster)).then_some(self.host.as_str());
+        let last = cat.latest_time(&job.name, host)?;
         if let Some(t) = last {
             self.update(&job.name, |s| s.last_snapshot = Some(t.timestamp_millis() as f64 / 1000.0));
         }

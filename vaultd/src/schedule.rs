@@ -290,16 +290,9 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
     // A slot that already has its snapshot (a catch-up racing the run it was meant to replace, a
     // loop replaced by a reload mid-run) is not taken twice.
     if let Some(slot) = slot {
-        let cluster = job.scope() == Some(Scope::Cluster);
-        if let Some(s) = cat
-            .snapshots()?
-            .into_iter()
-            .find(|s| s.manifest.job == job.name && s.manifest.slot == Some(slot) && (cluster || s.manifest.host == d.host))
-        {
-            return Ok(Ran::AlreadyTaken {
-                snapshot: s.id.hex(),
-                host: s.manifest.host,
-            });
+        let host = (job.scope() != Some(Scope::Cluster)).then_some(d.host.as_str());
+        if let Some((id, host)) = cat.snapshot_for_slot(&job.name, host, slot)? {
+            return Ok(Ran::AlreadyTaken { snapshot: id.hex(), host });
         }
     }
     let opts = BackupOptions {
