@@ -329,7 +329,7 @@ fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
 
     ctl.run(&["status", "--daemon-config", &cfg])
         .ok()
-        .mentions(&["alive, ready", "conf"]);
+        .mentions(&["alive, ready", "conf", "last snapshot", "host"]);
     let jobs = ctl.run(&["--json", "jobs", "--daemon-config", &cfg]).ok().json();
     assert_eq!(jobs[0]["name"], "conf", "{jobs:#}");
     // wait for a start-up catch-up run, if any, to end so the count below is exact

@@ -132,19 +132,26 @@ fn ts(v: &serde_json::Value) -> String {
 
 fn print_jobs(jobs: &[serde_json::Value]) {
     println!(
-        "{:<20}  {:<8}  {:<16}  {:<20}  {:<20}  {:<20}  state",
-        "job", "kind", "schedule", "last attempt", "last success", "next slot"
+        "{:<20}  {:<8}  {:<7}  {:<16}  {:<20}  {:<20}  {:<20}  {:<20}  state",
+        "job", "kind", "scope", "schedule", "last attempt", "last success here", "last snapshot", "next slot"
     );
     for j in jobs {
+        let failing = j["consecutive_failures"].as_u64().unwrap_or(0);
+        let state = match (j["running"].as_bool() == Some(true), failing) {
+            (true, _) => "running".to_string(),
+            (false, 0) => "idle".to_string(),
+            (false, n) => format!("idle, {n} failure(s) in a row"),
+        };
         println!(
-            "{:<20}  {:<8}  {:<16}  {:<20}  {:<20}  {:<20}  {}",
+            "{:<20}  {:<8}  {:<7}  {:<16}  {:<20}  {:<20}  {:<20}  {:<20}  {state}",
             j["name"].as_str().unwrap_or("?"),
             j["kind"].as_str().unwrap_or("?"),
+            j["scope"].as_str().unwrap_or("?"),
             j["schedule"].as_str().unwrap_or("?"),
             ts(&j["last_attempt"]),
             ts(&j["last_success"]),
+            ts(&j["last_snapshot"]),
             j["next_slot"].as_str().unwrap_or("-"),
-            if j["running"].as_bool() == Some(true) { "running" } else { "idle" }
         );
     }
 }
