@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real demo on a fresh Debian machine: installs what is missing, starts a throwaway etcd,
-# makes a local vault with a new key, backs up, verifies, restores to a data dir, starts etcd on
-# the restored data dir and shows the keys. Everything lives in a temp dir; only the etcd
+# makes a local vault with a new key, backs up, verifies, lets vaultd take scheduled snapshots for a
+# few seconds (and asks it how it went), restores to a data dir, starts etcd on the restored data
+# dir and shows the keys. Everything lives in a temp dir; only the etcd
 # processes this script started are stopped.
 # Usage: bash scripts/demo.sh
 set -euo pipefail
@@ -9,9 +10,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 install_demo_deps
 
-echo "== building vaultctl"
-cargo build -q -p vaultctl
+echo "== building vaultctl and vaultd"
+cargo build -q -p vaultctl -p vaultd
 VAULTCTL="$PWD/target/debug/vaultctl"
+VAULTD="$PWD/target/debug/vaultd"
 
 WORK=$(mktemp -d /tmp/vault-demo.XXXXXX)
 PIDS=()
@@ -56,6 +58,55 @@ export VAULT_REPO="$WORK/vault" VAULT_CATALOG="$WORK/catalog.sqlite"
 "$VAULTCTL" --writer-key "$WORK/writer.key" snapshots
 "$VAULTCTL" --writer-key "$WORK/writer.key" verify --all --read-data
 "$VAULTCTL" --identity "$WORK/operator.age" verify --all
+set +x
+
+echo "== vaultd: an etcd snapshot and this host's demo files every 2 seconds for a few seconds; a verify job run on request"
+mkdir -p "$WORK/host/etc/origin/master"
+echo "kind: MasterConfig" > "$WORK/host/etc/origin/master/master-config.yaml"
+head -c 24 /dev/urandom | base64 > "$WORK/api.token"; chmod 600 "$WORK/api.token"
+API=$(free_port)
+cat > "$WORK/vaultd.toml" <<CONF
+repo = "$WORK/vault"
+writer_key = "$WORK/writer.key"
+catalog = "$WORK/vaultd-catalog.sqlite"
+[http]
+listen = "127.0.0.1:$API"
+token_file = "$WORK/api.token"
+[[job]]
+name = "etcd"
+kind = "etcd-v3"
+schedule = "*/2 * * * * *"
+[job.etcd]
+endpoints = ["http://127.0.0.1:$C1"]
+[[job]]
+name = "master-files"
+kind = "files"
+schedule = "*/2 * * * * *"
+paths = ["/etc/origin"]
+root = "$WORK/host"
+[[job]]
+name = "verify"
+kind = "verify"
+schedule = "0 0 4 * * *"
+read_data_percent = 100
+CONF
+chmod 600 "$WORK/vaultd.toml"
+set -x
+"$VAULTD" check-config --config "$WORK/vaultd.toml"
+set +x
+"$VAULTD" run --config "$WORK/vaultd.toml" 2>"$WORK/vaultd.log" &
+VAULTD_PID=$!
+PIDS+=("$VAULTD_PID")
+sleep 7
+set -x
+"$VAULTCTL" status --daemon-config "$WORK/vaultd.toml"
+"$VAULTCTL" run verify --wait --daemon-config "$WORK/vaultd.toml"
+set +x
+curl -s -H "Authorization: Bearer $(cat "$WORK/api.token")" "http://127.0.0.1:$API/metrics" | grep -E '^vault_(job_runs_total\{.*success|repository_size_bytes|snapshots)' || true
+kill -TERM "$VAULTD_PID"; wait "$VAULTD_PID" || true
+echo "   vaultd log: $WORK/vaultd.log"
+set -x
+"$VAULTCTL" --writer-key "$WORK/writer.key" snapshots
 "$VAULTCTL" --identity "$WORK/operator.age" etcd restore latest --data-dir "$WORK/restored.etcd" \
   --name restored --initial-cluster "restored=http://127.0.0.1:$P2" --initial-cluster-token demo-restore \
   --initial-advertise-peer-urls "http://127.0.0.1:$P2"

@@ -484,6 +484,19 @@ impl Catalog {
         }
     }
 
+    /// Like [`Catalog::resolve`], but `latest` means the latest snapshot of `kind` (the latest of
+    /// all may be of another kind: `etcd restore latest` after a files capture).
+    pub fn resolve_kind(&self, prefix: &str, kind: &format::PayloadKind) -> Result<SnapshotEntry> {
+        if prefix != "latest" {
+            return self.resolve(prefix);
+        }
+        self.snapshots()?
+            .into_iter()
+            .filter(|s| &s.manifest.kind == kind)
+            .last()
+            .ok_or_else(|| Error::not_found(format!("the vault holds no {kind} snapshots")))
+    }
+
     /// The file cache of one capture root.
     pub fn file_cache(&self, root: &str) -> Result<HashMap<Vec<u8>, CachedFile>> {
         let mut stmt = self

@@ -354,4 +354,10 @@ async fn catalog_summary_and_latest_time_agree_with_the_manifests() {
     assert_eq!(s.last_verification.map(|(_, ok)| ok), Some(false));
     assert_eq!(s.packs as usize, cat.packs().unwrap().len());
     assert!(s.pack_bytes > 0);
+    // `latest` of a kind.
+    let latest = cat.resolve_kind("latest", &PayloadKind::EtcdV3).unwrap();
+    assert_eq!(latest.id, all.last().unwrap().id);
+    let e = cat.resolve_kind("latest", &PayloadKind::Files).err().unwrap();
+    assert_eq!(e.kind, vault::ErrorKind::NotFound, "{e}");
+    assert_eq!(cat.resolve_kind(&first.hex()[..8], &PayloadKind::Files).unwrap().id, first);
 }

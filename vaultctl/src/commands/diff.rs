@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use vault::Result;
+use vault::format::PayloadKind;
 use vault::ops::files::{diff_trees, live_entries, load_tree};
 
 use crate::context::Common;
@@ -24,10 +25,12 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     let vault = c.vault().await?;
     vault.identities("diff")?;
     let catalog = c.catalog(&vault).await?;
-    let old = load_tree(&vault, &catalog, &catalog.resolve(&a.id)?).await?;
+    let old = load_tree(&vault, &catalog, &catalog.resolve_kind(&a.id, &PayloadKind::Files)?).await?;
     let (new_entries, against) = match &a.id2 {
         Some(id2) => (
-            load_tree(&vault, &catalog, &catalog.resolve(id2)?).await?.entries,
+            load_tree(&vault, &catalog, &catalog.resolve_kind(id2, &PayloadKind::Files)?)
+                .await?
+                .entries,
             format!("snapshot {id2}"),
         ),
         None => {

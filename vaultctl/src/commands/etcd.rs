@@ -42,7 +42,7 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let vault = c.vault().await?;
     vault.identities("etcd restore")?;
     let catalog = c.catalog(&vault).await?;
-    let snap = catalog.resolve(&a.id)?;
+    let snap = catalog.resolve_kind(&a.id, &vault::format::PayloadKind::EtcdV3)?;
     let pb = output::progress(c.json, Some(snap.manifest.stats.bytes), "fetch snapshot");
     let opts = EtcdRestoreOptions {
         data_dir: a.data_dir,

@@ -22,7 +22,7 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let vault = c.vault().await?;
     vault.identities("packages diff")?;
     let catalog = c.catalog(&vault).await?;
-    let snap = catalog.resolve(&id)?;
+    let snap = catalog.resolve_kind(&id, &vault::format::PayloadKind::Files)?;
     let tree = load_tree(&vault, &catalog, &snap).await?;
     let backup: PackageList = serde_json::from_value(
         tree.packages
