@@ -492,8 +492,8 @@ impl Catalog {
         }
         self.snapshots()?
             .into_iter()
-            .filter(|s| &s.manifest.kind == kind)
-            .last()
+            .rev()
+            .find(|s| &s.manifest.kind == kind)
             .ok_or_else(|| Error::not_found(format!("the vault holds no {kind} snapshots")))
     }
 
