@@ -1322,3 +1322,29 @@ fn restore_does_not_write_through_a_symlink_that_leads_out_of_the_target() {
         .mentions(&["refusing", "outside the restore target"]);
     assert_same("the directory behind the symlink", &before, &scan(&outside, &[""]), &everything);
 }
+
+/// In a vault shared by several masters, `restore latest --in-place` restores this host's newest
+/// files snapshot, never another host's newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_latest_in_place_takes_this_hosts_files() {
+    let env = Env::new("files-latest-host");
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc/app")).expect("tree");
+    fs::write(tree.join("etc/app/mine.conf"), b"this host\n").expect("file");
+    env.capture(&tree, &["--path", "/etc/app", "--no-packages"]).code(0);
+    // A newer files snapshot of another host.
+    let mut crafter = Crafter::open(&env.ctl, &env.path("library-catalog.sqlite")).await;
+    let other = crafter.file_content(b"another host\n");
+    let tree_json = json!({
+        "entries": [entry("/etc", "dir", json!({ "mode": 0o755 })), entry("/etc/app", "dir", json!({ "mode": 0o755 })), entry("/etc/app/theirs.conf", "file", other)],
+        "skipped": [],
+    });
+    let theirs = crafter.commit(&tree_json).await;
+    let snaps = env.ctl.snapshots();
+    assert_eq!(s(snaps.last().unwrap(), "id"), theirs, "the other host's snapshot is the newest");
+    let root = env.path("root");
+    fs::create_dir_all(&root).expect("root");
+    env.ctl.restorer(&["restore", "latest", "--in-place", "--root", &text(&root)]).ok();
+    assert_eq!(fs::read(root.join("etc/app/mine.conf")).expect("this host's file"), b"this host\n");
+    assert!(!root.join("etc/app/theirs.conf").exists(), "another host's file was restored");
+}

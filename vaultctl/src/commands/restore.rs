@@ -36,7 +36,22 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     let vault = c.vault().await?;
     vault.identities("restore")?;
     let catalog = c.catalog(&vault).await?;
-    let snap = catalog.resolve(&a.id)?;
+    let snap = if a.id == "latest" && a.in_place {
+        // In place, `latest` must be this host's own files: in a shared vault the newest files
+        // snapshot may be another master's.
+        let host = vault::ops::backup::hostname();
+        catalog
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|s| s.manifest.kind == PayloadKind::Files && s.manifest.host == host)
+            .ok_or_else(|| {
+                Error::not_found(format!("the vault holds no files snapshot of this host ({host})"))
+                    .hint("name the snapshot to restore: `vaultctl snapshots` lists them with their host")
+            })?
+    } else {
+        catalog.resolve(&a.id)?
+    };
     match snap.manifest.kind {
         PayloadKind::EtcdV3 => {
             let to = a.to.ok_or_else(|| Error::usage("restoring an etcd snapshot needs --to FILE"))?;
