@@ -288,6 +288,7 @@ pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
     let mut loops = d.loops.lock().expect("loops lock");
     let mut stopped = Vec::new();
     let mut detached = d.detached.lock().expect("detached lock");
+    detached.retain(|h| !h.is_finished());
     loops.retain(|name, l| {
         // `index` (the job's place in the file) is not a setting: moving a job keeps its loop.
         let same = cfg
