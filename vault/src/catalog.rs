@@ -364,6 +364,14 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Whether the catalog answers a query (for readiness checks).
+    pub fn ping(&self) -> Result<()> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .context(ErrorKind::Io, db_err(&self.path))
+    }
+
     /// The time of the newest snapshot of `job` (from `host` only, when given), without reading
     /// manifests.
     pub fn latest_time(&self, job: &str, host: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {

@@ -119,9 +119,16 @@ async fn readyz(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
     if let Some(r) = d.check_auth("GET /readyz", &headers) {
         return r;
     }
-    match d.vault.store.get(vault::format::CONFIG_NAME).await {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("the vault does not answer: {e}\n")).into_response(),
+    if let Err(e) = d.vault.store.get(vault::format::CONFIG_NAME).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("the vault does not answer: {e}\n")).into_response();
+    }
+    let catalog = match tokio::time::timeout(Duration::from_secs(2), d.catalog.lock()).await {
+        Ok(cat) => cat.ping(),
+        Err(_) => Err(vault::Error::io("the catalog is busy")),
+    };
+    match catalog {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("the catalog is not usable: {e}\n")).into_response(),
     }
 }
 
