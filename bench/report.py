@@ -39,6 +39,18 @@ def fmt_s(x):
     return "—" if x is None else f"{x:.2f}"
 
 
+def write_results(outdir, name, record, text):
+    """Write NAME.json (the record) and NAME.md (the text) under outdir, and print the text."""
+    os.makedirs(outdir, exist_ok=True)
+    base = os.path.join(outdir, name)
+    with open(base + ".json", "w") as f:
+        json.dump(record, f, indent=1)
+    with open(base + ".md", "w") as f:
+        f.write(text + "\n")
+    print(text)
+    print(f"\nwritten: {base}.md and .json", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--measure", required=True)
@@ -326,15 +338,8 @@ def main():
 
     record = {"facts": facts, "summary": summary, "ratios": ratios, "peak_rss": peak_rss, "dedup": dedup,
               "dedup_checks": dedup_checks, "chunks": chunks, "load": load, "measurements": raw}
-    os.makedirs(a.outdir, exist_ok=True)
     stamp = facts.get("started", "run").replace(":", "").replace("-", "")
-    base = os.path.join(a.outdir, f"etcd_v3-{facts.get('mode')}-{keys}keys-{stamp}")
-    with open(base + ".json", "w") as f:
-        json.dump(record, f, indent=1)
-    with open(base + ".md", "w") as f:
-        f.write(text + "\n")
-    print(text)
-    print(f"\nwritten: {base}.md and .json", file=sys.stderr)
+    write_results(a.outdir, f"etcd_v3-{facts.get('mode')}-{keys}keys-{stamp}", record, text)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from collections import defaultdict
 
-from report import fmt_mb, fmt_n, fmt_s, load_tsv
+from report import fmt_mb, fmt_n, fmt_s, load_tsv, write_results
 
 ROWS = [
     ("vault_first", "vaultctl backup files, first capture into an empty local vault"),
@@ -239,15 +238,8 @@ def main():
 
     record = {"facts": facts, "tree": tree, "summary": summary, "ratios": ratios, "checks": checks,
               "storage": storage, "load": load, "diag": diag, "measurements": raw}
-    os.makedirs(a.outdir, exist_ok=True)
     stamp = facts.get("started", "run").replace(":", "").replace("-", "")
-    base = os.path.join(a.outdir, f"files-{stamp}")
-    with open(base + ".json", "w") as f:
-        json.dump(record, f, indent=1)
-    with open(base + ".md", "w") as f:
-        f.write(text + "\n")
-    print(text)
-    print(f"\nwritten: {base}.md and .json", file=sys.stderr)
+    write_results(a.outdir, f"files-{stamp}", record, text)
 
 
 if __name__ == "__main__":
