@@ -57,7 +57,6 @@ MEASURE="$T/measure.tsv" # label rep wall_s user_s sys_s maxrss_kb load1 server_
 FACTS="$T/facts.tsv"     # name value
 : >"$MEASURE"
 : >"$FACTS"
-fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
 
 # measure LABEL REP CMD...: run CMD under GNU time; stdout goes to $LAST_OUT.
 LAST_OUT=""
@@ -92,26 +91,10 @@ fact files_target "$NFILES"
 fact bytes_target "$NBYTES"
 fact seed "$SEED"
 fact reps "$REPS"
-fact started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-fact git_commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-fact git_dirty "$(git -C "$ROOT" status --porcelain -- vault vaultctl Cargo.lock 2>/dev/null | wc -l)"
-fact git_diff_sha "$(git -C "$ROOT" diff HEAD -- vault vaultctl Cargo.lock 2>/dev/null | sha256sum | cut -c1-12)"
-fact host_cpus "$(nproc)"
-fact host_mem_gib "$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo)"
-fact cpu_model "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
-fact loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
-fact top_start "$(ps -eo pcpu,comm --sort=-pcpu | sed -n 2,6p | awk '{printf "%s%s %s%%", (NR>1?", ":""), $2, $1}')"
+host_facts
 fact restic_version "$(restic version | awk '{print $2}')"
-fact vaultctl_version "$("$VAULTCTL" --version | awk '{print $2}')"
-fact vaultctl_binary "$(sha256sum "$VAULTCTL" | cut -c1-12), built $(date -u -r "$VAULTCTL" +%Y-%m-%dT%H:%M:%SZ)$([[ -n ${BENCH_NO_BUILD:-} ]] && echo ' (BENCH_NO_BUILD: not rebuilt by this run)')"
-fact workdir_fs "$(df -T "$T" | awk 'NR==2{print $2" "$1}')"
-
-# load sampler (every 2 s) for the whole run
-(while :; do
-    printf '%s %s\n' "$(date +%s)" "$(cut -d' ' -f1 /proc/loadavg)"
-    sleep 2
-done) >"$T/load.txt" &
-LOAD_PID=$!
+build_facts
+start_load_sampler
 
 # ---------------------------------------------------------------------------------------------
 # the tree: GEN_ROOT/tree, captured as host path /tree with --root GEN_ROOT

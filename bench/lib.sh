@@ -29,3 +29,35 @@ json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[s
 
 # Sum of file sizes under a directory (directory entries are not counted).
 du_b() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
+
+# fact NAME VALUE: one line of the run's facts file ($FACTS).
+fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
+
+# The facts every bench run records about the machine and the code ($ROOT).
+host_facts() {
+    fact started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    fact git_commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    fact git_dirty "$(git -C "$ROOT" status --porcelain -- vault vaultctl Cargo.lock 2>/dev/null | wc -l)"
+    fact git_diff_sha "$(git -C "$ROOT" diff HEAD -- vault vaultctl Cargo.lock 2>/dev/null | sha256sum | cut -c1-12)"
+    fact host_cpus "$(nproc)"
+    fact host_mem_gib "$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo)"
+    fact cpu_model "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+    fact loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+    fact top_start "$(ps -eo pcpu,comm --sort=-pcpu | sed -n 2,6p | awk '{printf "%s%s %s%%", (NR>1?", ":""), $2, $1}')"
+}
+
+# The facts about the measured binary ($VAULTCTL) and the work dir ($T); call after the build.
+build_facts() {
+    fact vaultctl_version "$("$VAULTCTL" --version | awk '{print $2}')"
+    fact vaultctl_binary "$(sha256sum "$VAULTCTL" | cut -c1-12), built $(date -u -r "$VAULTCTL" +%Y-%m-%dT%H:%M:%SZ)$([[ -n ${BENCH_NO_BUILD:-} ]] && echo ' (BENCH_NO_BUILD: not rebuilt by this run)')"
+    fact workdir_fs "$(df -T "$T" | awk 'NR==2{print $2" "$1}')"
+}
+
+# Sample the load average every 2 s into $T/load.txt for the whole run; sets LOAD_PID.
+start_load_sampler() {
+    (while :; do
+        printf '%s %s\n' "$(date +%s)" "$(cut -d' ' -f1 /proc/loadavg)"
+        sleep 2
+    done) >"$T/load.txt" &
+    LOAD_PID=$!
+}
