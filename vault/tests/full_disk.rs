@@ -62,19 +62,6 @@ async fn a_full_vault_disk_gives_a_clear_error_and_commits_nothing() {
     assert!(text.contains("full") && text.contains(vault_dir.to_str().unwrap()), "{text}");
     assert!(store.list("snapshots/").await.unwrap().is_empty());
     // no temporary files are left behind in the vault
-    let leftovers = walk(&vault_dir);
-    assert!(leftovers.iter().all(|p| !p.contains(".tmp-")), "{leftovers:?}");
-}
-
-fn walk(p: &std::path::Path) -> Vec<String> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(p).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path().display().to_string());
-        }
-    }
-    out
+    let leftovers = vault::store::local::temp_files(&vault_dir).unwrap();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -762,16 +762,10 @@ pub(crate) mod tests {
         assert_eq!(ok.state, RunState::Success, "{ok:?}");
         assert!(ok.bytes_read > 0 && ok.snapshot.is_none(), "{ok:?}");
         // Flip a byte of every pack.
-        let mut packs = Vec::new();
-        let mut dirs = vec![d.join("vault/data")];
-        while let Some(dir) = dirs.pop() {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() { dirs.push(p) } else { packs.push(p) }
-            }
-        }
+        let packs = daemon.vault.store.list(vault::format::DATA_PREFIX).await.unwrap();
         assert!(!packs.is_empty());
         for p in packs {
+            let p = d.join("vault").join(&p.name);
             let mut bytes = std::fs::read(&p).unwrap();
             let n = bytes.len() / 2;
             bytes[n] ^= 1;

@@ -107,20 +107,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         run(&Store::open(dir.path().to_str().unwrap(), &Default::default()).unwrap()).await;
         // no temporary files are left behind
-        let leftovers: Vec<_> = walk(dir.path());
-        assert!(leftovers.iter().all(|p| !p.contains(".tmp-")), "{leftovers:?}");
-    }
-
-    fn walk(p: &std::path::Path) -> Vec<String> {
-        let mut out = vec![];
-        for e in std::fs::read_dir(p).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-        out
+        let leftovers = crate::store::local::temp_files(dir.path()).unwrap();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

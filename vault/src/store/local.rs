@@ -161,6 +161,24 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
     Ok(())
 }
 
+/// Temporary files (`.<name>.tmp-<random>`, see [`write_atomic`]) under a local store's root. A
+/// write removes its own whether it completes or fails; only a process killed mid-write leaves one.
+pub fn temp_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                dirs.push(entry.path());
+            } else if entry.file_name().to_string_lossy().contains(".tmp-") {
+                out.push(entry.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
