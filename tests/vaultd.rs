@@ -3,11 +3,10 @@
 //! `cargo build --workspace` first.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use vault_e2e::daemon::{get, metric, request, vaultd, write_private};
+use vault_e2e::daemon::{assert_config_ok, get, metric, request, vaultd_run, write_private};
 use vault_e2e::data::{Rng, k8s_like};
 use vault_e2e::process::Proc;
 use vault_e2e::{Ctl, EtcdCluster, free_port, ports, tempdir, wait_for};
@@ -79,22 +78,14 @@ connect_timeout_secs = 1
     write_private(&config, &text);
 
     // check-config, live checks included, accepts it.
-    let out = Command::new(vaultd())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
+    assert_config_ok(&config);
 
     let log = tmp.path().join("vaultd.log");
     let notify_path = tmp.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut cmd = Command::new(vaultd());
-    cmd.args(["run", "--config"])
-        .arg(&config)
-        .env("VAULT_LOG", "info")
-        .env("NOTIFY_SOCKET", &notify_path);
+    let mut cmd = vaultd_run(&config);
+    cmd.env("NOTIFY_SOCKET", &notify_path);
     let mut daemon = Proc::spawn("vaultd", &mut cmd, &log);
 
     // systemd readiness (Type=notify) once the vault and catalog are open and the listener is up.
@@ -240,9 +231,7 @@ fn sighup_reloads_jobs_and_a_bad_config_keeps_the_running_one() {
     let config = tmp.path().join("vaultd.toml");
     write_private(&config, &format!("{head}{}", files_job("first", &host)));
     let log = tmp.path().join("vaultd.log");
-    let mut cmd = Command::new(vaultd());
-    cmd.args(["run", "--config"]).arg(&config).env("VAULT_LOG", "info");
-    let mut daemon = Proc::spawn("vaultd", &mut cmd, &log);
+    let mut daemon = Proc::spawn("vaultd", &mut vaultd_run(&config), &log);
     let successes = |job: &str| {
         let (_, body) = get(port, "/metrics", None)?;
         metric(&body, &format!("vault_job_runs_total{{job=\"{job}\",outcome=\"success\"}}"))
@@ -318,9 +307,7 @@ fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
         ),
     );
     let log = tmp.path().join("vaultd.log");
-    let mut cmd = Command::new(vaultd());
-    cmd.args(["run", "--config"]).arg(&config);
-    let mut daemon = Proc::spawn("vaultd", &mut cmd, &log);
+    let mut daemon = Proc::spawn("vaultd", &mut vaultd_run(&config), &log);
     let cfg = config.display().to_string();
     wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
         get(port, "/healthz", None).map(|_| ())

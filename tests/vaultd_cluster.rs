@@ -5,10 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use vault_e2e::daemon::{get, metric, vaultd, write_private};
+use vault_e2e::daemon::{get, metric, vaultd_run, write_private};
 use vault_e2e::data::{Rng, k8s_like};
 use vault_e2e::process::Proc;
 use vault_e2e::{Ctl, EtcdCluster, Moto, free_port, s, tempdir, wait_for};
@@ -83,9 +82,11 @@ fn daemons_sharing_a_vault_take_the_cluster_snapshot_once_per_slot() {
         let port = free_port();
         let cfg = dir.join(format!("vaultd-{i}.toml"));
         write_private(&cfg, &config(dir, i, &ctl, &moto, &etcd.endpoints(), port));
-        let mut cmd = Command::new(vaultd());
-        cmd.args(["run", "--config"]).arg(&cfg).env("VAULT_LOG", "info");
-        daemons.push(Proc::spawn(&format!("vaultd-{i}"), &mut cmd, &dir.join(format!("vaultd-{i}.log"))));
+        daemons.push(Proc::spawn(
+            &format!("vaultd-{i}"),
+            &mut vaultd_run(&cfg),
+            &dir.join(format!("vaultd-{i}.log")),
+        ));
         ports.push(port);
     }
     let logs = |daemons: &[Proc]| daemons.iter().map(|d| d.log_tail(40)).collect::<Vec<_>>().join("\n----\n");

@@ -5,12 +5,11 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::Value;
-use vault_e2e::daemon::{get, vaultd, write_private};
+use vault_e2e::daemon::{get, vaultd_run, write_private};
 use vault_e2e::data::{Rng, k8s_like};
 use vault_e2e::process::Proc;
 use vault_e2e::{Ctl, EtcdCluster, free_port, objects, s, single_member_restore_args, tempdir, wait_for};
@@ -34,9 +33,7 @@ fn config(ctl: &Ctl, dir: &Path, port: u16, endpoint: &str, schedule: &str) -> S
 }
 
 fn start(config: &Path, log: &Path, port: u16) -> Proc {
-    let mut cmd = Command::new(vaultd());
-    cmd.args(["run", "--config"]).arg(config).env("VAULT_LOG", "info");
-    let mut daemon = Proc::spawn("vaultd", &mut cmd, log);
+    let mut daemon = Proc::spawn("vaultd", &mut vaultd_run(config), log);
     let up = wait_for(Duration::from_secs(60), Duration::from_millis(50), || {
         if let Some(st) = daemon.exited() {
             panic!("vaultd exited ({st}):\n{}", daemon.log_tail(30));

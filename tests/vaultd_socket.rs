@@ -4,19 +4,16 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use vault_e2e::daemon::{unix_request, vaultd, write_private};
+use vault_e2e::daemon::{assert_config_ok, unix_request, vaultd_run, write_private};
 use vault_e2e::process::Proc;
 use vault_e2e::{Ctl, tempdir, wait_for};
 
 const TOKEN: &str = "s3cret-token-for-the-socket-test";
 
 fn start(config: &Path, log: &Path) -> Proc {
-    let mut cmd = Command::new(vaultd());
-    cmd.args(["run", "--config"]).arg(config).env("VAULT_LOG", "info");
-    Proc::spawn("vaultd", &mut cmd, log)
+    Proc::spawn("vaultd", &mut vaultd_run(config), log)
 }
 
 fn wait_healthy(sock: &Path, daemon: &mut Proc) {
@@ -67,12 +64,7 @@ fn vaultd_serves_its_api_on_a_private_unix_socket() {
             host.display()
         ),
     );
-    let out = Command::new(vaultd())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
+    assert_config_ok(&config);
 
     let log = tmp.path().join("vaultd.log");
     let mut daemon = start(&config, &log);

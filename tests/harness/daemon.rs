@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -14,6 +15,23 @@ pub fn vaultd() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| crate::vaultctl::fresh_binary("vaultd", &["vault/src", "vaultd/src"]))
         .clone()
+}
+
+/// `vaultd run --config CONFIG` with the info log level, ready to spawn.
+pub fn vaultd_run(config: &Path) -> Command {
+    let mut cmd = Command::new(vaultd());
+    cmd.args(["run", "--config"]).arg(config).env("VAULT_LOG", "info");
+    cmd
+}
+
+/// `vaultd check-config --config CONFIG` (live checks included) must accept it.
+pub fn assert_config_ok(config: &Path) {
+    let out = Command::new(vaultd())
+        .args(["check-config", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// GET `path` on 127.0.0.1:`port`, with an optional bearer token: (status, body).
