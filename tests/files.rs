@@ -1253,16 +1253,25 @@ fn restore_does_not_write_through_a_symlink_that_leads_out_of_the_target() {
     build_master(&tree);
     let id = s(&env.capture(&tree, &["--profile", "master", "--no-packages"]).code(0).json(), "id");
 
+    // A restore target whose etc is a symlink to `outside`.
+    let linked_target = |name: &str, outside: &Path| {
+        let target = env.path(name);
+        fs::create_dir(&target).expect("target");
+        std::os::unix::fs::symlink(outside, target.join("etc")).expect("symlink");
+        target
+    };
+    let refused = |args: &[&str]| {
+        env.ctl
+            .restorer(args)
+            .failed()
+            .mentions(&["refusing", "outside the restore target"]);
+    };
+
     // 1. DIR/etc is a symlink to an empty directory elsewhere
     let outside = env.path("outside-empty");
     fs::create_dir(&outside).expect("outside");
-    let target = env.path("target-1");
-    fs::create_dir(&target).expect("target");
-    std::os::unix::fs::symlink(&outside, target.join("etc")).expect("symlink");
-    env.ctl
-        .restorer(&["restore", &id, "--to", &text(&target)])
-        .failed()
-        .mentions(&["refusing", "outside the restore target"]);
+    let target = linked_target("target-1", &outside);
+    refused(&["restore", &id, "--to", &text(&target)]);
     assert!(
         all_names(&outside).is_empty(),
         "written through the symlink: {:?}",
@@ -1289,37 +1298,26 @@ fn restore_does_not_write_through_a_symlink_that_leads_out_of_the_target() {
     fs::write(outside.join("origin/master/master-config.yaml"), b"the live file outside\n").expect("outside file");
     stamp_times(&outside, &mut 40_000);
     let before = scan(&outside, &[""]);
-    let target = env.path("target-2");
-    fs::create_dir(&target).expect("target");
-    std::os::unix::fs::symlink(&outside, target.join("etc")).expect("symlink");
-    env.ctl
-        .restorer(&["restore", &id, "--to", &text(&target)])
-        .failed()
-        .mentions(&["refusing", "outside the restore target"]);
+    let target = linked_target("target-2", &outside);
+    refused(&["restore", &id, "--to", &text(&target)]);
     assert_same("the directory behind the symlink", &before, &scan(&outside, &[""]), &everything);
 
     // 3. only an (empty) directory that exists behind the symlink: its metadata is not touched
-    env.ctl
-        .restorer(&["restore", &id, "--to", &text(&target), "/etc/origin/node/pods"])
-        .failed()
-        .mentions(&["refusing", "outside the restore target"]);
+    refused(&["restore", &id, "--to", &text(&target), "/etc/origin/node/pods"]);
     assert_same("the directory behind the symlink", &before, &scan(&outside, &[""]), &everything);
 
     // 4. in place, with a symlinked directory inside the root leading out of it
     let root = env.path("root");
     fs::create_dir_all(root.join("etc")).expect("root");
     std::os::unix::fs::symlink(outside.join("origin"), root.join("etc/origin")).expect("symlink");
-    env.ctl
-        .restorer(&[
-            "restore",
-            &id,
-            "--in-place",
-            "--root",
-            &text(&root),
-            "/etc/origin/master/master-config.yaml",
-        ])
-        .failed()
-        .mentions(&["refusing", "outside the restore target"]);
+    refused(&[
+        "restore",
+        &id,
+        "--in-place",
+        "--root",
+        &text(&root),
+        "/etc/origin/master/master-config.yaml",
+    ]);
     assert_same("the directory behind the symlink", &before, &scan(&outside, &[""]), &everything);
 }
 
