@@ -50,6 +50,20 @@ async fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// A catalog `name` under the fixture's directory for `vault`.
+    fn catalog(&self, vault: &Vault, name: &str) -> Catalog {
+        Catalog::open(&self.dir.path().join(name), &vault.config.vault_id).unwrap()
+    }
+
+    /// The vault opened with the writer key only, and a catalog `name` for it.
+    async fn writer(&self, catalog: &str) -> (Vault, Catalog) {
+        let vault = Vault::open(self.store.clone(), &self.writer_only).await.unwrap();
+        let cat = self.catalog(&vault, catalog);
+        (vault, cat)
+    }
+}
+
 /// Something shaped like an etcd snapshot: 4 KiB pages, partly compressible, and a sha256 trailer.
 fn snapshot_bytes(pages: usize, variant: u8) -> Vec<u8> {
     let mut body = Vec::with_capacity(pages * 4096 + 32);
@@ -93,7 +107,7 @@ async fn backup(vault: &Vault, catalog: &mut Catalog, data: &[u8]) -> (vault::fo
 async fn backup_dedup_restore_verify_and_rebuild() {
     let f = fixture().await;
     let v = Vault::open(f.store.clone(), &f.keys).await.unwrap();
-    let mut cat = Catalog::open(&f.dir.path().join("cat.sqlite"), &v.config.vault_id).unwrap();
+    let mut cat = f.catalog(&v, "cat.sqlite");
     cat.sync(&v).await.unwrap();
 
     let a = snapshot_bytes(1500, 0);
@@ -146,7 +160,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
         identity: f.keys.identity.clone(),
     };
     let v2 = Vault::open(f.store.clone(), &idonly).await.unwrap();
-    let mut cat2 = Catalog::open(&f.dir.path().join("cat2.sqlite"), &v2.config.vault_id).unwrap();
+    let mut cat2 = f.catalog(&v2, "cat2.sqlite");
     cat2.sync(&v2).await.unwrap();
     let ids: Vec<_> = cat2.snapshots().unwrap().iter().map(|s| s.id).collect();
     assert_eq!(ids.len(), 2);
@@ -194,7 +208,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
 async fn a_truncated_or_corrupt_stream_is_never_committed() {
     let f = fixture().await;
     let v = Vault::open(f.store.clone(), &f.keys).await.unwrap();
-    let mut cat = Catalog::open(&f.dir.path().join("cat.sqlite"), &v.config.vault_id).unwrap();
+    let mut cat = f.catalog(&v, "cat.sqlite");
     let mut data = snapshot_bytes(300, 0);
     data.truncate(data.len() - 1000);
     let pieces = vec![Ok(Bytes::from(data))];
@@ -268,8 +282,7 @@ async fn wrong_keys_and_tampering_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_syncs_of_one_catalog_agree() {
     let f = fixture().await;
-    let vault = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
-    let mut first = Catalog::open(&f.dir.path().join("writer.sqlite"), &vault.config.vault_id).unwrap();
+    let (vault, mut first) = f.writer("writer.sqlite").await;
     backup(&vault, &mut first, &snapshot_bytes(2000, 0)).await;
     let shared = f.dir.path().join("shared.sqlite");
     let vault_id = vault.config.vault_id.clone();
@@ -297,8 +310,7 @@ async fn concurrent_syncs_of_one_catalog_agree() {
 #[tokio::test]
 async fn a_damaged_index_segment_or_manifest_is_named_not_fatal() {
     let f = fixture().await;
-    let vault = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
-    let mut cat = Catalog::open(&f.dir.path().join("first.sqlite"), &vault.config.vault_id).unwrap();
+    let (vault, mut cat) = f.writer("first.sqlite").await;
     let (first, _) = backup(&vault, &mut cat, &snapshot_bytes(600, 0)).await;
     let (second, _) = backup(&vault, &mut cat, &snapshot_bytes(600, 9)).await;
     // Flip a byte of one index segment and of the second manifest.
@@ -310,7 +322,7 @@ async fn a_damaged_index_segment_or_manifest_is_named_not_fatal() {
         bytes[n] ^= 1;
         f.store.put(name, Bytes::from(bytes), PutMode::Overwrite).await.unwrap();
     }
-    let mut fresh = Catalog::open(&f.dir.path().join("fresh.sqlite"), &vault.config.vault_id).unwrap();
+    let mut fresh = f.catalog(&vault, "fresh.sqlite");
     let report = fresh.sync(&vault).await.expect("the sync goes on past damaged objects");
     assert_eq!(report.unreadable.len(), 2, "{:?}", report.unreadable);
     assert!(report.unreadable.iter().any(|u| u.starts_with(&segment)), "{:?}", report.unreadable);
@@ -336,8 +348,7 @@ async fn a_damaged_index_segment_or_manifest_is_named_not_fatal() {
 #[tokio::test]
 async fn catalog_summary_and_latest_time_agree_with_the_manifests() {
     let f = fixture().await;
-    let vault = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
-    let mut cat = Catalog::open(&f.dir.path().join("c.sqlite"), &vault.config.vault_id).unwrap();
+    let (vault, mut cat) = f.writer("c.sqlite").await;
     assert_eq!(cat.latest_time("test", None).unwrap(), None);
     let (first, a) = backup(&vault, &mut cat, &snapshot_bytes(300, 0)).await;
     let (_, b) = backup(&vault, &mut cat, &snapshot_bytes(300, 1)).await;
