@@ -35,6 +35,25 @@ pub struct BackupOptions {
     pub progress: Option<ProgressFn>,
 }
 
+impl BackupOptions {
+    /// The manifest of a capture made with these options (now, this host or `host`, the job or
+    /// "manual", tags, slot); the caller adds its source's facts.
+    pub fn manifest(&self, kind: PayloadKind, streams: Vec<ManifestStream>, stats: CaptureStats) -> SnapshotManifest {
+        SnapshotManifest {
+            time: chrono::Utc::now(),
+            kind,
+            host: self.host.clone().unwrap_or_else(hostname),
+            job: if self.job.is_empty() { "manual".into() } else { self.job.clone() },
+            tags: self.tags.clone(),
+            slot: self.slot,
+            streams,
+            stats,
+            etcd_v3: None,
+            files: None,
+        }
+    }
+}
+
 /// The result of one backup, as printed by `vaultctl backup --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct BackupReport {
@@ -154,15 +173,7 @@ where
     // A store error explains a pipeline that stopped early, so it is reported first.
     let (stored, packs) = upload_result?;
     read_result?;
-    let stats = CaptureStats {
-        bytes,
-        chunks: sink_stats.chunks,
-        new_chunks: sink_stats.new_chunks,
-        new_bytes: sink_stats.new_bytes,
-        stored_bytes: stored,
-        packs,
-        seconds: started.elapsed().as_secs_f64(),
-    };
+    let stats = sink_stats.capture_stats(bytes, stored, packs, started);
     Ok(IngestedStream {
         stream: ManifestStream {
             name: name.to_string(),
@@ -208,16 +219,8 @@ pub async fn backup_etcd_v3_member(
         .hint("the stream was truncated or corrupted in transit; retry the backup, and check the member's health if it repeats"));
     }
     let manifest = SnapshotManifest {
-        time: chrono::Utc::now(),
-        kind: PayloadKind::EtcdV3,
-        host: opts.host.clone().unwrap_or_else(hostname),
-        job: if opts.job.is_empty() { "manual".into() } else { opts.job.clone() },
-        tags: opts.tags.clone(),
-        slot: opts.slot,
-        streams: vec![ingested.stream.clone()],
-        stats: ingested.stats,
         etcd_v3: Some(info.clone()),
-        files: None,
+        ..opts.manifest(PayloadKind::EtcdV3, vec![ingested.stream.clone()], ingested.stats)
     };
     let id = commit(vault, catalog, &manifest).await?;
     let s = ingested.stats;

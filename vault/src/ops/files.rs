@@ -17,7 +17,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::format::{
     EntryKind, FileEntry, FileTree, FilesInfo, Id, PackType, PathBytes, PayloadKind, SkippedEntry, SnapshotManifest, Stream,
 };
-use crate::ops::backup::{BackupOptions, commit, hostname};
+use crate::ops::backup::{BackupOptions, commit};
 use crate::ops::packing;
 use crate::ops::read::read_stream;
 use crate::ops::restore::{move_aside, running_as_root};
@@ -223,26 +223,10 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
         skipped: tree.skipped.len() as u64,
         incomplete: tree.skipped.iter().any(|s| !s.reason.contains("not captured (no content")),
     };
-    let stats = crate::format::CaptureStats {
-        bytes: content_stream.size,
-        chunks: sink_stats.chunks,
-        new_chunks: sink_stats.new_chunks,
-        new_bytes: sink_stats.new_bytes,
-        stored_bytes: stored,
-        packs,
-        seconds: started.elapsed().as_secs_f64(),
-    };
+    let stats = sink_stats.capture_stats(content_stream.size, stored, packs, started);
     let manifest = SnapshotManifest {
-        time: chrono::Utc::now(),
-        kind: PayloadKind::Files,
-        host: bopts.host.clone().unwrap_or_else(hostname),
-        job: if bopts.job.is_empty() { "manual".into() } else { bopts.job.clone() },
-        tags: bopts.tags.clone(),
-        slot: bopts.slot,
-        streams: vec![tree_stream, content_stream],
-        stats,
-        etcd_v3: None,
         files: Some(info.clone()),
+        ..bopts.manifest(PayloadKind::Files, vec![tree_stream, content_stream], stats)
     };
     let id = commit(vault, catalog, &manifest).await?;
     catalog.update_file_cache(&cache_root, &gone_from_cache, &new_cache)?;

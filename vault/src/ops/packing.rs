@@ -29,6 +29,22 @@ pub struct SinkStats {
     pub new_bytes: u64,
 }
 
+impl SinkStats {
+    /// A capture's figures: these counts with the source size, what the uploader stored and how
+    /// long the capture took since `started`.
+    pub fn capture_stats(&self, bytes: u64, stored_bytes: u64, packs: u64, started: std::time::Instant) -> crate::format::CaptureStats {
+        crate::format::CaptureStats {
+            bytes,
+            chunks: self.chunks,
+            new_chunks: self.new_chunks,
+            new_bytes: self.new_bytes,
+            stored_bytes,
+            packs,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// Where a capture puts its chunks. Owned by the thread that reads the source.
 pub struct ChunkSink {
     tx: std::sync::mpsc::SyncSender<(PackType, Id, Vec<u8>)>,
