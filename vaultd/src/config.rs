@@ -196,6 +196,14 @@ impl JobConfig {
     }
 }
 
+/// The trimmed content of a one-line secret file the config names (`what`: "token file", ...).
+pub fn read_token(path: &Path, what: &str) -> vault::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .map_err(|e| vault::Error::usage(format!("cannot read {what} {}", path.display())).with_source(e))?
+        .trim()
+        .to_string())
+}
+
 /// The whole config file.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {

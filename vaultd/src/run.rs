@@ -63,10 +63,7 @@ impl Live {
     fn load(g: &Global) -> Result<Live> {
         let token = match &g.http.token_file {
             Some(p) => {
-                let t = std::fs::read_to_string(p)
-                    .map_err(|e| Error::usage(format!("cannot read token file {}", p.display())).with_source(e))?
-                    .trim()
-                    .to_string();
+                let t = crate::config::read_token(p, "token file")?;
                 if t.is_empty() {
                     // An empty token would let requests without one through.
                     return Err(Error::usage(format!("token file {} is empty", p.display())).hint("write the token (one line) into it"));

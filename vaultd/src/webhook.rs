@@ -77,15 +77,11 @@ pub fn url_host(url: &str) -> String {
 
 impl Webhook {
     pub fn new(cfg: &WebhookConfig) -> vault::Result<Webhook> {
-        let token = match &cfg.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| vault::Error::usage(format!("cannot read webhook token file {}", p.display())).with_source(e))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let token = cfg
+            .token_file
+            .as_ref()
+            .map(|p| crate::config::read_token(p, "webhook token file"))
+            .transpose()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.timeout_secs))
             .build()
