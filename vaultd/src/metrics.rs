@@ -24,38 +24,25 @@ pub struct JobStats {
     pub consecutive_failures: u32,
 }
 
-/// What /metrics reports about the vault as a whole, from the catalog.
-#[derive(Clone, Debug, Default)]
+/// What /metrics reports about the vault as a whole: the catalog's summary and when it was taken.
+#[derive(Clone, Debug)]
 pub struct VaultStats {
-    /// When these figures were taken (Unix time).
-    pub taken: f64,
-    /// Bytes of all packs the index knows.
-    pub pack_bytes: u64,
-    pub packs: u64,
-    /// Snapshots by job.
-    pub snapshots: BTreeMap<String, u64>,
-    /// Sum of the snapshots' source sizes (what restoring all of them would produce).
-    pub logical_bytes: u64,
-    /// Snapshots by their last verification: "ok", "damaged", "unverified".
-    pub verification: BTreeMap<&'static str, u64>,
-    /// The last verification recorded in the catalog (Unix time) and its result.
-    pub last_verification: Option<(f64, bool)>,
+    pub taken: chrono::DateTime<chrono::Utc>,
+    pub summary: vault::catalog::CatalogSummary,
 }
 
 impl VaultStats {
     pub fn from_catalog(cat: &vault::catalog::Catalog) -> vault::Result<VaultStats> {
-        let s = cat.summary()?;
-        let seconds = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
         Ok(VaultStats {
-            taken: seconds(chrono::Utc::now()),
-            pack_bytes: s.pack_bytes,
-            packs: s.packs,
-            snapshots: s.snapshots,
-            logical_bytes: s.logical_bytes,
-            verification: BTreeMap::from([("ok", s.verified_ok), ("damaged", s.damaged), ("unverified", s.unverified)]),
-            last_verification: s.last_verification.map(|(t, ok)| (seconds(t), ok)),
+            taken: chrono::Utc::now(),
+            summary: cat.summary()?,
         })
     }
+}
+
+/// Unix time with milliseconds, as the metrics give times.
+pub(crate) fn unix_seconds(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
 }
 
 /// A sample value as Prometheus writes it (`+Inf`, not Rust's `inf`).
@@ -172,21 +159,22 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
         }
     }
     if let Some(v) = vault {
+        let s = &v.summary;
         let mut one = |name: &str, help: &str, value: f64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", num(value));
         };
         one(
             "vault_repository_size_bytes",
             "Bytes of all packs in the vault (data and trees).",
-            v.pack_bytes as f64,
+            s.pack_bytes as f64,
         );
-        one("vault_repository_packs", "Packs in the vault.", v.packs as f64);
+        one("vault_repository_packs", "Packs in the vault.", s.packs as f64);
         one(
             "vault_repository_logical_bytes",
             "Sum of the source sizes of all snapshots in the vault.",
-            v.logical_bytes as f64,
+            s.logical_bytes as f64,
         );
-        if let Some(r) = ratio(v.logical_bytes, v.pack_bytes) {
+        if let Some(r) = ratio(s.logical_bytes, s.pack_bytes) {
             one(
                 "vault_repository_space_ratio",
                 "Logical bytes of all snapshots / bytes stored (deduplication and compression together).",
@@ -196,13 +184,13 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
         one(
             "vault_repository_stats_timestamp_seconds",
             "When the vault figures were last taken from the catalog (Unix time).",
-            v.taken,
+            unix_seconds(v.taken),
         );
-        if let Some((t, ok)) = v.last_verification {
+        if let Some((t, ok)) = s.last_verification {
             one(
                 "vault_verification_last_timestamp_seconds",
                 "The newest verification recorded in the catalog (Unix time).",
-                t,
+                unix_seconds(t),
             );
             one(
                 "vault_verification_last_ok",
@@ -214,14 +202,14 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
             out,
             "# HELP vault_snapshots Snapshots in the vault by job.\n# TYPE vault_snapshots gauge"
         );
-        for (job, n) in &v.snapshots {
+        for (job, n) in &s.snapshots {
             let _ = writeln!(out, "vault_snapshots{{job=\"{}\"}} {n}", label(job));
         }
         let _ = writeln!(
             out,
             "# HELP vault_snapshots_by_verification Snapshots by their last verification (ok, damaged, unverified).\n# TYPE vault_snapshots_by_verification gauge"
         );
-        for (state, n) in &v.verification {
+        for (state, n) in [("damaged", s.damaged), ("ok", s.verified_ok), ("unverified", s.unverified)] {
             let _ = writeln!(out, "vault_snapshots_by_verification{{state=\"{state}\"}} {n}");
         }
     }

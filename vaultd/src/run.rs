@@ -170,7 +170,7 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
 }
 
 pub(crate) fn now_secs() -> f64 {
-    Utc::now().timestamp_millis() as f64 / 1000.0
+    crate::metrics::unix_seconds(Utc::now())
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -372,7 +372,7 @@ impl Daemon {
         let host = (job.scope() != Some(Scope::Cluster)).then_some(self.host.as_str());
         let last = cat.latest_time(&job.name, host)?;
         if let Some(t) = last {
-            self.update(&job.name, |s| s.last_snapshot = Some(t.timestamp_millis() as f64 / 1000.0));
+            self.update(&job.name, |s| s.last_snapshot = Some(crate::metrics::unix_seconds(t)));
         }
         Ok(last)
     }
