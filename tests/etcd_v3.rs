@@ -378,6 +378,7 @@ async fn indexed_raw_bytes(vault_dir: &Path, writer_key: &Path) -> (u64, usize) 
     let keys = vault::repo::KeySource {
         writer_key: Some(writer_key.to_path_buf()),
         identity: None,
+        trust: Default::default(),
     };
     let vault = vault::repo::Vault::open(store, &keys).await.expect("open vault");
     let mut seen = HashSet::new();

@@ -1075,6 +1075,7 @@ impl Crafter {
         let keys = KeySource {
             writer_key: Some(ctl.writer_key.clone()),
             identity: None,
+            trust: Default::default(),
         };
         let vault = Vault::open(store, &keys).await.expect("open vault");
         let mut catalog = Catalog::open(catalog, &vault.config.vault_id).expect("open catalog");

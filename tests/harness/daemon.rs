@@ -17,16 +17,23 @@ pub fn vaultd() -> PathBuf {
         .clone()
 }
 
+/// The daemon's `XDG_CONFIG_HOME` (its known-vaults file) beside its config, not the tester's home.
+fn private_config_home(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("xdg-config")
+}
+
 /// `vaultd run --config CONFIG` with the info log level, ready to spawn.
 pub fn vaultd_run(config: &Path) -> Command {
     let mut cmd = Command::new(vaultd());
     cmd.args(["run", "--config"]).arg(config).env("VAULT_LOG", "info");
+    cmd.env("XDG_CONFIG_HOME", private_config_home(config));
     cmd
 }
 
 /// `vaultd check-config --config CONFIG` (live checks included) must accept it.
 pub fn assert_config_ok(config: &Path) {
     let out = Command::new(vaultd())
+        .env("XDG_CONFIG_HOME", private_config_home(config))
         .args(["check-config", "--config"])
         .arg(config)
         .output()

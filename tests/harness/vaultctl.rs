@@ -229,6 +229,7 @@ impl Ctl {
             }
         }
         cmd.env("XDG_CACHE_HOME", self.dir.join("cache"));
+        cmd.env("XDG_CONFIG_HOME", self.dir.join("config"));
         cmd.env("VAULT_LOG", "warn");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(args);

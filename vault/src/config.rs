@@ -17,6 +17,10 @@ pub struct ClientConfig {
     pub writer_key: Option<PathBuf>,
     pub identity: Option<PathBuf>,
     pub catalog: Option<PathBuf>,
+    /// The vault's fingerprint, as `vaultctl init` printed it (docs/FORMAT.md section 2a).
+    pub fingerprint: Option<String>,
+    /// Where the client remembers the vaults it has opened.
+    pub known_vaults: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Options,
     pub etcd: Option<EtcdOptions>,

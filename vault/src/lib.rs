@@ -17,5 +17,6 @@ pub mod pack;
 pub mod repo;
 pub mod source;
 pub mod store;
+pub mod trust;
 
 pub use error::{Error, ErrorKind, Result};

@@ -14,12 +14,16 @@ use crate::format::{
     KNOWN_FEATURES, MetaKind, PackParams, SnapshotManifest, StoreCapabilities, VaultConfig,
 };
 use crate::store::{PutMode, Store};
+use crate::trust::{self, Trust, TrustOptions};
 
-/// Which keys the caller holds. At least one is needed to open a vault.
+/// Which keys the caller holds (at least one is needed to open a vault), and where its trust in the
+/// vault comes from (docs/FORMAT.md section 2a).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KeySource {
     pub writer_key: Option<PathBuf>,
     pub identity: Option<PathBuf>,
+    #[serde(default)]
+    pub trust: TrustOptions,
 }
 
 /// Parameters chosen at `init` and fixed for the vault's life.
@@ -57,6 +61,10 @@ pub struct Vault {
     pub writer: WriterKey,
     pub recipients: Recipients,
     identities: Option<Identities>,
+    /// How this client came to trust the vault's config and writer key.
+    pub trust: Trust,
+    /// The writer key was unwrapped from `keys/writer.age` with an identity, not read from a file.
+    writer_from_store: bool,
 }
 
 /// The config MAC input: the config's JSON with keys sorted and `mac` removed, so unknown fields
@@ -144,6 +152,11 @@ impl Vault {
                     e
                 }
             })?;
+        let trust = trust::Trust {
+            state: trust::TrustState::Pinned,
+            fingerprint: trust::VaultFacts::of(&config).fingerprint(),
+            notice: None,
+        };
         Ok((
             Vault {
                 store,
@@ -151,6 +164,8 @@ impl Vault {
                 writer: writer.clone(),
                 recipients,
                 identities: None,
+                trust,
+                writer_from_store: false,
             },
             writer,
         ))
@@ -221,9 +236,11 @@ impl Vault {
         }
         if writer.key_check() != config.writer_key_check {
             return Err(Error::key(format!(
-                "the writer key does not match vault {} (key check differs)",
-                config.vault_id
-            )));
+                "the writer key does not match vault {} at {} (key check differs)",
+                config.vault_id,
+                store.describe()
+            ))
+            .hint("either this is not the vault's writer key, or someone replaced the vault's config: compare `vaultctl key fingerprint` with the fingerprint `vaultctl init` printed"));
         }
         if writer.config_mac(&canonical_config(&value)) != config.mac {
             return Err(Error::integrity(format!(
@@ -238,13 +255,33 @@ impl Vault {
             ids.unwrap(&wrapped, "the vault's writer key (keys/writer.age)")?;
         }
         let recipients = Recipients::parse(&config.recipients)?;
+        // Only a config that passed every key check is compared with (and remembered as) the
+        // vault this client knows.
+        let trust = trust::check(&store.describe(), &config, &keys.trust, keys.writer_key.is_some())?;
         Ok(Vault {
             store,
             config,
             writer,
             recipients,
             identities,
+            trust,
+            writer_from_store: keys.writer_key.is_none(),
         })
+    }
+
+    /// The vault's fingerprint (docs/FORMAT.md section 2a).
+    pub fn fingerprint(&self) -> trust::Fingerprint {
+        self.trust.fingerprint
+    }
+
+    /// Refuse to write with a writer key taken from the store unless the vault's fingerprint was
+    /// known: a store writer can wrap a writer key of its own (with its own recipient added) to the
+    /// real recipients, and only the fingerprint tells the two apart. `what` names the write.
+    pub fn check_may_write(&self, what: &str) -> Result<()> {
+        if !self.writer_from_store {
+            return Ok(());
+        }
+        trust::require_pinned(&self.trust, &self.store.describe(), what)
     }
 
     pub fn vault_id(&self) -> &[u8; 16] {
@@ -270,6 +307,7 @@ impl Vault {
     }
 
     async fn put_meta(&self, kind: MetaKind, json: Vec<u8>, name_of: fn(&Id) -> String) -> Result<Id> {
+        self.check_may_write("writing to the vault")?;
         let sealed = self.writer.seal_meta(kind, &json);
         let id = Id::of_stored(&sealed);
         let mode = if self.config.store.conditional_create {

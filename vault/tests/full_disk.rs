@@ -45,6 +45,7 @@ async fn a_full_vault_disk_gives_a_clear_error_and_commits_nothing() {
     let keys = KeySource {
         writer_key: Some(dir.path().join("wk")),
         identity: None,
+        trust: Default::default(),
     };
     let v = Vault::open(store.clone(), &keys).await.unwrap();
     let mut cat = Catalog::open(&dir.path().join("cat.sqlite"), &v.config.vault_id).unwrap();

@@ -37,10 +37,12 @@ async fn fixture() -> Fixture {
     let keys = KeySource {
         writer_key: Some(dir.path().join("wk")),
         identity: Some(dir.path().join("id")),
+        trust: Default::default(),
     };
     let writer_only = KeySource {
         writer_key: Some(dir.path().join("wk")),
         identity: None,
+        trust: Default::default(),
     };
     Fixture {
         dir,
@@ -158,6 +160,7 @@ async fn backup_dedup_restore_verify_and_rebuild() {
     let idonly = KeySource {
         writer_key: None,
         identity: f.keys.identity.clone(),
+        trust: Default::default(),
     };
     let v2 = Vault::open(f.store.clone(), &idonly).await.unwrap();
     let mut cat2 = f.catalog(&v2, "cat2.sqlite");
@@ -243,6 +246,7 @@ async fn wrong_keys_and_tampering_are_refused() {
         &KeySource {
             writer_key: None,
             identity: other.keys.identity.clone(),
+            trust: Default::default(),
         },
     )
     .await

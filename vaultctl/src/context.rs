@@ -7,6 +7,7 @@ use vault::catalog::{self, Catalog};
 use vault::config::ClientConfig;
 use vault::repo::{KeySource, Vault};
 use vault::store::Store;
+use vault::trust::TrustOptions;
 use vault::{Error, Result};
 
 #[derive(Args, Clone, Debug)]
@@ -20,6 +21,13 @@ pub struct Common {
     /// age identity file (operators restoring).
     #[arg(long, global = true, env = "VAULT_IDENTITY")]
     pub identity: Option<PathBuf>,
+    /// The vault's fingerprint as `vaultctl init` printed it; needed on a host that has not opened
+    /// this vault before to write with an identity or recover the writer key.
+    #[arg(long, global = true, env = "VAULT_FINGERPRINT")]
+    pub fingerprint: Option<String>,
+    /// Where this host remembers the vaults it opened; default ~/.config/vault/known_vaults.json.
+    #[arg(long, global = true, env = "VAULT_KNOWN_VAULTS")]
+    pub known_vaults: Option<PathBuf>,
     /// Catalog (SQLite cache) path; default ~/.cache/vault/<vault id>.sqlite.
     #[arg(long, global = true, env = "VAULT_CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -54,11 +62,20 @@ impl Common {
         Ok(KeySource {
             writer_key: self.writer_key.clone().or(cfg.writer_key),
             identity: self.identity.clone().or(cfg.identity),
+            trust: TrustOptions {
+                fingerprint: self.fingerprint.clone().or(cfg.fingerprint),
+                known_vaults: Some(
+                    self.known_vaults
+                        .clone()
+                        .or(cfg.known_vaults)
+                        .unwrap_or_else(vault::trust::default_known_vaults),
+                ),
+            },
         })
     }
 
     pub async fn vault(&self) -> Result<Vault> {
-        Vault::open(self.store()?, &self.keys()?).await
+        open_vault(self.store()?, &self.keys()?).await
     }
 
     /// Open the catalog and bring it up to date with the vault.
@@ -75,4 +92,13 @@ impl Common {
         }
         Ok(c)
     }
+}
+
+/// Open a vault and tell the operator when it was trusted on first use.
+pub async fn open_vault(store: Store, keys: &KeySource) -> Result<Vault> {
+    let vault = Vault::open(store, keys).await?;
+    if let Some(notice) = &vault.trust.notice {
+        eprintln!("vaultctl: {notice}");
+    }
+    Ok(vault)
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use vault::repo::{KeySource, Vault};
+use vault::repo::Vault;
 use vault::source::selection::SelectionField;
 use vault::store::Store;
 
@@ -46,6 +46,9 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
         out.push(loc.problem("repo", "is empty: set the vault URL (/path, file:///path or s3://bucket/prefix)"));
     } else if let Err(e) = Store::open(&g.repo, &g.s3) {
         out.push(loc.problem("repo", e));
+    }
+    if let Some(Err(e)) = g.fingerprint.as_deref().map(vault::trust::Fingerprint::parse) {
+        out.push(loc.problem("fingerprint", e));
     }
     if g.host
         .as_ref()
@@ -336,10 +339,7 @@ pub async fn vault_problems(cfg: &DaemonConfig, loc: &Locator) -> Vec<Problem> {
         Ok(s) => s,
         Err(e) => return vec![loc.problem("repo", e)],
     };
-    let keys = KeySource {
-        writer_key: Some(g.writer_key.clone()),
-        identity: None,
-    };
+    let keys = g.key_source();
     match Vault::open(store, &keys).await {
         Ok(v) if !v.config.store.conditional_create => cfg
             .jobs
@@ -353,6 +353,7 @@ pub async fn vault_problems(cfg: &DaemonConfig, loc: &Locator) -> Vec<Problem> {
             })
             .collect(),
         Ok(_) => Vec::new(),
+        Err(e) if e.kind == vault::ErrorKind::Key && e.what.contains("fingerprint") => vec![loc.problem("fingerprint", e)],
         Err(e) if e.kind == vault::ErrorKind::Key => vec![loc.problem("writer_key", e)],
         Err(e) => vec![loc.problem("repo", e)],
     }

@@ -39,6 +39,11 @@ pub struct Global {
     pub catalog: Option<PathBuf>,
     /// The name this host records in snapshots and slot claims; default the system hostname.
     pub host: Option<String>,
+    /// The vault's fingerprint as `vaultctl init` printed it: the daemon refuses a vault whose
+    /// recipients or writer key do not match it (docs/FORMAT.md section 2a).
+    pub fingerprint: Option<String>,
+    /// Where the daemon remembers the vaults it has opened; default ~/.config/vault/known_vaults.json.
+    pub known_vaults: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Options,
     #[serde(default)]
@@ -48,6 +53,20 @@ pub struct Global {
     /// At SIGTERM, give running captures this long to finish before abandoning them.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+}
+
+impl Global {
+    /// The keys and trust the daemon opens the vault with.
+    pub fn key_source(&self) -> vault::repo::KeySource {
+        vault::repo::KeySource {
+            writer_key: Some(self.writer_key.clone()),
+            identity: None,
+            trust: vault::trust::TrustOptions {
+                fingerprint: self.fingerprint.clone(),
+                known_vaults: Some(self.known_vaults.clone().unwrap_or_else(vault::trust::default_known_vaults)),
+            },
+        }
+    }
 }
 
 fn default_grace() -> u64 {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use vault::catalog::{self, Catalog};
-use vault::repo::{KeySource, Vault};
+use vault::repo::Vault;
 use vault::store::Store;
 use vault::{Error, Result};
 
@@ -133,11 +133,11 @@ fn start_loop(d: &Arc<Daemon>, job: JobConfig) -> JobLoop {
 pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<Daemon>> {
     let g = &cfg.global;
     let store = Store::open(&g.repo, &g.s3)?;
-    let keys = KeySource {
-        writer_key: Some(g.writer_key.clone()),
-        identity: None,
-    };
+    let keys = g.key_source();
     let vault = Vault::open(store, &keys).await?;
+    if let Some(notice) = &vault.trust.notice {
+        tracing::warn!("{notice}");
+    }
     let path = g.catalog.clone().unwrap_or_else(|| catalog::default_path(&vault.config.vault_id));
     let mut cat = Catalog::open(&path, &vault.config.vault_id)?;
     for u in cat.sync(&vault).await?.unreadable {

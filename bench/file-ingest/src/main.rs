@@ -51,7 +51,7 @@ async fn main() {
 
 async fn run(repo: &str, writer_key: PathBuf, catalog_path: &std::path::Path, file: &std::path::Path, piece: usize) -> vault::Result<()> {
     let store = Store::open(repo, &S3Options::default())?;
-    let vault = Vault::open(store, &KeySource { writer_key: Some(writer_key), identity: None }).await?;
+    let vault = Vault::open(store, &KeySource { writer_key: Some(writer_key), ..Default::default() }).await?;
     let mut catalog = Catalog::open(catalog_path, &vault.config.vault_id)?;
     catalog.sync(&vault).await?;
 

@@ -112,6 +112,7 @@ pub async fn ingest_stream<S>(
 where
     S: Stream<Item = Result<Bytes>> + Unpin,
 {
+    vault.check_may_write("a backup")?;
     let started = Instant::now();
     let (mut sink, packer) = packing::start(vault, catalog.known_chunks()?);
     let chunker = vault.chunker();

@@ -82,6 +82,7 @@ fn chunk_bytes(chunker: &crate::chunker::Chunker, sink: &mut packing::ChunkSink,
 
 /// `vaultctl backup files`.
 pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptions, bopts: &BackupOptions) -> Result<FilesBackupReport> {
+    vault.check_may_write("a backup")?;
     let started = std::time::Instant::now();
     if !opts.root.is_dir() {
         return Err(Error::usage(format!("capture root {} is not a directory", opts.root.display())));

@@ -52,9 +52,15 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     opts.chunker.max_size = avg * 4;
     let (v, writer) = Vault::init(store, &opts).await?;
     super::write_secret_file(&a.writer_key_out, &writer.to_file_text())?;
+    let fingerprint = v.fingerprint().to_string();
+    // This host made the vault: remember it as vouched for by its fingerprint.
+    let mut trust = c.keys()?.trust;
+    trust.fingerprint = Some(fingerprint.clone());
+    vault::trust::check(&v.store.describe(), &v.config, &trust, true)?;
     if c.json {
         output::json(&serde_json::json!({
             "vault_id": v.config.vault_id,
+            "fingerprint": fingerprint,
             "repo": v.store.describe(),
             "writer_key": a.writer_key_out,
             "recipients": v.config.recipients,
@@ -63,6 +69,10 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     } else {
         println!("created vault {} in {}", v.config.vault_id, v.store.describe());
         println!("writer key written to {} (mode 0600)", a.writer_key_out.display());
+        println!("vault fingerprint: {fingerprint}");
+        println!(
+            "  keep it with the operator identity: a host that has not opened this vault before needs it (--fingerprint or VAULT_FINGERPRINT) to recover the writer key or back up with an identity, and should be given it to restore"
+        );
         if !v.config.store.conditional_create {
             println!("note: this store does not honour conditional create; concurrent writers are not protected");
         }
