@@ -9,9 +9,10 @@ use std::str::FromStr;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use rand::RngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::format::{Id, META_MAGIC, MetaKind};
+use crate::format::{Id, MAX_METADATA_SIZE, META_MAGIC, MetaKind};
 
 const CTX_CHUNK_ID: &str = "vault 2026-11 chunk id";
 const CTX_GEAR: &str = "vault 2026-11 chunker gear";
@@ -28,10 +29,16 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-/// The writer key `W` and everything derived from it. Debug output never shows the secret.
+/// The writer key `W` and everything derived from it. Debug output never shows the secret. The
+/// secrets live on the heap (a move copies only the pointer) and are wiped when dropped.
 #[derive(Clone)]
 pub struct WriterKey {
     pub vault_id: [u8; 16],
+    keys: Box<WriterSecrets>,
+}
+
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+struct WriterSecrets {
     secret: [u8; 32],
     chunk_id_key: [u8; 32],
     meta_key: [u8; 32],
@@ -44,13 +51,22 @@ impl fmt::Debug for WriterKey {
 }
 
 impl WriterKey {
-    pub fn new(vault_id: [u8; 16], secret: [u8; 32]) -> Self {
-        WriterKey {
+    pub fn new(vault_id: [u8; 16], mut secret: [u8; 32]) -> Self {
+        let key = WriterKey {
             vault_id,
-            secret,
-            chunk_id_key: blake3::derive_key(CTX_CHUNK_ID, &secret),
-            meta_key: blake3::derive_key(CTX_META, &secret),
-        }
+            keys: Box::new(WriterSecrets {
+                secret,
+                chunk_id_key: blake3::derive_key(CTX_CHUNK_ID, &secret),
+                meta_key: blake3::derive_key(CTX_META, &secret),
+            }),
+        };
+        secret.zeroize();
+        key
+    }
+
+    /// A key derived from `W` for one purpose, wiped when dropped.
+    fn derived(&self, context: &str) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(blake3::derive_key(context, &self.keys.secret))
     }
 
     pub fn generate(vault_id: [u8; 16]) -> Self {
@@ -59,12 +75,12 @@ impl WriterKey {
 
     /// Keyed BLAKE3 chunk ID.
     pub fn chunk_id(&self, plaintext: &[u8]) -> Id {
-        Id(*blake3::keyed_hash(&self.chunk_id_key, plaintext).as_bytes())
+        Id(*blake3::keyed_hash(&self.keys.chunk_id_key, plaintext).as_bytes())
     }
 
     /// The chunker's secret gear table.
     pub fn gear_table(&self) -> [u64; 256] {
-        let key = blake3::derive_key(CTX_GEAR, &self.secret);
+        let key = self.derived(CTX_GEAR);
         let mut xof = blake3::Hasher::new_keyed(&key).finalize_xof();
         let mut bytes = [0u8; 256 * 8];
         xof.fill(&mut bytes);
@@ -76,29 +92,29 @@ impl WriterKey {
     }
 
     pub fn config_mac(&self, canonical: &[u8]) -> String {
-        let key = blake3::derive_key(CTX_CONFIG_MAC, &self.secret);
+        let key = self.derived(CTX_CONFIG_MAC);
         blake3::keyed_hash(&key, canonical).to_hex().to_string()
     }
 
     pub fn key_check(&self) -> String {
-        hex::encode(&blake3::derive_key(CTX_KEY_CHECK, &self.secret)[..16])
+        hex::encode(&self.derived(CTX_KEY_CHECK)[..16])
     }
 
     /// A job's name as it appears in object names (claims): keyed, so the store does not learn
     /// job names.
     pub fn job_tag(&self, job: &str) -> String {
-        let key = blake3::derive_key(CTX_JOB_TAG, &self.secret);
+        let key = self.derived(CTX_JOB_TAG);
         hex::encode(&blake3::keyed_hash(&key, job.as_bytes()).as_bytes()[..16])
     }
 
-    /// The writer key file's text (section 9).
-    pub fn to_file_text(&self) -> String {
-        format!(
+    /// The writer key file's text (section 9), wiped when dropped.
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
             "# vault writer key for vault {}: keep secret, mode 0600\n{WRITER_KEY_PREFIX}{}-{}\n",
             hex::encode(self.vault_id),
             hex::encode(self.vault_id),
-            hex::encode(self.secret)
-        )
+            hex::encode(self.keys.secret)
+        ))
     }
 
     pub fn parse_file_text(text: &str, origin: &str) -> Result<Self> {
@@ -129,14 +145,17 @@ impl WriterKey {
 
     /// Seal a metadata object (section 8).
     pub fn seal_meta(&self, kind: MetaKind, json: &[u8]) -> Vec<u8> {
-        let compressed = zstd::bulk::compress(json, 3).expect("zstd compress into memory");
+        self.seal_compressed_meta(kind, &zstd::bulk::compress(json, 3).expect("zstd compress into memory"))
+    }
+
+    fn seal_compressed_meta(&self, kind: MetaKind, compressed: &[u8]) -> Vec<u8> {
         let nonce: [u8; 24] = random_bytes();
         let aad = self.meta_aad(kind);
-        let ct = XChaCha20Poly1305::new((&self.meta_key).into())
+        let ct = XChaCha20Poly1305::new((&self.keys.meta_key).into())
             .encrypt(
                 (&nonce).into(),
                 Payload {
-                    msg: &compressed,
+                    msg: compressed,
                     aad: &aad,
                 },
             )
@@ -163,7 +182,7 @@ impl WriterKey {
             )));
         }
         let aad = self.meta_aad(kind);
-        let plain = XChaCha20Poly1305::new((&self.meta_key).into())
+        let plain = XChaCha20Poly1305::new((&self.keys.meta_key).into())
             .decrypt(
                 bytes[9..33].into(),
                 Payload {
@@ -176,7 +195,18 @@ impl WriterKey {
                     "{what} failed authentication: it was corrupted, or it belongs to another vault or writer key"
                 ))
             })?;
-        zstd::stream::decode_all(&plain[..]).context(ErrorKind::Integrity, || format!("{what}: bad zstd payload"))
+        let decoder = zstd::stream::read::Decoder::new(&plain[..]).context(ErrorKind::Integrity, || format!("{what}: bad zstd payload"))?;
+        let mut json = Vec::new();
+        decoder
+            .take(MAX_METADATA_SIZE + 1)
+            .read_to_end(&mut json)
+            .context(ErrorKind::Integrity, || format!("{what}: bad zstd payload"))?;
+        if json.len() as u64 > MAX_METADATA_SIZE {
+            return Err(Error::integrity(format!(
+                "{what} decompresses to more than {MAX_METADATA_SIZE} bytes: it is damaged or forged"
+            )));
+        }
+        Ok(json)
     }
 
     fn meta_aad(&self, kind: MetaKind) -> [u8; 17] {
@@ -187,18 +217,24 @@ impl WriterKey {
     }
 }
 
-/// A pack's content key: random, single-use, wrapped to the recipients and then forgotten.
-pub struct PackKey([u8; 32]);
+/// A pack's content key: random, single-use, wrapped to the recipients and then forgotten. On the
+/// heap (moves copy the pointer only) and wiped when dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct PackKey(Box<[u8; 32]>);
 
 impl PackKey {
     pub fn generate() -> Self {
-        PackKey(random_bytes())
+        let mut key = PackKey(Box::new([0u8; 32]));
+        rand::rngs::OsRng.fill_bytes(&mut key.0[..]);
+        key
     }
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
-        let arr: [u8; 32] = b
-            .try_into()
-            .map_err(|_| Error::integrity("unwrapped pack key has the wrong length"))?;
-        Ok(PackKey(arr))
+        if b.len() != 32 {
+            return Err(Error::integrity("unwrapped pack key has the wrong length"));
+        }
+        let mut key = PackKey(Box::new([0u8; 32]));
+        key.0.copy_from_slice(b);
+        Ok(key)
     }
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -218,7 +254,7 @@ impl PackKey {
     }
 
     pub fn seal_blob(&self, vault_id: &[u8; 16], seq: u32, chunk: &Id, plaintext: &[u8]) -> Vec<u8> {
-        ChaCha20Poly1305::new((&self.0).into())
+        ChaCha20Poly1305::new((&*self.0).into())
             .encrypt(
                 (&Self::nonce(seq)).into(),
                 Payload {
@@ -231,7 +267,7 @@ impl PackKey {
 
     /// `None` when the blob fails authentication.
     pub fn open_blob(&self, vault_id: &[u8; 16], seq: u32, chunk: &Id, ct: &[u8]) -> Option<Vec<u8>> {
-        ChaCha20Poly1305::new((&self.0).into())
+        ChaCha20Poly1305::new((&*self.0).into())
             .decrypt(
                 (&Self::nonce(seq)).into(),
                 Payload {
@@ -295,7 +331,8 @@ impl Identities {
     }
 
     /// Decrypt an age-wrapped object; `what` names it in errors.
-    pub fn unwrap(&self, bytes: &[u8], what: &str) -> Result<Vec<u8>> {
+    /// Decrypt an age file (a pack key, the writer key): the plaintext is wiped when dropped.
+    pub fn unwrap(&self, bytes: &[u8], what: &str) -> Result<Zeroizing<Vec<u8>>> {
         let dec = age::Decryptor::new(bytes).context(ErrorKind::Integrity, || format!("{what} is not a valid age file"))?;
         let mut r = dec.decrypt(self.0.iter().map(|i| i as &dyn age::Identity)).map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => Error::key(format!(
@@ -304,7 +341,8 @@ impl Identities {
             .hint("use an identity whose recipient was given to `vaultctl init --recipient`"),
             other => Error::integrity(format!("{what} could not be decrypted")).with_source(other),
         })?;
-        let mut out = Vec::new();
+        // Room for a writer key file without growing (a reallocation would leave a copy behind).
+        let mut out = Zeroizing::new(Vec::with_capacity(4096));
         r.read_to_end(&mut out)
             .context(ErrorKind::Integrity, || format!("{what} is corrupt (age payload)"))?;
         Ok(out)
@@ -329,11 +367,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metadata_that_decompresses_beyond_the_limit_is_refused() {
+        let k = WriterKey::generate(random_bytes());
+        // A zstd bomb: many copies of one small frame of 64 MiB of zeros.
+        let frame = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+        let bomb: Vec<u8> = std::iter::repeat_n(&frame[..], (MAX_METADATA_SIZE / (64 << 20)) as usize + 1)
+            .flatten()
+            .copied()
+            .collect();
+        assert!(bomb.len() < 1 << 20);
+        let sealed = k.seal_compressed_meta(MetaKind::Index, &bomb);
+        let err = k.open_meta(MetaKind::Index, &sealed, "index/x").unwrap_err();
+        assert!(err.to_string().contains("decompresses to more than"), "{err}");
+        let ok = k.seal_meta(MetaKind::Index, b"{}");
+        assert_eq!(k.open_meta(MetaKind::Index, &ok, "index/y").unwrap(), b"{}");
+    }
+
+    #[test]
     fn writer_key_file_round_trip() {
         let k = WriterKey::generate(random_bytes());
         let k2 = WriterKey::parse_file_text(&k.to_file_text(), "test").unwrap();
         assert_eq!(k.key_check(), k2.key_check());
-        assert!(!format!("{k:?}").contains(&hex::encode(k.secret)));
+        assert!(!format!("{k:?}").contains(&hex::encode(k.keys.secret)));
         assert!(WriterKey::parse_file_text("VAULT-WRITER-KEY-1-zz", "t").is_err());
     }
 
@@ -358,7 +413,7 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let ids = Identities::load(&p).unwrap();
         let wrapped = Recipients::parse(&[rec]).unwrap().wrap(b"secret");
-        assert_eq!(ids.unwrap(&wrapped, "x").unwrap(), b"secret");
+        assert_eq!(ids.unwrap(&wrapped, "x").unwrap().as_slice(), b"secret");
         let (_, other) = generate_identity();
         let wrapped2 = Recipients::parse(&[other]).unwrap().wrap(b"secret");
         assert_eq!(ids.unwrap(&wrapped2, "x").unwrap_err().kind, ErrorKind::Key);

@@ -22,6 +22,13 @@ pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
 pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
 pub const META_MAGIC: &[u8; 8] = b"VLTMETA1";
 
+/// The largest chunk any vault may have (the chunker's `max_size` is at most this). A blob whose
+/// index entry claims more is refused before anything is allocated for it.
+pub const MAX_CHUNK_SIZE: u32 = 8 << 20;
+/// The largest decompressed metadata object (index segment, manifest, trailer, claim) a reader
+/// accepts, so a hostile object cannot make it allocate without bound.
+pub const MAX_METADATA_SIZE: u64 = 256 << 20;
+
 /// A 32-byte identifier (chunk ID, object hash) shown as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(pub [u8; 32]);

@@ -4,7 +4,9 @@ use bytes::Bytes;
 
 use crate::crypto::{Identities, PackKey, Recipients, WriterKey};
 use crate::error::{Error, Result};
-use crate::format::{BLOB_RAW, BLOB_ZSTD, BlobEntry, Id, IndexPack, MetaKind, PACK_END_MAGIC, PACK_MAGIC, PackTrailer, PackType};
+use crate::format::{
+    BLOB_RAW, BLOB_ZSTD, BlobEntry, Id, IndexPack, MAX_CHUNK_SIZE, MetaKind, PACK_END_MAGIC, PACK_MAGIC, PackTrailer, PackType,
+};
 
 /// Builds one pack in memory. The pack key lives only inside this value.
 pub struct PackWriter {
@@ -147,6 +149,13 @@ pub fn read_trailer(bytes: &[u8], writer: &WriterKey, what: &str) -> Result<Pack
 
 /// Decrypt, decompress and authenticate one blob. `blob` is exactly the stored bytes of the entry.
 pub fn open_blob(key: &PackKey, writer: &WriterKey, entry: &BlobEntry, blob: &[u8], what: &str) -> Result<Vec<u8>> {
+    if entry.raw_length > MAX_CHUNK_SIZE {
+        return Err(Error::integrity(format!(
+            "chunk {} in pack {what} claims {} bytes, more than any chunk can have ({MAX_CHUNK_SIZE}): its index entry is damaged or forged",
+            entry.id.short(),
+            entry.raw_length
+        )));
+    }
     let plain = key.open_blob(&writer.vault_id, entry.offset, &entry.id, blob).ok_or_else(|| {
         Error::integrity(format!(
             "chunk {} in pack {what} failed authentication (corrupted)",
@@ -212,5 +221,11 @@ mod tests {
         let mut blob = bytes[e.offset as usize..(e.offset + e.length) as usize].to_vec();
         blob[3] ^= 0x40;
         assert!(open_blob(&key, &wk, e, &blob, "p").is_err());
+        // An index entry that claims a huge chunk is refused before anything is allocated.
+        let mut huge = entry.blobs[0].clone();
+        huge.raw_length = u32::MAX;
+        let blob = &bytes[huge.offset as usize..(huge.offset + huge.length) as usize];
+        let err = open_blob(&key, &wk, &huge, blob, "p").unwrap_err();
+        assert!(err.to_string().contains("more than any chunk can have"), "{err}");
     }
 }

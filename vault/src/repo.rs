@@ -82,7 +82,7 @@ impl Vault {
     pub async fn init(store: Store, opts: &InitOptions) -> Result<(Vault, WriterKey)> {
         let recipients = Recipients::parse(&opts.recipients)?;
         let c = &opts.chunker;
-        if !(c.min_size >= 64 && c.min_size < c.avg_size && c.avg_size < c.max_size && c.max_size <= 8 << 20) {
+        if !(c.min_size >= 64 && c.min_size < c.avg_size && c.avg_size < c.max_size && c.max_size <= format::MAX_CHUNK_SIZE) {
             return Err(Error::usage("chunker sizes must satisfy 64 <= min < avg < max <= 8 MiB"));
         }
         if !(1..=19).contains(&opts.zstd_level) || !(1..=opts.zstd_level).contains(&opts.zstd_min_level) {
