@@ -24,6 +24,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/vault/vaultd.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 pub const DEFAULT_GRACE_SECS: u64 = 30;
+pub const DEFAULT_CLAIM_LEASE_SECS: u64 = 60;
 pub const DEFAULT_RETRIES: u32 = 2;
 pub const DEFAULT_BACKOFF_SECS: u64 = 30;
 
@@ -48,10 +49,18 @@ pub struct Global {
     /// At SIGTERM, give running captures this long to finish before abandoning them.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// The lease of a cluster-wide slot's claim: renewed while the run goes on; after it runs out
+    /// with no snapshot, another daemon takes the slot over (docs/FORMAT.md section 3a).
+    #[serde(default = "default_claim_lease")]
+    pub claim_lease_secs: u64,
 }
 
 fn default_grace() -> u64 {
     DEFAULT_GRACE_SECS
+}
+
+fn default_claim_lease() -> u64 {
+    DEFAULT_CLAIM_LEASE_SECS
 }
 
 #[derive(Clone, Debug, Deserialize)]
