@@ -857,6 +857,77 @@ pub(crate) mod tests {
         assert_eq!(last_slot(&every3, t("2026-01-01T10:00:05.900Z")), Some(t("2026-01-01T10:00:03Z")));
     }
 
+    /// A claimant that died mid-slot (its claim's lease runs out, no snapshot): the daemon that
+    /// stood back takes the slot over; when that fails too, the slot is reported as missed, once.
+    #[tokio::test]
+    async fn a_dead_claimants_slot_is_taken_over_and_a_slot_left_without_snapshot_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for root in ["ok", "gone"] {
+            std::fs::create_dir_all(d.join(root).join("etc/app")).unwrap();
+            std::fs::write(d.join(root).join("etc/app/a.conf"), "a=1\n").unwrap();
+        }
+        make_vault(d).await;
+        let config = |host: &str| {
+            format!(
+                "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/{host}.sqlite\"\nhost = \"{host}\"\nclaim_lease_secs = 1\n[[job]]\nname = \"shared\"\nkind = \"files\"\nscope = \"cluster\"\nschedule = \"0 0 * * * *\"\nretries = 0\npaths = [\"/etc/app\"]\nroot = \"{0}/ok\"\n[[job]]\nname = \"broken\"\nkind = \"files\"\nscope = \"cluster\"\nschedule = \"0 0 * * * *\"\nretries = 0\npaths = [\"/etc/app\"]\nroot = \"{0}/gone\"\n",
+                d.display()
+            )
+        };
+        let (dead, alive) = (
+            open(crate::config::parse(&config("master-1")).config.unwrap(), vec![])
+                .await
+                .unwrap(),
+            open(crate::config::parse(&config("master-2")).config.unwrap(), vec![])
+                .await
+                .unwrap(),
+        );
+        let jobs = alive.cfg.jobs.clone();
+        let slot = DateTime::parse_from_rfc3339("2026-11-25T22:00:00Z").unwrap().with_timezone(&Utc);
+        // master-1 claims both slots, then dies.
+        for job in &jobs {
+            dead.vault.claim_slot(&job.name, slot, &dead.claimant()).await.unwrap();
+        }
+        std::fs::remove_dir_all(d.join("gone")).unwrap();
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let until = Utc::now() + chrono::Duration::seconds(6);
+        let watch = |job: JobConfig| {
+            let (alive, mut stopping) = (alive.clone(), stopping.clone());
+            async move {
+                let id = alive.runs.begin(&job.name, Trigger::Schedule, Some(slot));
+                let stood_back = run_once(&alive, &job, &id, None).await;
+                assert_eq!(stood_back.state, RunState::Skipped, "{stood_back:?}");
+                assert_eq!(stood_back.claimed_by.as_deref(), Some("master-1"));
+                watch_slot(&alive, &job, stood_back, Some(until), &mut stopping).await;
+            }
+        };
+        tokio::join!(watch(jobs[0].clone()), watch(jobs[1].clone()));
+        let takeovers: Vec<_> = alive
+            .runs
+            .recent(None, 10)
+            .into_iter()
+            .filter(|r| r.trigger == Trigger::Takeover)
+            .map(|r| (r.job, r.state))
+            .collect();
+        assert_eq!(takeovers.len(), 2, "{takeovers:?}");
+        assert!(takeovers.contains(&("shared".into(), RunState::Success)), "{takeovers:?}");
+        assert!(takeovers.contains(&("broken".into(), RunState::Failure)), "{takeovers:?}");
+        let mut cat = alive.catalog.lock().await;
+        cat.sync(&alive.vault).await.unwrap();
+        assert_eq!(cat.snapshot_for_slot("shared", None, slot).unwrap().unwrap().1, "master-2");
+        drop(cat);
+        // The broken slot ended with no snapshot: closed as missed, counted, not claimable again.
+        let (head, _) = alive.vault.slot_holder("broken", slot).await.unwrap();
+        let head = head.unwrap();
+        assert!(head.missed && head.daemon == alive.daemon_id, "{head:?}");
+        let text = render_metrics(&alive.stats.lock().unwrap(), None);
+        assert!(text.contains("vault_job_missed_slots_total{job=\"broken\"} 1\n"), "{text}");
+        assert!(text.contains("vault_job_missed_slots_total{job=\"shared\"} 0\n"), "{text}");
+        assert!(text.contains("vault_job_slot_takeovers_total{job=\"shared\"} 1\n"), "{text}");
+        let again = dead.vault.claim_slot("broken", slot, &dead.claimant()).await.unwrap();
+        assert!(matches!(again.outcome, vault::claim::ClaimOutcome::Closed(_)), "{again:?}");
+    }
+
     /// Two daemons (two hosts) sharing a vault: the cluster-wide job's slot runs on one of them,
     /// the per-host job on both; the snapshot records its slot.
     #[tokio::test]
