@@ -133,7 +133,8 @@ pub struct JobConfig {
     /// Each run starts up to this many seconds (chosen at random) after its slot.
     #[serde(default)]
     pub jitter_secs: u64,
-    /// A run still going after this many seconds is aborted (nothing is committed).
+    /// A run still going after this many seconds is aborted (a write under way may still land;
+    /// the run record says what the vault holds).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
     /// A run that fails with a transient error (store, source, I/O) is tried again this many times.

@@ -3,7 +3,8 @@
 //! [`crate::metrics`].
 //!
 //! At SIGTERM no new run starts; running captures get `shutdown_grace_secs` to finish, then are
-//! abandoned (nothing of them is committed: the manifest is a capture's last write).
+//! abandoned (the manifest is a capture's last write: nothing of them is committed unless that
+//! write was under way).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -224,7 +225,7 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
     let grace = Duration::from_secs(d.cfg.global.shutdown_grace_secs);
     for job in stop(&d, grace).await {
         tracing::warn!(
-            "job {job}: its running capture was abandoned after the shutdown grace period of {}s; nothing of it was committed",
+            "job {job}: its running capture was abandoned after the shutdown grace period of {}s; it committed no snapshot unless its last write was under way",
             grace.as_secs()
         );
     }

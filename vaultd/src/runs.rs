@@ -37,7 +37,8 @@ pub enum RunState {
     Timeout,
     /// A cluster-wide slot another daemon holds (or that was closed as missed): not run here.
     Skipped,
-    /// Still running when the daemon stopped; nothing committed.
+    /// Still running when the daemon stopped (nothing committed unless its manifest write was
+    /// under way).
     Abandoned,
 }
 

@@ -668,7 +668,8 @@ pub(crate) mod tests {
     use crate::metrics::render_metrics;
     use crate::run::{open, start_jobs, stop};
 
-    /// A run that outlives its job's timeout is aborted and counted as "timeout"; nothing is committed.
+    /// A run that outlives its job's timeout is aborted and counted as "timeout"; the record says
+    /// the vault held no snapshot of it.
     #[tokio::test]
     async fn a_run_past_its_timeout_is_aborted_and_counted() {
         let dir = tempfile::tempdir().unwrap();
@@ -685,8 +686,10 @@ pub(crate) mod tests {
         let job = cfg.jobs[0].clone();
         let daemon = open(cfg, vec![]).await.unwrap();
         let started = Instant::now();
-        run_now(&daemon, &job).await;
+        let r = run_now(&daemon, &job).await;
         assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(r.error.as_deref().unwrap().contains("held no snapshot"), "{r:?}");
+        assert_eq!(r.snapshot, None);
         let stats = daemon.stats.lock().unwrap()["slow"].clone();
         assert_eq!(stats.outcomes.get("timeout"), Some(&1), "{stats:?}");
         assert!(stats.last_attempt.is_some() && stats.last_success.is_none() && !stats.running);
