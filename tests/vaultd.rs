@@ -380,3 +380,125 @@ fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
         .failed()
         .mentions(&["vaultd is not answering", "systemctl status vaultd"]);
 }
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that forwards everything at once, except that
+/// the answer to a request whose first line contains `slow` (e.g. `PUT .../snapshots/`) is held
+/// back for `delay`: the server has done the work, the client hears of it late.
+fn slow_answer_proxy(upstream: u16, slow: &'static str, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let hold = Arc::new(AtomicBool::new(false));
+            let held = hold.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = client_r.read(&mut buf) {
+                    let first_line = buf[..n].split(|&b| b == b'\n').next().unwrap_or_default();
+                    if String::from_utf8_lossy(first_line).contains(slow) {
+                        held.store(true, Ordering::SeqCst);
+                    }
+                    if server_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server_w.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = server.read(&mut buf) {
+                    if hold.swap(false, Ordering::SeqCst) {
+                        std::thread::sleep(delay);
+                    }
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A run whose timeout fires while its manifest is being written (the S3 server stored it, its
+/// answer is late) committed a snapshot: its run record says so instead of "nothing committed".
+#[test]
+fn a_run_that_times_out_while_committing_records_its_snapshot() {
+    let tmp = tempdir("vaultd-timeout");
+    let dir = tmp.path();
+    let moto = vault_e2e::Moto::start();
+    moto.create_bucket("late");
+    let mut ctl = Ctl::new(&dir.join("ctl"), "s3://late/vault", moto.env());
+    ctl.setup(&[]);
+    let proxy = slow_answer_proxy(
+        moto.endpoint().rsplit(':').next().unwrap().parse().unwrap(),
+        "/snapshots/",
+        Duration::from_secs(8),
+    );
+    let host = dir.join("host");
+    std::fs::create_dir_all(host.join("etc/app")).unwrap();
+    std::fs::write(host.join("etc/app/a.conf"), "a=1\n").unwrap();
+    let token = "timeout-test-token";
+    write_private(&dir.join("token"), token);
+    let port = free_port();
+    let config = dir.join("vaultd.toml");
+    write_private(
+        &config,
+        &format!(
+            r#"repo = "s3://late/vault"
+writer_key = "{wk}"
+catalog = "{catalog}"
+[s3]
+endpoint = "http://127.0.0.1:{proxy}"
+region = "us-east-1"
+access_key_id = "test"
+secret_access_key = "test"
+allow_http = true
+[http]
+listen = "127.0.0.1:{port}"
+token_file = "{token_file}"
+[[job]]
+name = "conf"
+kind = "files"
+schedule = "0 0 0 1 1 *"
+timeout_secs = 4
+retries = 0
+paths = ["/etc/app"]
+root = "{root}"
+"#,
+            wk = ctl.writer_key.display(),
+            catalog = dir.join("catalog.sqlite").display(),
+            token_file = dir.join("token").display(),
+            root = host.display(),
+        ),
+    );
+    let mut daemon = Proc::spawn("vaultd", &mut vaultd_run(&config), &dir.join("vaultd.log"));
+    wait_for(Duration::from_secs(30), Duration::from_millis(100), || get(port, "/healthz", None))
+        .unwrap_or_else(|| panic!("vaultd did not come up:\n{}", daemon.log_tail(30)));
+    let (code, body) = request(port, "POST", "/v1/jobs/conf/run", Some(token)).expect("POST run");
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["run"].as_str().unwrap().to_string();
+    let run = wait_for(Duration::from_secs(40), Duration::from_millis(200), || {
+        let (_, body) = get(port, &format!("/v1/runs/{id}"), Some(token))?;
+        let run: Value = serde_json::from_str(&body).ok()?;
+        (run["state"] != "running").then_some(run)
+    })
+    .unwrap_or_else(|| panic!("the run did not end:\n{}", daemon.log_tail(30)));
+    assert!(daemon.terminate(Duration::from_secs(30)).is_some_and(|s| s.success()));
+    let snaps = ctl.snapshots();
+    assert_eq!(snaps.len(), 1, "the manifest reached the server: {snaps:?}");
+    assert_eq!(run["state"], "timeout", "{run:#}");
+    assert_eq!(run["snapshot"], snaps[0]["id"], "{run:#}\n{}", daemon.log_tail(20));
+    assert!(run["error"].as_str().unwrap().contains("was committed"), "{run:#}");
+    assert!(vaultd_log(&dir.join("vaultd.log")).contains("was committed"));
+}

@@ -28,6 +28,8 @@ fn config(dir: &Path, i: usize, ctl: &Ctl, moto: &Moto, endpoints: &[String], po
 writer_key = "{wk}"
 catalog = "{catalog}"
 host = "master-{i}"
+# Short enough that a run renews its claim's lease while it goes on.
+claim_lease_secs = 2
 [s3]
 endpoint = "{s3}"
 region = "us-east-1"
@@ -153,9 +155,18 @@ fn daemons_sharing_a_vault_take_the_cluster_snapshot_once_per_slot() {
     let claims = moto.list_keys("cluster", "vault/claims/");
     assert!(claims.len() >= per_slot.len(), "{claims:?}");
     assert!(claims.iter().all(|c| !c.contains("etcd")), "{claims:?}");
-    // The logs say who took each slot (no jitter: the daemons race for every claim).
+    // The logs say who took each slot (no jitter: the daemons race for every claim); every daemon
+    // has an ID of its own, so none mistakes another for itself.
     let all_logs: String = daemons.iter().map(|d| std::fs::read_to_string(d.log()).unwrap()).collect();
     assert!(all_logs.contains("was claimed by master-"), "{all_logs}");
+    assert!(
+        !all_logs.contains("ANOTHER daemon") && !all_logs.contains("lost the claim"),
+        "{all_logs}"
+    );
+    let ids: BTreeSet<String> = (1..=DAEMONS)
+        .map(|i| std::fs::read_to_string(dir.join(format!("catalog-{i}.sqlite.daemon-id"))).unwrap())
+        .collect();
+    assert_eq!(ids.len(), DAEMONS, "{ids:?}");
     // The vault verifies clean.
     ctl.writer(&["verify", "--all", "--read-data"]).ok();
 }

@@ -489,21 +489,36 @@ pub enum MetaKind {
     SlotClaim = 4,
 }
 
-/// A claim on one schedule slot of a cluster-wide job (section 3a): whoever creates the claim
-/// object first runs the slot.
+/// One generation of the claim on a schedule slot of a cluster-wide job (section 3a): whoever
+/// creates a generation's object first holds the slot until `expires`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SlotClaim {
     pub job: String,
     pub slot: chrono::DateTime<chrono::Utc>,
+    /// Which generation of the slot's claim this is (0 for the first; it is also in the name).
+    #[serde(default)]
+    pub generation: u32,
     pub host: String,
-    /// Random per-process ID of the claiming daemon (tells a retried create apart from a rival).
+    /// The claiming daemon's ID: random, kept by the daemon across restarts (not the host name).
     pub daemon: String,
     pub claimed_at: chrono::DateTime<chrono::Utc>,
+    /// End of the lease: after it, with no snapshot for the slot, another daemon may take the
+    /// slot over by creating the next generation. Absent in claims of older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// The slot passed with no snapshot; this generation only records that (its creator sent the
+    /// alert) and closes the slot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missed: bool,
 }
 
-/// The claim object of a slot: `claims/<job tag>/<slot as Unix seconds>`.
-pub fn claim_name(job_tag: &str, slot: &chrono::DateTime<chrono::Utc>) -> String {
-    format!("{CLAIM_PREFIX}{job_tag}/{}", slot.timestamp())
+/// The object of generation `generation` of a slot's claim: `claims/<job tag>/<slot as Unix
+/// seconds>` for the first, `.<generation>` appended for the next ones.
+pub fn claim_name(job_tag: &str, slot: &chrono::DateTime<chrono::Utc>, generation: u32) -> String {
+    match generation {
+        0 => format!("{CLAIM_PREFIX}{job_tag}/{}", slot.timestamp()),
+        n => format!("{CLAIM_PREFIX}{job_tag}/{}.{n}", slot.timestamp()),
+    }
 }
 
 #[cfg(test)]

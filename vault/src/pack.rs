@@ -222,7 +222,7 @@ mod tests {
         blob[3] ^= 0x40;
         assert!(open_blob(&key, &wk, e, &blob, "p").is_err());
         // An index entry that claims a huge chunk is refused before anything is allocated.
-        let mut huge = entry.blobs[0].clone();
+        let mut huge = entry.blobs[0];
         huge.raw_length = u32::MAX;
         let blob = &bytes[huge.offset as usize..(huge.offset + huge.length) as usize];
         let err = open_blob(&key, &wk, &huge, blob, "p").unwrap_err();

@@ -68,6 +68,9 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
         // A unix socket is created 0600: only the daemon's user reaches it.
         Ok(_) => {}
     }
+    if !(1..=86_400).contains(&g.claim_lease_secs) {
+        out.push(loc.problem("claim_lease_secs", "must be between 1 second and a day"));
+    }
     if let Some(w) = &g.webhook {
         match reqwest::Url::parse(&w.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}

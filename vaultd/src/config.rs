@@ -24,6 +24,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/vault/vaultd.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 pub const DEFAULT_GRACE_SECS: u64 = 30;
+pub const DEFAULT_CLAIM_LEASE_SECS: u64 = 60;
 pub const DEFAULT_RETRIES: u32 = 2;
 pub const DEFAULT_BACKOFF_SECS: u64 = 30;
 
@@ -53,6 +54,10 @@ pub struct Global {
     /// At SIGTERM, give running captures this long to finish before abandoning them.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// The lease of a cluster-wide slot's claim: renewed while the run goes on; after it runs out
+    /// with no snapshot, another daemon takes the slot over (docs/FORMAT.md section 3a).
+    #[serde(default = "default_claim_lease")]
+    pub claim_lease_secs: u64,
 }
 
 impl Global {
@@ -71,6 +76,10 @@ impl Global {
 
 fn default_grace() -> u64 {
     DEFAULT_GRACE_SECS
+}
+
+fn default_claim_lease() -> u64 {
+    DEFAULT_CLAIM_LEASE_SECS
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -143,7 +152,8 @@ pub struct JobConfig {
     /// Each run starts up to this many seconds (chosen at random) after its slot.
     #[serde(default)]
     pub jitter_secs: u64,
-    /// A run still going after this many seconds is aborted (nothing is committed).
+    /// A run still going after this many seconds is aborted (a write under way may still land;
+    /// the run record says what the vault holds).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
     /// A run that fails with a transient error (store, source, I/O) is tried again this many times.

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod daemon_id;
 pub mod listen;
 pub mod metrics;
 pub mod notify;

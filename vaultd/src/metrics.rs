@@ -22,6 +22,12 @@ pub struct JobStats {
     pub retries: u64,
     /// Failed or timed-out runs since the last success.
     pub consecutive_failures: u32,
+    /// Slots of a cluster-wide job taken over from a claimant whose lease ran out.
+    pub takeovers: u64,
+    /// Slots of a cluster-wide job this daemon found passed with no snapshot (and closed).
+    pub missed_slots: u64,
+    /// Slots claimed by another daemon under this daemon's host name.
+    pub duplicate_host_claims: u64,
 }
 
 /// What /metrics reports about the vault as a whole: the catalog's summary and when it was taken.
@@ -110,6 +116,24 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
         "Failed or timed-out runs since the job's last success.",
         "gauge",
         &|s| Some(f64::from(s.consecutive_failures)),
+    );
+    gauge(
+        "vault_job_slot_takeovers_total",
+        "Slots of the cluster-wide job this daemon took over from a claimant whose lease ran out.",
+        "counter",
+        &|s| Some(s.takeovers as f64),
+    );
+    gauge(
+        "vault_job_missed_slots_total",
+        "Slots of the cluster-wide job this daemon found passed with no snapshot (it sent the \"missed\" webhook).",
+        "counter",
+        &|s| Some(s.missed_slots as f64),
+    );
+    gauge(
+        "vault_job_duplicate_host_claims_total",
+        "Slots claimed by another daemon under this daemon's host name (two daemons run as one host: fix their `host`).",
+        "counter",
+        &|s| Some(s.duplicate_host_claims as f64),
     );
     gauge(
         "vault_job_read_bytes_total",

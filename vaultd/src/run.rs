@@ -3,7 +3,8 @@
 //! [`crate::metrics`].
 //!
 //! At SIGTERM no new run starts; running captures get `shutdown_grace_secs` to finish, then are
-//! abandoned (nothing of them is committed: the manifest is a capture's last write).
+//! abandoned (the manifest is a capture's last write: nothing of them is committed unless that
+//! write was under way).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,8 +35,10 @@ pub struct Daemon {
     pub(crate) profile_dirs: Vec<PathBuf>,
     /// The name recorded in snapshots and slot claims.
     pub(crate) host: String,
-    /// Random ID of this daemon process (in claims and run IDs).
-    pub(crate) instance: String,
+    /// The daemon's ID, kept across restarts next to its catalog (in slot claims).
+    pub(crate) daemon_id: String,
+    /// The lease of the slot claims this daemon takes.
+    pub(crate) claim_lease: chrono::Duration,
     pub(crate) runs: Runs,
     /// The settings a SIGHUP reload changes in place.
     pub(crate) live: RwLock<Live>,
@@ -110,6 +113,7 @@ fn restart_only_changes(old: &Global, new: &Global) -> Vec<&'static str> {
         ),
         ("http.listen", differs(&old.http.listen, &new.http.listen)),
         ("shutdown_grace_secs", differs(&old.shutdown_grace_secs, &new.shutdown_grace_secs)),
+        ("claim_lease_secs", differs(&old.claim_lease_secs, &new.claim_lease_secs)),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -149,13 +153,16 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
     }
     let host = g.host.clone().unwrap_or_else(vault::ops::backup::hostname);
     let instance = hex::encode(vault::crypto::random_bytes::<4>());
+    let daemon_id = crate::daemon_id::load_or_create(&crate::daemon_id::path_for(&path))?;
+    let claim_lease = chrono::Duration::seconds(g.claim_lease_secs.clamp(1, 86_400 * 365) as i64);
     let stats = cfg.jobs.iter().map(|j| (j.name.clone(), JobStats::default())).collect();
     let vault_stats = Mutex::new(VaultStats::from_catalog(&cat).ok());
     Ok(Arc::new(Daemon {
         vault_stats,
         host,
         runs: Runs::new(&instance),
-        instance,
+        daemon_id,
+        claim_lease,
         live,
         cfg,
         vault,
@@ -218,7 +225,7 @@ pub async fn run(d: Arc<Daemon>, config_path: PathBuf) -> Result<()> {
     let grace = Duration::from_secs(d.cfg.global.shutdown_grace_secs);
     for job in stop(&d, grace).await {
         tracing::warn!(
-            "job {job}: its running capture was abandoned after the shutdown grace period of {}s; nothing of it was committed",
+            "job {job}: its running capture was abandoned after the shutdown grace period of {}s; it committed no snapshot unless its last write was under way",
             grace.as_secs()
         );
     }
@@ -384,8 +391,18 @@ impl Daemon {
         }
     }
 
+    /// Who this daemon is in slot claims.
+    pub(crate) fn claimant(&self) -> vault::claim::Claimant<'_> {
+        vault::claim::Claimant {
+            host: &self.host,
+            daemon: &self.daemon_id,
+            lease: self.claim_lease,
+        }
+    }
+
     /// After a run: count failures in a row, and send the webhook on a failure and on the first
-    /// success after failures. A skipped slot changes nothing.
+    /// success after failures, and on a slot skipped because another daemon claimed it under this
+    /// daemon's host name. Another skipped slot changes nothing.
     pub(crate) fn finished(&self, job: &JobConfig, run: &RunRecord) {
         let (event, failures, last_success) = {
             let mut stats = self.stats.lock().expect("stats lock");
@@ -400,12 +417,34 @@ impl Daemon {
                     s.consecutive_failures = 0;
                     (before > 0).then_some(webhook::Event::Recovery)
                 }
+                RunState::Skipped if run.claimed_by.as_deref() == Some(self.host.as_str()) => {
+                    s.duplicate_host_claims += 1;
+                    Some(webhook::Event::DuplicateHost)
+                }
                 _ => None,
             };
             (event, s.consecutive_failures.max(before), s.last_success)
         };
+        if let Some(event) = event {
+            self.send_event(event, job, failures, last_success, run);
+        }
+    }
+
+    /// A cluster-wide slot passed with no snapshot, and this daemon closed it: count it and send
+    /// the webhook (`run` is this daemon's last run for the slot).
+    pub(crate) fn missed(&self, job: &JobConfig, run: &RunRecord) {
+        let (failures, last_success) = {
+            let mut stats = self.stats.lock().expect("stats lock");
+            let s = stats.entry(job.name.clone()).or_default();
+            s.missed_slots += 1;
+            (s.consecutive_failures, s.last_success)
+        };
+        self.send_event(webhook::Event::Missed, job, failures, last_success, run);
+    }
+
+    fn send_event(&self, event: webhook::Event, job: &JobConfig, failures: u32, last_success: Option<f64>, run: &RunRecord) {
         let hook = self.live.read().expect("live settings lock").webhook.clone();
-        if let (Some(event), Some(hook)) = (event, hook) {
+        if let Some(hook) = hook {
             hook.send(webhook::Body {
                 event,
                 job: job.name.clone(),

@@ -21,6 +21,8 @@ pub enum Trigger {
     CatchUp,
     /// POST /v1/jobs/{name}/run (`vaultctl run`).
     Api,
+    /// A cluster-wide slot whose claimant's lease ran out with no snapshot: taken over.
+    Takeover,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -30,11 +32,13 @@ pub enum RunState {
     /// A snapshot was committed.
     Success,
     Failure,
-    /// Aborted at the job's timeout; nothing committed.
+    /// Aborted at the job's timeout. A write in flight then is not cancelled: the record's
+    /// `snapshot` says whether the vault held a snapshot of the run shortly after.
     Timeout,
-    /// A cluster-wide slot another daemon claimed first: not run here.
+    /// A cluster-wide slot another daemon holds (or that was closed as missed): not run here.
     Skipped,
-    /// Still running when the daemon stopped; nothing committed.
+    /// Still running when the daemon stopped (nothing committed unless its manifest write was
+    /// under way).
     Abandoned,
 }
 
@@ -83,6 +87,8 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// For a skipped run: the host that claimed the slot.
     pub claimed_by: Option<String>,
+    /// For a skipped run: the ID of the daemon that claimed the slot.
+    pub claimed_by_daemon: Option<String>,
 }
 
 /// The registry: run IDs are `<daemon instance>-<sequence>`, unique across restarts.
@@ -120,6 +126,7 @@ impl Runs {
             bytes_stored: 0,
             error: None,
             claimed_by: None,
+            claimed_by_daemon: None,
         });
         // Forget the oldest finished runs beyond the limit (running ones are kept).
         while g.1.len() > KEPT_RUNS {

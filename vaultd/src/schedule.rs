@@ -7,6 +7,11 @@
 //!
 //! At start-up a job whose last snapshot is older than a slot that has passed (the daemon was down,
 //! or the last runs failed) runs once at once; then it follows its schedule.
+//!
+//! A cluster-wide job's run claims its slot in the vault and renews the claim's lease while it goes
+//! on. A daemon that stood back for another's claim watches the slot until the next one: when the
+//! lease runs out with no snapshot it takes the slot over, and a slot that ends with no snapshot is
+//! reported ("missed") by the first daemon to see it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::OwnedMutexGuard;
 use vault::catalog::Catalog;
-use vault::claim::ClaimOutcome;
+use vault::claim::{ClaimOutcome, lease_end};
 use vault::format::SlotClaim;
 use vault::ops::backup::{BackupOptions, backup_etcd_v3_member};
 use vault::ops::files::{FilesOptions, backup_files};
@@ -51,8 +56,13 @@ pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio
         Ok(None) => {}
         Err(e) => tracing::warn!("job {}: cannot tell whether a run was missed: {e}", job.name),
     }
+    // The end of the last watch: the next slot is the one after it, even if the watch overran.
+    let mut watched_until: Option<DateTime<Utc>> = None;
     loop {
-        let Some(next) = schedule.after(&Utc::now()).next() else {
+        let from = watched_until
+            .take()
+            .map_or_else(Utc::now, |u| u - chrono::Duration::milliseconds(1));
+        let Some(next) = schedule.after(&from).next() else {
             tracing::warn!("job {}: schedule {:?} has no further slot; it stops", job.name, job.schedule);
             return;
         };
@@ -70,8 +80,138 @@ pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio
             return;
         }
         let id = d.runs.begin(&job.name, Trigger::Schedule, Some(next));
-        run_once(&d, &job, &id, None).await;
+        let record = run_once(&d, &job, &id, None).await;
+        if stands_back(&job, &record) {
+            let until = schedule.after(&next).next();
+            watch_slot(&d, &job, record, until, &mut stopping).await;
+            watched_until = until;
+        }
     }
+}
+
+/// Whether a run stood back for another daemon's claim on a cluster-wide slot (so the slot is
+/// watched).
+fn stands_back(job: &JobConfig, r: &RunRecord) -> bool {
+    job.scope() == Some(Scope::Cluster)
+        && r.state == RunState::Skipped
+        && r.snapshot.is_none()
+        && r.claimed_by.is_some()
+        && r.slot.is_some()
+}
+
+/// Watch a slot another daemon holds (`run` is this daemon's skipped run for it) until the job's
+/// next slot `until`: when the holder's lease runs out with no snapshot, take the slot over (once);
+/// at `until`, a slot still without a snapshot whose lease ran out is closed as missed, and the
+/// daemon that closes it sends the webhook.
+pub(crate) async fn watch_slot(
+    d: &Daemon,
+    job: &JobConfig,
+    mut run: RunRecord,
+    until: Option<DateTime<Utc>>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(slot) = run.slot else { return };
+    // The slot ends a second before the next one (so that the next one starts on time).
+    let until = until.unwrap_or(slot + d.claim_lease * 2) - chrono::Duration::seconds(1);
+    let sleep_until = |t: DateTime<Utc>| tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default());
+    loop {
+        let holder = match d.vault.slot_holder(&job.name, slot).await {
+            Ok((holder, _)) => holder,
+            Err(e) => {
+                tracing::warn!(
+                    "job {}: cannot read the claim of slot {}: {e}; not watching it",
+                    job.name,
+                    rfc3339(slot)
+                );
+                return;
+            }
+        };
+        let wake = match &holder {
+            Some(c) if c.missed => return,
+            Some(c) => lease_end(c, d.claim_lease) + chrono::Duration::seconds(1),
+            None => Utc::now(),
+        };
+        if wake >= until {
+            break;
+        }
+        tokio::select! {
+            _ = sleep_until(wake) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        match slot_snapshot(d, job, slot).await {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("job {}: cannot tell whether slot {} has its snapshot: {e}", job.name, rfc3339(slot));
+                return;
+            }
+        }
+        // The holder's lease ran out with no snapshot: try to take over (a renewed lease makes the
+        // run stand back again).
+        let id = d.runs.begin(&job.name, Trigger::Takeover, Some(slot));
+        run = run_once(d, job, &id, None).await;
+        if !stands_back(job, &run) {
+            // This daemon ran the slot (or failed, and said so): one takeover per slot.
+            break;
+        }
+    }
+    tokio::select! {
+        _ = sleep_until(until) => {}
+        _ = stopping.wait_for(|s| *s) => return,
+    }
+    match slot_snapshot(d, job, slot).await {
+        Ok(Some(_)) => {}
+        Ok(None) => match d.vault.close_missed_slot(&job.name, slot, &d.claimant()).await {
+            Ok((true, _)) => {
+                tracing::error!(
+                    "job {}: slot {} passed with NO snapshot (its claimant stopped without one); sending the \"missed\" webhook",
+                    job.name,
+                    rfc3339(slot)
+                );
+                d.missed(job, &run);
+            }
+            Ok((false, _)) => {}
+            Err(e) => tracing::warn!("job {}: cannot record slot {} as missed: {e}", job.name, rfc3339(slot)),
+        },
+        Err(e) => tracing::warn!("job {}: cannot tell whether slot {} has its snapshot: {e}", job.name, rfc3339(slot)),
+    }
+}
+
+/// The snapshot of a cluster-wide job's slot in the vault, from any host (a catalog connection of
+/// its own, synced first).
+async fn slot_snapshot(d: &Daemon, job: &JobConfig, slot: DateTime<Utc>) -> Result<Option<String>> {
+    let mut cat = Catalog::open(&d.catalog_path, &d.vault.config.vault_id)?;
+    cat.sync(&d.vault).await?;
+    Ok(cat.snapshot_for_slot(&job.name, None, slot)?.map(|(id, _)| id.hex()))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// How long after a timeout the vault is looked at for a snapshot of the aborted run: a write in
+/// flight when the timeout fired is not cancelled by it and may still land.
+pub const TIMEOUT_SETTLE: Duration = Duration::from_secs(2);
+
+/// After a run's timeout: the snapshot of the run the vault holds (committed before the abort took
+/// effect, or by a write in flight then), looked for [`TIMEOUT_SETTLE`] later.
+async fn committed_despite_timeout(
+    d: &Daemon,
+    job: &JobConfig,
+    slot: Option<DateTime<Utc>>,
+    started: DateTime<Utc>,
+) -> Result<Option<String>> {
+    tokio::time::sleep(TIMEOUT_SETTLE).await;
+    let mut cat = Catalog::open(&d.catalog_path, &d.vault.config.vault_id)?;
+    cat.sync(&d.vault).await?;
+    if let Some(slot) = slot {
+        return Ok(cat.snapshot_for_slot(&job.name, Some(&d.host), slot)?.map(|(id, _)| id.hex()));
+    }
+    Ok(cat
+        .snapshots()?
+        .into_iter()
+        .find(|s| s.manifest.job == job.name && s.manifest.host == d.host && s.manifest.slot.is_none() && s.manifest.time >= started)
+        .map(|s| s.id.hex()))
 }
 
 /// Whether a slot of `schedule` passed between `last` (the job's last snapshot) and `now`.
@@ -105,7 +245,8 @@ pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str, held: Option<OwnedM
         None => d.run_lock(&job.name).lock_owned().await,
     };
     let started = Instant::now();
-    let slot = d.runs.update(id, |r| r.started = Utc::now()).and_then(|r| r.slot);
+    let started_at = Utc::now();
+    let slot = d.runs.update(id, |r| r.started = started_at).and_then(|r| r.slot);
     tracing::info!("job {}: run {id} started", job.name);
     d.update(&job.name, |s| {
         s.last_attempt = Some(now_secs());
@@ -165,15 +306,42 @@ pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str, held: Option<OwnedM
             (RunState::Skipped, None)
         }
         Ok(Ok(Ran::Skipped(holder))) => {
-            let host = holder.as_ref().map(|c| c.host.clone());
+            let slot = slot.map(rfc3339).unwrap_or_default();
+            let error = if holder.host == d.host {
+                let e = format!(
+                    "slot {slot} was claimed by ANOTHER daemon under this host's name {} (its ID {}, this one's {}): two daemons run as one host, and only one of them takes the slots",
+                    d.host, holder.daemon, d.daemon_id
+                );
+                tracing::error!(
+                    "job {}: {e}; give each daemon its own `host` (or, if this daemon lost its ID file {}, its old claim ends with its lease)",
+                    job.name,
+                    crate::daemon_id::path_for(&d.catalog_path).display()
+                );
+                Some(e)
+            } else {
+                tracing::info!(
+                    "job {}: slot {slot} was claimed by {} (daemon {}, lease until {}); it runs there, not here",
+                    job.name,
+                    holder.host,
+                    holder.daemon,
+                    rfc3339(lease_end(&holder, d.claim_lease))
+                );
+                None
+            };
+            d.runs.update(id, |r| {
+                r.claimed_by = Some(holder.host);
+                r.claimed_by_daemon = Some(holder.daemon);
+            });
+            (RunState::Skipped, error)
+        }
+        Ok(Ok(Ran::Closed(closer))) => {
             tracing::info!(
-                "job {}: slot {} was claimed by {}; it runs there, not here",
+                "job {}: slot {} was closed as missed by {} (daemon {}); not running it",
                 job.name,
-                slot.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default(),
-                host.as_deref().unwrap_or("another daemon (its claim could not be read)")
+                slot.map(rfc3339).unwrap_or_default(),
+                closer.host,
+                closer.daemon
             );
-            d.runs.update(id, |r| r.claimed_by = host);
             (RunState::Skipped, None)
         }
         Ok(Err(e)) => {
@@ -181,15 +349,25 @@ pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str, held: Option<OwnedM
             (RunState::Failure, Some(e.to_string()))
         }
         Err(_) => {
-            tracing::error!(
-                "job {}: aborted after its timeout of {}s (nothing was committed)",
-                job.name,
-                job.timeout_secs
-            );
-            (
-                RunState::Timeout,
-                Some(format!("aborted after the job's timeout of {}s", job.timeout_secs)),
-            )
+            let limit = job.timeout_secs;
+            let error = match committed_despite_timeout(d, job, slot, started_at).await {
+                Ok(Some(snapshot)) => {
+                    let e = format!(
+                        "exceeded the job's timeout of {limit}s, but its snapshot {snapshot} was committed (the write was under way when the timeout fired)"
+                    );
+                    d.runs.update(id, |r| r.snapshot = Some(snapshot));
+                    e
+                }
+                Ok(None) => format!(
+                    "aborted after the job's timeout of {limit}s; the vault held no snapshot of the run {}s later",
+                    TIMEOUT_SETTLE.as_secs()
+                ),
+                Err(e) => format!(
+                    "aborted after the job's timeout of {limit}s; whether it committed a snapshot is unknown (cannot read the vault: {e})"
+                ),
+            };
+            tracing::error!("job {}: {error}", job.name);
+            (RunState::Timeout, Some(error))
         }
     };
     let record = d
@@ -252,8 +430,10 @@ enum Ran {
     Captured(Captured),
     /// A verify job found no damage.
     Verified(VerifyReport),
-    /// The cluster-wide slot was claimed by another daemon (its claim, when readable).
-    Skipped(Option<SlotClaim>),
+    /// The cluster-wide slot is held by another daemon (its claim).
+    Skipped(SlotClaim),
+    /// The cluster-wide slot was closed as missed (the closing claim).
+    Closed(SlotClaim),
     /// The slot already has its snapshot.
     AlreadyTaken {
         snapshot: String,
@@ -269,16 +449,92 @@ struct Captured {
     incomplete: bool,
 }
 
-/// For a cluster-wide job's scheduled slot, claim the slot in the vault: `Some(Ran::Skipped)`
-/// when another daemon holds it, `None` when this one runs it (or the run needs no claim).
-async fn lost_claim(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Result<Option<Ran>> {
+/// A run's claim on its slot.
+enum Claim {
+    /// Per-host jobs and API runs take none.
+    NotNeeded,
+    /// This daemon holds the slot (the claim's head generation).
+    Held(SlotClaim),
+    /// The run does not take the slot: how it ends.
+    StandBack(Ran),
+}
+
+/// For a cluster-wide job's scheduled slot, claim the slot in the vault (`cat` is synced).
+async fn claim(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>, cat: &mut Catalog) -> Result<Claim> {
     let Some(slot) = slot.filter(|_| job.scope() == Some(Scope::Cluster)) else {
-        return Ok(None);
+        return Ok(Claim::NotNeeded);
     };
-    Ok(match d.vault.claim_slot(&job.name, slot, &d.host, &d.instance).await? {
-        ClaimOutcome::Won => None,
-        ClaimOutcome::Taken(holder) => Some(Ran::Skipped(holder)),
+    let report = d.vault.claim_slot(&job.name, slot, &d.claimant()).await?;
+    for ignored in &report.ignored {
+        tracing::error!("job {}: {ignored}", job.name);
+    }
+    Ok(match report.outcome {
+        ClaimOutcome::Won { held, took_over } => {
+            if let Some(old) = took_over {
+                tracing::warn!(
+                    "job {}: taking slot {} over from {} (daemon {}), whose lease ran out at {} with no snapshot",
+                    job.name,
+                    rfc3339(slot),
+                    old.host,
+                    old.daemon,
+                    rfc3339(lease_end(&old, d.claim_lease))
+                );
+                d.update(&job.name, |s| s.takeovers += 1);
+                // Its snapshot may have landed just before its lease ran out.
+                cat.sync(&d.vault).await?;
+                if let Some((id, host)) = cat.snapshot_for_slot(&job.name, None, slot)? {
+                    return Ok(Claim::StandBack(Ran::AlreadyTaken { snapshot: id.hex(), host }));
+                }
+            }
+            Claim::Held(held)
+        }
+        ClaimOutcome::Taken(holder) => Claim::StandBack(Ran::Skipped(holder)),
+        ClaimOutcome::Closed(closer) => Claim::StandBack(Ran::Closed(closer)),
     })
+}
+
+/// Run `work` while keeping the lease of `held` (if any): renewed by creating the claim's next
+/// generation when two thirds of it are left. If another daemon took the slot over (the lease ran
+/// out before a renewal got through), the work is stopped so the slot is not taken twice.
+async fn holding<T>(d: &Daemon, job: &JobConfig, held: Option<SlotClaim>, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let Some(mut held) = held else {
+        return work.await;
+    };
+    let keep_lease = async {
+        loop {
+            let renew_at = lease_end(&held, d.claim_lease) - d.claim_lease * 2 / 3;
+            tokio::time::sleep((renew_at - Utc::now()).to_std().unwrap_or_default()).await;
+            match d.vault.renew_claim(&job.name, held.slot, &d.claimant()).await {
+                Ok(r) => match r.outcome {
+                    ClaimOutcome::Won { held: h, .. } => held = h,
+                    ClaimOutcome::Taken(c) | ClaimOutcome::Closed(c) => {
+                        return Error::new(
+                            vault::ErrorKind::AlreadyExists,
+                            format!(
+                                "lost the claim on slot {} to {} (daemon {}) after its lease ran out; the run was stopped so that the slot is not taken twice",
+                                rfc3339(held.slot),
+                                c.host,
+                                c.daemon
+                            ),
+                        )
+                        .hint("the lease could not be renewed in time (store slow or unreachable, daemon stalled): raise claim_lease_secs if this repeats");
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(
+                        "job {}: cannot renew the lease on slot {}: {e}; trying again",
+                        job.name,
+                        rfc3339(held.slot)
+                    );
+                    tokio::time::sleep((d.claim_lease / 10).to_std().unwrap_or_default()).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        lost = keep_lease => Err(lost),
+    }
 }
 
 async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Result<Ran> {
@@ -307,10 +563,12 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
             let etcd = job.etcd.clone().unwrap_or_default();
             // Reach etcd before claiming: a host that cannot must not take the slot from one that can.
             let member = etcd_v3::select_member(&etcd).await?;
-            if let Some(skipped) = lost_claim(d, job, slot).await? {
-                return Ok(skipped);
-            }
-            let r = backup_etcd_v3_member(&d.vault, &mut cat, member, &opts).await?;
+            let held = match claim(d, job, slot, &mut cat).await? {
+                Claim::StandBack(ran) => return Ok(ran),
+                Claim::Held(c) => Some(c),
+                Claim::NotNeeded => None,
+            };
+            let r = holding(d, job, held, backup_etcd_v3_member(&d.vault, &mut cat, member, &opts)).await?;
             Ok(Ran::Captured(Captured {
                 id: r.id,
                 bytes: r.bytes,
@@ -322,9 +580,11 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
         Some(JobKind::Files) => {
             let sel = job.selection();
             let resolved = sel.resolve(&d.profile_dirs)?;
-            if let Some(skipped) = lost_claim(d, job, slot).await? {
-                return Ok(skipped);
-            }
+            let held = match claim(d, job, slot, &mut cat).await? {
+                Claim::StandBack(ran) => return Ok(ran),
+                Claim::Held(c) => Some(c),
+                Claim::NotNeeded => None,
+            };
             for m in &resolved.missing {
                 tracing::info!("job {}: not present on this host: {m}", job.name);
             }
@@ -343,7 +603,7 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                 profile: resolved.profile.as_ref().map(|p| p.name.clone()),
                 packages,
             };
-            let r = backup_files(&d.vault, &mut cat, files, &opts).await?;
+            let r = holding(d, job, held, backup_files(&d.vault, &mut cat, files, &opts)).await?;
             if r.incomplete {
                 for s in &r.skipped {
                     tracing::warn!("job {}: skipped {}: {}", job.name, s.path, s.reason);
@@ -359,14 +619,16 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
             }))
         }
         Some(JobKind::Verify) => {
-            if let Some(skipped) = lost_claim(d, job, slot).await? {
-                return Ok(skipped);
-            }
+            let held = match claim(d, job, slot, &mut cat).await? {
+                Claim::StandBack(ran) => return Ok(ran),
+                Claim::Held(c) => Some(c),
+                Claim::NotNeeded => None,
+            };
             let snapshots = cat.snapshots()?;
             let opts = VerifyOptions {
                 read_data_percent: job.read_data_percent,
             };
-            let report = verify(&d.vault, &mut cat, &snapshots, &opts).await?;
+            let report = holding(d, job, held, verify(&d.vault, &mut cat, &snapshots, &opts)).await?;
             if !report.ok {
                 let failed = report.failed();
                 for f in &failed {
@@ -406,7 +668,8 @@ pub(crate) mod tests {
     use crate::metrics::render_metrics;
     use crate::run::{open, start_jobs, stop};
 
-    /// A run that outlives its job's timeout is aborted and counted as "timeout"; nothing is committed.
+    /// A run that outlives its job's timeout is aborted and counted as "timeout"; the record says
+    /// the vault held no snapshot of it.
     #[tokio::test]
     async fn a_run_past_its_timeout_is_aborted_and_counted() {
         let dir = tempfile::tempdir().unwrap();
@@ -423,8 +686,10 @@ pub(crate) mod tests {
         let job = cfg.jobs[0].clone();
         let daemon = open(cfg, vec![]).await.unwrap();
         let started = Instant::now();
-        run_now(&daemon, &job).await;
+        let r = run_now(&daemon, &job).await;
         assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(r.error.as_deref().unwrap().contains("held no snapshot"), "{r:?}");
+        assert_eq!(r.snapshot, None);
         let stats = daemon.stats.lock().unwrap()["slow"].clone();
         assert_eq!(stats.outcomes.get("timeout"), Some(&1), "{stats:?}");
         assert!(stats.last_attempt.is_some() && stats.last_success.is_none() && !stats.running);
@@ -595,6 +860,77 @@ pub(crate) mod tests {
         assert_eq!(last_slot(&every3, t("2026-01-01T10:00:05.900Z")), Some(t("2026-01-01T10:00:03Z")));
     }
 
+    /// A claimant that died mid-slot (its claim's lease runs out, no snapshot): the daemon that
+    /// stood back takes the slot over; when that fails too, the slot is reported as missed, once.
+    #[tokio::test]
+    async fn a_dead_claimants_slot_is_taken_over_and_a_slot_left_without_snapshot_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for root in ["ok", "gone"] {
+            std::fs::create_dir_all(d.join(root).join("etc/app")).unwrap();
+            std::fs::write(d.join(root).join("etc/app/a.conf"), "a=1\n").unwrap();
+        }
+        make_vault(d).await;
+        let config = |host: &str| {
+            format!(
+                "repo = \"{0}/vault\"\nwriter_key = \"{0}/w.key\"\ncatalog = \"{0}/{host}.sqlite\"\nhost = \"{host}\"\nclaim_lease_secs = 1\n[[job]]\nname = \"shared\"\nkind = \"files\"\nscope = \"cluster\"\nschedule = \"0 0 * * * *\"\nretries = 0\npaths = [\"/etc/app\"]\nroot = \"{0}/ok\"\n[[job]]\nname = \"broken\"\nkind = \"files\"\nscope = \"cluster\"\nschedule = \"0 0 * * * *\"\nretries = 0\npaths = [\"/etc/app\"]\nroot = \"{0}/gone\"\n",
+                d.display()
+            )
+        };
+        let (dead, alive) = (
+            open(crate::config::parse(&config("master-1")).config.unwrap(), vec![])
+                .await
+                .unwrap(),
+            open(crate::config::parse(&config("master-2")).config.unwrap(), vec![])
+                .await
+                .unwrap(),
+        );
+        let jobs = alive.cfg.jobs.clone();
+        let slot = DateTime::parse_from_rfc3339("2026-11-25T22:00:00Z").unwrap().with_timezone(&Utc);
+        // master-1 claims both slots, then dies.
+        for job in &jobs {
+            dead.vault.claim_slot(&job.name, slot, &dead.claimant()).await.unwrap();
+        }
+        std::fs::remove_dir_all(d.join("gone")).unwrap();
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let until = Utc::now() + chrono::Duration::seconds(6);
+        let watch = |job: JobConfig| {
+            let (alive, mut stopping) = (alive.clone(), stopping.clone());
+            async move {
+                let id = alive.runs.begin(&job.name, Trigger::Schedule, Some(slot));
+                let stood_back = run_once(&alive, &job, &id, None).await;
+                assert_eq!(stood_back.state, RunState::Skipped, "{stood_back:?}");
+                assert_eq!(stood_back.claimed_by.as_deref(), Some("master-1"));
+                watch_slot(&alive, &job, stood_back, Some(until), &mut stopping).await;
+            }
+        };
+        tokio::join!(watch(jobs[0].clone()), watch(jobs[1].clone()));
+        let takeovers: Vec<_> = alive
+            .runs
+            .recent(None, 10)
+            .into_iter()
+            .filter(|r| r.trigger == Trigger::Takeover)
+            .map(|r| (r.job, r.state))
+            .collect();
+        assert_eq!(takeovers.len(), 2, "{takeovers:?}");
+        assert!(takeovers.contains(&("shared".into(), RunState::Success)), "{takeovers:?}");
+        assert!(takeovers.contains(&("broken".into(), RunState::Failure)), "{takeovers:?}");
+        let mut cat = alive.catalog.lock().await;
+        cat.sync(&alive.vault).await.unwrap();
+        assert_eq!(cat.snapshot_for_slot("shared", None, slot).unwrap().unwrap().1, "master-2");
+        drop(cat);
+        // The broken slot ended with no snapshot: closed as missed, counted, not claimable again.
+        let (head, _) = alive.vault.slot_holder("broken", slot).await.unwrap();
+        let head = head.unwrap();
+        assert!(head.missed && head.daemon == alive.daemon_id, "{head:?}");
+        let text = render_metrics(&alive.stats.lock().unwrap(), None);
+        assert!(text.contains("vault_job_missed_slots_total{job=\"broken\"} 1\n"), "{text}");
+        assert!(text.contains("vault_job_missed_slots_total{job=\"shared\"} 0\n"), "{text}");
+        assert!(text.contains("vault_job_slot_takeovers_total{job=\"shared\"} 1\n"), "{text}");
+        let again = dead.vault.claim_slot("broken", slot, &dead.claimant()).await.unwrap();
+        assert!(matches!(again.outcome, vault::claim::ClaimOutcome::Closed(_)), "{again:?}");
+    }
+
     /// Two daemons (two hosts) sharing a vault: the cluster-wide job's slot runs on one of them,
     /// the per-host job on both; the snapshot records its slot.
     #[tokio::test]
@@ -624,7 +960,7 @@ pub(crate) mod tests {
         states.sort_by_key(|s| s.as_str());
         assert_eq!(states, [RunState::Skipped, RunState::Success], "{a:?} {b:?}");
         let (winner, loser) = if a.state == RunState::Success { (a, b) } else { (b, a) };
-        let winner_host = if winner.id.starts_with(&one.instance) {
+        let winner_host = if one.runs.get(&winner.id).is_some() {
             "master-1"
         } else {
             "master-2"
@@ -658,13 +994,27 @@ pub(crate) mod tests {
         let again = scheduled(winner_daemon, shared, slot).await;
         assert_eq!(again.state, RunState::Skipped, "{again:?}");
         assert_eq!(again.snapshot, winner.snapshot);
-        // A claim left by this host's previous daemon process (killed mid-slot, no snapshot) is
-        // taken back by the restarted one.
+        // A claim left by this daemon before it restarted (killed mid-slot, no snapshot) is taken
+        // back by the restarted one: its ID is kept next to its catalog.
         let later = slot + chrono::Duration::hours(1);
-        let old = one.vault.claim_slot("shared", later, "master-1", "previous-process").await.unwrap();
-        assert_eq!(old, vault::claim::ClaimOutcome::Won);
+        let old = one.vault.claim_slot("shared", later, &one.claimant()).await.unwrap();
+        assert!(matches!(old.outcome, vault::claim::ClaimOutcome::Won { .. }), "{old:?}");
+        let one = open(cfg1.clone(), vec![]).await.unwrap();
         assert_eq!(scheduled(&two, shared, later).await.state, RunState::Skipped);
         assert_eq!(scheduled(&one, shared, later).await.state, RunState::Success);
+        // A second daemon calling itself master-1 (its own catalog, so its own ID) does not run
+        // master-1's slots too: it stands back, loudly.
+        let text = config("master-1").replace("master-1.sqlite", "impostor.sqlite");
+        let impostor = open(crate::config::parse(&text).config.unwrap(), vec![]).await.unwrap();
+        assert_ne!(impostor.daemon_id, one.daemon_id);
+        let third = later + chrono::Duration::hours(1);
+        one.vault.claim_slot("shared", third, &one.claimant()).await.unwrap();
+        let dup = scheduled(&impostor, shared, third).await;
+        assert_eq!(dup.state, RunState::Skipped, "{dup:?}");
+        assert!(dup.error.as_deref().unwrap().contains("ANOTHER daemon"), "{dup:?}");
+        assert_eq!(dup.claimed_by_daemon.as_deref(), Some(one.daemon_id.as_str()));
+        let stats = impostor.stats.lock().unwrap().clone();
+        assert!(render_metrics(&stats, None).contains("vault_job_duplicate_host_claims_total{job=\"shared\"} 1\n"));
     }
 
     /// The webhook gets a failure event per failed run and one recovery event at the next success.

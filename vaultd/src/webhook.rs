@@ -1,5 +1,7 @@
-//! The optional `[webhook]`: a JSON POST when a run fails (failure, timeout) and when a job
-//! succeeds again after failing ("recovery"). Delivery is in the background with a few attempts;
+//! The optional `[webhook]`: a JSON POST when a run fails (failure, timeout), when a job
+//! succeeds again after failing ("recovery"), when a cluster-wide slot passed with no snapshot
+//! ("missed", sent by one daemon) and when another daemon claims slots under this one's host name
+//! ("duplicate-host"). Delivery is in the background with a few attempts;
 //! it never delays or fails a run. The URL may hold a secret (chat webhooks put one in the path),
 //! so logs name only its host.
 
@@ -31,12 +33,17 @@ fn default_timeout() -> u64 {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Event {
     /// A run failed or timed out.
     Failure,
     /// The first success after one or more failed runs.
     Recovery,
+    /// A slot of a cluster-wide job passed with no snapshot (its claimant died, or its lease
+    /// outlived the slot); one daemon sends it.
+    Missed,
+    /// Another daemon (another daemon ID) claimed a slot under this daemon's host name.
+    DuplicateHost,
 }
 
 /// The JSON body of one event.
