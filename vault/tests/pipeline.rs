@@ -200,8 +200,13 @@ async fn backup_dedup_restore_verify_and_rebuild() {
             "{rep:?}"
         );
     }
-    // structure-only verification does not read data and so does not see it
-    assert!(verify(&wv, &mut cat, &all, &VerifyOptions::default()).await.unwrap().ok);
+    // structure-only verification does not read data, but the catalog remembers what a read found
+    let rep = verify(&wv, &mut cat, &all, &VerifyOptions::default()).await.unwrap();
+    assert!(!rep.ok && rep.bad_packs.iter().any(|p| p.contains(&victim.hex())), "{rep:?}");
+    // ...which a fresh catalog does not: it takes a read to find a flipped byte
+    let mut fresh = f.catalog(&wv, "fresh.sqlite");
+    fresh.sync(&wv).await.unwrap();
+    assert!(verify(&wv, &mut fresh, &all, &VerifyOptions::default()).await.unwrap().ok);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,4 +376,111 @@ async fn catalog_summary_and_latest_time_agree_with_the_manifests() {
     let e = cat.resolve_kind("latest", &PayloadKind::Files).err().unwrap();
     assert_eq!(e.kind, vault::ErrorKind::NotFound, "{e}");
     assert_eq!(cat.resolve_kind(&first.hex()[..8], &PayloadKind::Files).unwrap().id, first);
+}
+
+/// Verify at every level: (writer key, structure), (writer key, all packs read), (identity,
+/// content).
+async fn verify_all_levels(f: &Fixture, cat: &mut Catalog) -> Vec<vault::ops::verify::VerifyReport> {
+    let writer = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
+    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    let all = cat.snapshots().unwrap();
+    let read_all = VerifyOptions {
+        read_data_percent: Some(100.0),
+    };
+    vec![
+        verify(&writer, cat, &all, &VerifyOptions::default()).await.unwrap(),
+        verify(&writer, cat, &all, &read_all).await.unwrap(),
+        verify(&reader, cat, &all, &VerifyOptions::default()).await.unwrap(),
+    ]
+}
+
+/// A pack deleted from the store: verify names it, the next capture of the same data stores its
+/// chunks again (instead of deduplicating against the lost pack), and then the new snapshot and the
+/// old one verify at every level and restore exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_pack_heals_at_the_next_capture() {
+    let f = fixture().await;
+    let (vault, mut cat) = f.writer("w.sqlite").await;
+    let data = snapshot_bytes(1500, 0);
+    let (old, first) = backup(&vault, &mut cat, &data).await;
+    assert!(first.packs >= 2, "{first:?}");
+    let (lost, _, _) = cat.packs().unwrap()[0].clone();
+    f.store.delete(&vault::format::pack_name(&lost)).await.unwrap();
+    let all = cat.snapshots().unwrap();
+    let r = verify(&vault, &mut cat, &all, &VerifyOptions::default()).await.unwrap();
+    assert!(!r.ok && r.snapshots[0].problems.iter().any(|p| p.contains(&lost.hex())), "{r:?}");
+
+    let (new, again) = backup(&vault, &mut cat, &data).await;
+    assert!(
+        again.new_chunks > 0 && again.new_bytes > 0,
+        "the lost chunks are stored again: {again:?}"
+    );
+    for r in verify_all_levels(&f, &mut cat).await {
+        assert!(r.ok, "{r:?}");
+    }
+    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    for id in [old, new] {
+        let out = f.dir.path().join(format!("{}.db", id.short()));
+        restore_to_file(&reader, &cat, &cat.resolve(&id.hex()).unwrap(), &out, None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    }
+    // A third capture deduplicates completely again.
+    let (_, third) = backup(&vault, &mut cat, &data).await;
+    assert_eq!(third.new_chunks, 0, "{third:?}");
+
+    // A catalog built from the vault alone, on another host, sees the same: both snapshots whole,
+    // and a restore of the old one reads the copies the second capture stored.
+    let mut fresh = f.catalog(&reader, "fresh.sqlite");
+    fresh.sync(&reader).await.unwrap();
+    for r in verify_all_levels(&f, &mut fresh).await {
+        assert!(r.ok, "{r:?}");
+    }
+    let mut other = f.catalog(&reader, "other.sqlite");
+    other.sync(&reader).await.unwrap();
+    let out = f.dir.path().join("other.db");
+    restore_to_file(&reader, &other, &other.resolve(&old.hex()).unwrap(), &out, None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
+
+/// A flipped byte inside a pack: once a read found it (verify --read-data), the next capture stores
+/// its chunks again, and every snapshot verifies and restores from the good copies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_pack_heals_at_the_next_capture() {
+    let f = fixture().await;
+    let (vault, mut cat) = f.writer("w.sqlite").await;
+    let data = snapshot_bytes(1500, 0);
+    let (old, _) = backup(&vault, &mut cat, &data).await;
+    let (victim, _, _) = cat.packs().unwrap()[0].clone();
+    let name = vault::format::pack_name(&victim);
+    let mut bytes = f.store.get(&name).await.unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    f.store.put(&name, Bytes::from(bytes), PutMode::Overwrite).await.unwrap();
+    let all = cat.snapshots().unwrap();
+    let read_all = VerifyOptions {
+        read_data_percent: Some(100.0),
+    };
+    let r = verify(&vault, &mut cat, &all, &read_all).await.unwrap();
+    assert!(!r.ok && r.snapshots[0].problems.iter().any(|p| p.contains(&victim.hex())), "{r:?}");
+
+    let (new, again) = backup(&vault, &mut cat, &data).await;
+    assert!(
+        again.new_chunks > 0 && again.new_bytes > 0,
+        "the damaged chunks are stored again: {again:?}"
+    );
+    for r in verify_all_levels(&f, &mut cat).await {
+        assert!(r.ok, "{r:?}");
+    }
+    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    for id in [old, new] {
+        let out = f.dir.path().join(format!("{}.db", id.short()));
+        restore_to_file(&reader, &cat, &cat.resolve(&id.hex()).unwrap(), &out, None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    }
 }

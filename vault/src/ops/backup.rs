@@ -113,7 +113,7 @@ where
     S: Stream<Item = Result<Bytes>> + Unpin,
 {
     let started = Instant::now();
-    let (mut sink, packer) = packing::start(vault, catalog.known_chunks()?);
+    let (mut sink, packer) = packing::start(vault, packing::present_chunks(vault, catalog).await?);
     let chunker = vault.chunker();
     let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
 

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod etcd_restore;
 pub mod files;
+pub mod pack_health;
 pub mod packing;
 pub mod read;
 pub mod restore;
