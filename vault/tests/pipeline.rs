@@ -484,3 +484,101 @@ async fn a_damaged_pack_heals_at_the_next_capture() {
         assert_eq!(std::fs::read(&out).unwrap(), data);
     }
 }
+
+/// `repair` with the writer key alone: a dry run writes nothing; repair records a lost pack,
+/// indexes a pack whose index segment is gone, and after the next capture says which snapshots
+/// that capture made whole again and which cannot be made whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_indexes_stray_packs_and_says_what_a_capture_healed() {
+    use vault::ops::repair::{RepairOptions, apply, plan};
+    let f = fixture().await;
+    let (vault, mut cat) = f.writer("w.sqlite").await;
+    let a = snapshot_bytes(3000, 0);
+    let (s1, _) = backup(&vault, &mut cat, &a).await;
+    let packs_of_a: Vec<_> = cat.packs().unwrap().into_iter().map(|(id, _, _)| id).collect();
+    let (s2, _) = backup(&vault, &mut cat, &snapshot_bytes(3000, 9)).await;
+    let only_b: Vec<_> = cat
+        .packs()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .filter(|p| !packs_of_a.contains(p))
+        .collect();
+    assert!(packs_of_a.len() >= 3 && !only_b.is_empty(), "{packs_of_a:?} {only_b:?}");
+    // Lose a pack of the first capture (both snapshots use it) and one only the second uses, and
+    // the index segment (not the pack) of another pack of the first capture.
+    let (lost_a, lost_b, stray) = (packs_of_a[0], only_b[0], packs_of_a[1]);
+    for p in [lost_a, lost_b] {
+        f.store.delete(&vault::format::pack_name(&p)).await.unwrap();
+    }
+    for seg in f.store.list("index/").await.unwrap() {
+        let id = vault::format::id_from_name(&seg.name).unwrap();
+        if vault.read_index(&id).await.unwrap().packs.iter().any(|p| p.id == stray) {
+            f.store.delete(&seg.name).await.unwrap();
+        }
+    }
+    cat.sync(&vault).await.unwrap();
+    let segments_before = f.store.list("index/").await.unwrap().len();
+
+    let dry = plan(&vault, &mut cat, &RepairOptions::default()).await.unwrap();
+    assert!(!dry.applied && dry.changes_anything(), "{dry:#?}");
+    let bad: Vec<_> = dry.bad_packs.iter().map(|b| b.pack.clone()).collect();
+    let mut want = vec![vault::format::pack_name(&lost_a), vault::format::pack_name(&lost_b)];
+    want.sort();
+    assert_eq!(bad, want, "{dry:#?}");
+    assert!(
+        dry.bad_packs.iter().all(|b| b.lost_chunks > 0 && b.lost_chunks == b.chunks),
+        "{dry:#?}"
+    );
+    let stray_name = vault::format::pack_name(&stray);
+    assert_eq!(dry.unindexed_packs.len(), 1, "{dry:#?}");
+    assert_eq!(dry.unindexed_packs[0].pack, stray_name);
+    let broken: Vec<_> = dry.broken().iter().map(|s| s.id.clone()).collect();
+    assert_eq!(broken, [s1.hex(), s2.hex()], "{dry:#?}");
+    // ...and the dry run wrote nothing, to the vault or the catalog
+    assert_eq!(f.store.list("index/").await.unwrap().len(), segments_before);
+    assert!(cat.bad_packs().unwrap().is_empty());
+
+    let done = apply(&vault, &mut cat, dry).await.unwrap();
+    assert!(done.applied);
+    assert_eq!(f.store.list("index/").await.unwrap().len(), segments_before + 1);
+    assert_eq!(cat.bad_packs().unwrap().len(), 2);
+    let again = plan(&vault, &mut cat, &RepairOptions::default()).await.unwrap();
+    assert!(!again.changes_anything(), "{again:#?}");
+
+    // The next capture of the first data stores the lost pack's chunks again, and nothing of the
+    // re-indexed pack: the first snapshot is whole again, healed by it; the second still lacks
+    // what only it held.
+    let (s3, stats) = backup(&vault, &mut cat, &a).await;
+    let lost_a_chunks = done.bad_packs.iter().find(|b| b.pack.contains(&lost_a.hex())).unwrap().chunks as u64;
+    assert_eq!(stats.new_chunks, lost_a_chunks, "{stats:?}");
+    let after = plan(&vault, &mut cat, &RepairOptions { read_data: true }).await.unwrap();
+    assert!(!after.changes_anything(), "{after:#?}");
+    let by_id = |id: &vault::format::Id| after.snapshots.iter().find(|s| s.id == id.hex()).unwrap();
+    let first = by_id(&s1);
+    assert!(first.whole && first.healed_by == [Some(s3.hex())], "{after:#?}");
+    assert_eq!(first.healed_chunks as u64, lost_a_chunks);
+    let second = by_id(&s2);
+    assert!(!second.whole && second.lost_in == [vault::format::pack_name(&lost_b)], "{after:#?}");
+    assert!(
+        after.snapshots.iter().all(|s| s.id != s3.hex()),
+        "the healing capture never lacked anything"
+    );
+    assert_eq!(after.heals.len(), 1, "{after:#?}");
+    assert_eq!(after.heals[0].by, Some(s3.hex()));
+    assert_eq!(after.heals[0].chunks as u64, lost_a_chunks);
+
+    let all = cat.snapshots().unwrap();
+    let r = verify(
+        &vault,
+        &mut cat,
+        &all,
+        &VerifyOptions {
+            read_data_percent: Some(100.0),
+        },
+    )
+    .await
+    .unwrap();
+    let failed: Vec<_> = r.failed().iter().map(|s| s.id.clone()).collect();
+    assert_eq!(failed, [s2.hex()], "{r:?}");
+}

@@ -6,6 +6,7 @@ pub mod files;
 pub mod pack_health;
 pub mod packing;
 pub mod read;
+pub mod repair;
 pub mod restore;
 pub mod verify;
 

@@ -37,30 +37,51 @@ pub struct ListingFaults {
     pub back: Vec<Id>,
 }
 
-/// Compare a listing of `data/` with the index and record the result in the catalog: indexed
-/// packs not listed are missing, listed with another size damaged; a pack known missing that is
-/// listed again with its indexed size is no longer marked.
+/// What a listing of `data/` says about the indexed packs `(id, size)`: those not listed are
+/// missing, those listed with another size damaged.
+pub fn listing_faults(indexed: &[(Id, String, u64)], listed: &HashMap<Id, u64>) -> BTreeMap<Id, Fault> {
+    let mut out = BTreeMap::new();
+    for (id, _, want) in indexed {
+        let name = format::pack_name(id);
+        match listed.get(id) {
+            None => {
+                out.insert(*id, (PackFault::Missing, format!("pack {name} is missing from the store")));
+            }
+            Some(have) if have != want => {
+                out.insert(
+                    *id,
+                    (PackFault::Damaged, format!("pack {name} has {have} bytes, the index says {want}")),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// Compare a listing of `data/` with the index and record the result in the catalog
+/// ([`listing_faults`]); a pack known missing that is listed again with its indexed size is no
+/// longer marked.
 pub fn record_listing(catalog: &Catalog, listed: &HashMap<Id, u64>) -> Result<ListingFaults> {
     let known = catalog.bad_packs()?;
-    let mut out = ListingFaults::default();
-    for (id, _, want) in catalog.packs()? {
-        let name = format::pack_name(&id);
-        let fault = match listed.get(&id) {
-            None => (PackFault::Missing, format!("pack {name} is missing from the store")),
-            Some(have) if *have != want => (PackFault::Damaged, format!("pack {name} has {have} bytes, the index says {want}")),
-            Some(_) => {
-                if known.get(&id).is_some_and(|b| b.fault == PackFault::Missing) {
-                    catalog.clear_bad_pack(&id)?;
-                    out.back.push(id);
-                }
-                continue;
+    let indexed = catalog.packs()?;
+    let mut out = ListingFaults {
+        all: listing_faults(&indexed, listed),
+        ..Default::default()
+    };
+    for (id, _, _) in &indexed {
+        let was = known.get(id).map(|b| b.fault);
+        match out.all.get(id) {
+            Some((fault, why)) if was != Some(*fault) => {
+                catalog.mark_bad_pack(id, *fault, why)?;
+                out.new.push(*id);
             }
-        };
-        if known.get(&id).is_none_or(|b| b.fault != fault.0) {
-            catalog.mark_bad_pack(&id, fault.0, &fault.1)?;
-            out.new.push(id);
+            None if was == Some(PackFault::Missing) => {
+                catalog.clear_bad_pack(id)?;
+                out.back.push(*id);
+            }
+            _ => {}
         }
-        out.all.insert(id, fault);
     }
     Ok(out)
 }
