@@ -139,6 +139,6 @@ fn print_plan(r: &RepairPlan) {
             r.unindexed_packs.len()
         );
     } else {
-        println!("nothing to repair");
+        println!("nothing to change");
     }
 }
