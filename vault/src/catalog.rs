@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time TEXT NOT NULL, ki
 CREATE TABLE IF NOT EXISTS verifications(snapshot TEXT NOT NULL, time TEXT NOT NULL, level TEXT NOT NULL,
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS verifications_by_snapshot ON verifications(snapshot, time);
+CREATE TABLE IF NOT EXISTS bad_packs(id TEXT PRIMARY KEY, fault TEXT NOT NULL, time TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS file_cache(root TEXT NOT NULL, path BLOB NOT NULL, stamp TEXT NOT NULL,
     blake3 TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY(root, path));
 ";
@@ -47,6 +48,39 @@ pub struct Verification {
     /// `structure`, `stored-objects` or `content`.
     pub level: String,
     pub ok: bool,
+    pub detail: String,
+}
+
+/// What is wrong with a pack ([`Catalog::bad_packs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackFault {
+    /// Indexed, but the store does not list it.
+    Missing,
+    /// Stored, but its bytes do not hash to its name, its size or trailer disagree with the index.
+    Damaged,
+}
+
+impl PackFault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackFault::Missing => "missing",
+            PackFault::Damaged => "damaged",
+        }
+    }
+
+    fn parse(s: &str) -> PackFault {
+        if s == "missing" { PackFault::Missing } else { PackFault::Damaged }
+    }
+}
+
+/// A pack that verify, repair or a capture found missing or damaged: its chunks no longer count
+/// as present (the next capture stores them again) and reads prefer another copy.
+#[derive(Clone, Debug, Serialize)]
+pub struct BadPack {
+    pub fault: PackFault,
+    /// When it was found (RFC 3339).
+    pub time: String,
     pub detail: String,
 }
 
@@ -144,7 +178,8 @@ impl Catalog {
         &self.path
     }
 
-    /// Drop everything derived from the vault (verification history is kept).
+    /// Drop everything derived from the vault (verification history and the packs found missing
+    /// or damaged are kept: they are what reading the vault found, not what its index says).
     pub fn clear(&mut self) -> Result<()> {
         self.conn
             .execute_batch("DELETE FROM index_segments; DELETE FROM packs; DELETE FROM chunks; DELETE FROM snapshots;")
@@ -249,11 +284,12 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Every chunk ID the vault holds (for deduplication).
+    /// Every chunk ID the vault holds in at least one pack not known to be missing or damaged
+    /// (for deduplication: a chunk whose every copy is lost is stored again).
     pub fn known_chunks(&self) -> Result<HashSet<Id>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT DISTINCT id FROM chunks")
+            .prepare("SELECT DISTINCT id FROM chunks WHERE pack NOT IN (SELECT id FROM bad_packs)")
             .context(ErrorKind::Io, db_err(&self.path))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
@@ -268,11 +304,104 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Every location of a chunk (normally one; more after an interrupted capture was repeated).
+    /// Chunk IDs stored in `pack` according to the index.
+    pub fn chunks_of_pack(&self, pack: &Id) -> Result<Vec<BlobEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, offset, length, raw_length FROM chunks WHERE pack=?1 ORDER BY offset")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([pack.hex()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, offset, length, raw_length) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            if let Ok(a) = <[u8; 32]>::try_from(id.as_slice()) {
+                out.push(BlobEntry {
+                    id: Id(a),
+                    offset,
+                    length,
+                    raw_length,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record that `pack` is missing or damaged (replacing what was known about it).
+    pub fn mark_bad_pack(&self, pack: &Id, fault: PackFault, detail: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO bad_packs(id, fault, time, detail) VALUES(?1, ?2, ?3, ?4)",
+                params![
+                    pack.hex(),
+                    fault.as_str(),
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    detail
+                ],
+            )
+            .map(|_| ())
+            .context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    /// Forget that `pack` was bad (it was found whole again). Returns whether it was marked.
+    pub fn clear_bad_pack(&self, pack: &Id) -> Result<bool> {
+        self.conn
+            .execute("DELETE FROM bad_packs WHERE id=?1", [pack.hex()])
+            .map(|n| n > 0)
+            .context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    /// Packs found missing or damaged, by ID.
+    pub fn bad_packs(&self) -> Result<std::collections::BTreeMap<Id, BadPack>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, fault, time, detail FROM bad_packs")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = std::collections::BTreeMap::new();
+        for r in rows {
+            let (id, fault, time, detail) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            if let Some(id) = Id::parse(&id) {
+                out.insert(
+                    id,
+                    BadPack {
+                        fault: PackFault::parse(&fault),
+                        time,
+                        detail,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every location of a chunk (normally one; more after an interrupted capture was repeated, or
+    /// after a capture stored again a chunk whose pack was lost), those in packs not known to be
+    /// missing or damaged first.
     pub fn chunk_locations(&self, id: &Id) -> Result<Vec<(Id, BlobEntry)>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT pack, offset, length, raw_length FROM chunks WHERE id=?1")
+            .prepare_cached(
+                "SELECT pack, offset, length, raw_length FROM chunks WHERE id=?1
+                 ORDER BY pack IN (SELECT id FROM bad_packs), rowid",
+            )
             .context(ErrorKind::Io, db_err(&self.path))?;
         let rows = stmt
             .query_map([&id.0[..]], |r| {

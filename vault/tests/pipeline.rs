@@ -203,8 +203,13 @@ async fn backup_dedup_restore_verify_and_rebuild() {
             "{rep:?}"
         );
     }
-    // structure-only verification does not read data and so does not see it
-    assert!(verify(&wv, &mut cat, &all, &VerifyOptions::default()).await.unwrap().ok);
+    // structure-only verification does not read data, but the catalog remembers what a read found
+    let rep = verify(&wv, &mut cat, &all, &VerifyOptions::default()).await.unwrap();
+    assert!(!rep.ok && rep.bad_packs.iter().any(|p| p.contains(&victim.hex())), "{rep:?}");
+    // ...which a fresh catalog does not: it takes a read to find a flipped byte
+    let mut fresh = f.catalog(&wv, "fresh.sqlite");
+    fresh.sync(&wv).await.unwrap();
+    assert!(verify(&wv, &mut fresh, &all, &VerifyOptions::default()).await.unwrap().ok);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -375,4 +380,209 @@ async fn catalog_summary_and_latest_time_agree_with_the_manifests() {
     let e = cat.resolve_kind("latest", &PayloadKind::Files).err().unwrap();
     assert_eq!(e.kind, vault::ErrorKind::NotFound, "{e}");
     assert_eq!(cat.resolve_kind(&first.hex()[..8], &PayloadKind::Files).unwrap().id, first);
+}
+
+/// Verify at every level: (writer key, structure), (writer key, all packs read), (identity,
+/// content).
+async fn verify_all_levels(f: &Fixture, cat: &mut Catalog) -> Vec<vault::ops::verify::VerifyReport> {
+    let writer = Vault::open(f.store.clone(), &f.writer_only).await.unwrap();
+    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    let all = cat.snapshots().unwrap();
+    let read_all = VerifyOptions {
+        read_data_percent: Some(100.0),
+    };
+    vec![
+        verify(&writer, cat, &all, &VerifyOptions::default()).await.unwrap(),
+        verify(&writer, cat, &all, &read_all).await.unwrap(),
+        verify(&reader, cat, &all, &VerifyOptions::default()).await.unwrap(),
+    ]
+}
+
+/// A pack deleted from the store: verify names it, the next capture of the same data stores its
+/// chunks again (instead of deduplicating against the lost pack), and then the new snapshot and the
+/// old one verify at every level and restore exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_pack_heals_at_the_next_capture() {
+    let f = fixture().await;
+    let (vault, mut cat) = f.writer("w.sqlite").await;
+    let data = snapshot_bytes(1500, 0);
+    let (old, first) = backup(&vault, &mut cat, &data).await;
+    assert!(first.packs >= 2, "{first:?}");
+    let (lost, _, _) = cat.packs().unwrap()[0].clone();
+    f.store.delete(&vault::format::pack_name(&lost)).await.unwrap();
+    let all = cat.snapshots().unwrap();
+    let r = verify(&vault, &mut cat, &all, &VerifyOptions::default()).await.unwrap();
+    assert!(!r.ok && r.snapshots[0].problems.iter().any(|p| p.contains(&lost.hex())), "{r:?}");
+
+    let (new, again) = backup(&vault, &mut cat, &data).await;
+    assert!(
+        again.new_chunks > 0 && again.new_bytes > 0,
+        "the lost chunks are stored again: {again:?}"
+    );
+    for r in verify_all_levels(&f, &mut cat).await {
+        assert!(r.ok, "{r:?}");
+    }
+    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    for id in [old, new] {
+        let out = f.dir.path().join(format!("{}.db", id.short()));
+        restore_to_file(&reader, &cat, &cat.resolve(&id.hex()).unwrap(), &out, None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    }
+    // A third capture deduplicates completely again.
+    let (_, third) = backup(&vault, &mut cat, &data).await;
+    assert_eq!(third.new_chunks, 0, "{third:?}");
+
+    // A catalog built from the vault alone, on another host, sees the same: both snapshots whole,
+    // and a restore of the old one reads the copies the second capture stored.
+    let mut fresh = f.catalog(&reader, "fresh.sqlite");
+    fresh.sync(&reader).await.unwrap();
+    for r in verify_all_levels(&f, &mut fresh).await {
+        assert!(r.ok, "{r:?}");
+    }
+    let mut other = f.catalog(&reader, "other.sqlite");
+    other.sync(&reader).await.unwrap();
+    let out = f.dir.path().join("other.db");
+    restore_to_file(&reader, &other, &other.resolve(&old.hex()).unwrap(), &out, None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
+
+/// A flipped byte inside a pack: once a read found it (verify --read-data), the next capture stores
+/// its chunks again, and every snapshot verifies and restores from the good copies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_pack_heals_at_the_next_capture() {
+    let f = fixture().await;
+    let (vault, mut cat) = f.writer("w.sqlite").await;
+    let data = snapshot_bytes(1500, 0);
+    let (old, _) = backup(&vault, &mut cat, &data).await;
+    let (victim, _, _) = cat.packs().unwrap()[0].clone();
+    let name = vault::format::pack_name(&victim);
+    let mut bytes = f.store.get(&name).await.unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    f.store.put(&name, Bytes::from(bytes), PutMode::Overwrite).await.unwrap();
+    let all = cat.snapshots().unwrap();
+    let read_all = VerifyOptions {
+        read_data_percent: Some(100.0),
+    };
+    let r = verify(&vault, &mut cat, &all, &read_all).await.unwrap();
+    assert!(!r.ok && r.snapshots[0].problems.iter().any(|p| p.contains(&victim.hex())), "{r:?}");
+
+    let (new, again) = backup(&vault, &mut cat, &data).await;
+    assert!(
+        again.new_chunks > 0 && again.new_bytes > 0,
+        "the damaged chunks are stored again: {again:?}"
+    );
+    for r in verify_all_levels(&f, &mut cat).await {
+        assert!(r.ok, "{r:?}");
+    }
+    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    for id in [old, new] {
+        let out = f.dir.path().join(format!("{}.db", id.short()));
+        restore_to_file(&reader, &cat, &cat.resolve(&id.hex()).unwrap(), &out, None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    }
+}
+
+/// `repair` with the writer key alone: a dry run writes nothing; repair records a lost pack,
+/// indexes a pack whose index segment is gone, and after the next capture says which snapshots
+/// that capture made whole again and which cannot be made whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_indexes_stray_packs_and_says_what_a_capture_healed() {
+    use vault::ops::repair::{RepairOptions, apply, plan};
+    let f = fixture().await;
+    let (vault, mut cat) = f.writer("w.sqlite").await;
+    let a = snapshot_bytes(3000, 0);
+    let (s1, _) = backup(&vault, &mut cat, &a).await;
+    let packs_of_a: Vec<_> = cat.packs().unwrap().into_iter().map(|(id, _, _)| id).collect();
+    let (s2, _) = backup(&vault, &mut cat, &snapshot_bytes(3000, 9)).await;
+    let only_b: Vec<_> = cat
+        .packs()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .filter(|p| !packs_of_a.contains(p))
+        .collect();
+    assert!(packs_of_a.len() >= 3 && !only_b.is_empty(), "{packs_of_a:?} {only_b:?}");
+    // Lose a pack of the first capture (both snapshots use it) and one only the second uses, and
+    // the index segment (not the pack) of another pack of the first capture.
+    let (lost_a, lost_b, stray) = (packs_of_a[0], only_b[0], packs_of_a[1]);
+    for p in [lost_a, lost_b] {
+        f.store.delete(&vault::format::pack_name(&p)).await.unwrap();
+    }
+    for seg in f.store.list("index/").await.unwrap() {
+        let id = vault::format::id_from_name(&seg.name).unwrap();
+        if vault.read_index(&id).await.unwrap().packs.iter().any(|p| p.id == stray) {
+            f.store.delete(&seg.name).await.unwrap();
+        }
+    }
+    cat.sync(&vault).await.unwrap();
+    let segments_before = f.store.list("index/").await.unwrap().len();
+
+    let dry = plan(&vault, &mut cat, &RepairOptions::default()).await.unwrap();
+    assert!(!dry.applied && dry.changes_anything(), "{dry:#?}");
+    let bad: Vec<_> = dry.bad_packs.iter().map(|b| b.pack.clone()).collect();
+    let mut want = vec![vault::format::pack_name(&lost_a), vault::format::pack_name(&lost_b)];
+    want.sort();
+    assert_eq!(bad, want, "{dry:#?}");
+    assert!(
+        dry.bad_packs.iter().all(|b| b.lost_chunks > 0 && b.lost_chunks == b.chunks),
+        "{dry:#?}"
+    );
+    let stray_name = vault::format::pack_name(&stray);
+    assert_eq!(dry.unindexed_packs.len(), 1, "{dry:#?}");
+    assert_eq!(dry.unindexed_packs[0].pack, stray_name);
+    let broken: Vec<_> = dry.broken().iter().map(|s| s.id.clone()).collect();
+    assert_eq!(broken, [s1.hex(), s2.hex()], "{dry:#?}");
+    // ...and the dry run wrote nothing, to the vault or the catalog
+    assert_eq!(f.store.list("index/").await.unwrap().len(), segments_before);
+    assert!(cat.bad_packs().unwrap().is_empty());
+
+    let done = apply(&vault, &mut cat, dry).await.unwrap();
+    assert!(done.applied);
+    assert_eq!(f.store.list("index/").await.unwrap().len(), segments_before + 1);
+    assert_eq!(cat.bad_packs().unwrap().len(), 2);
+    let again = plan(&vault, &mut cat, &RepairOptions::default()).await.unwrap();
+    assert!(!again.changes_anything(), "{again:#?}");
+
+    // The next capture of the first data stores the lost pack's chunks again, and nothing of the
+    // re-indexed pack: the first snapshot is whole again, healed by it; the second still lacks
+    // what only it held.
+    let (s3, stats) = backup(&vault, &mut cat, &a).await;
+    let lost_a_chunks = done.bad_packs.iter().find(|b| b.pack.contains(&lost_a.hex())).unwrap().chunks as u64;
+    assert_eq!(stats.new_chunks, lost_a_chunks, "{stats:?}");
+    let after = plan(&vault, &mut cat, &RepairOptions { read_data: true }).await.unwrap();
+    assert!(!after.changes_anything(), "{after:#?}");
+    let by_id = |id: &vault::format::Id| after.snapshots.iter().find(|s| s.id == id.hex()).unwrap();
+    let first = by_id(&s1);
+    assert!(first.whole && first.healed_by == [Some(s3.hex())], "{after:#?}");
+    assert_eq!(first.healed_chunks as u64, lost_a_chunks);
+    let second = by_id(&s2);
+    assert!(!second.whole && second.lost_in == [vault::format::pack_name(&lost_b)], "{after:#?}");
+    assert!(
+        after.snapshots.iter().all(|s| s.id != s3.hex()),
+        "the healing capture never lacked anything"
+    );
+    assert_eq!(after.heals.len(), 1, "{after:#?}");
+    assert_eq!(after.heals[0].by, Some(s3.hex()));
+    assert_eq!(after.heals[0].chunks as u64, lost_a_chunks);
+
+    let all = cat.snapshots().unwrap();
+    let r = verify(
+        &vault,
+        &mut cat,
+        &all,
+        &VerifyOptions {
+            read_data_percent: Some(100.0),
+        },
+    )
+    .await
+    .unwrap();
+    let failed: Vec<_> = r.failed().iter().map(|s| s.id.clone()).collect();
+    assert_eq!(failed, [s2.hex()], "{r:?}");
 }

@@ -37,6 +37,8 @@ enum Command {
     Verify(commands::verify::Args),
     /// Restore a snapshot to a file.
     Restore(commands::restore::Args),
+    /// Bring the index in line with the packs that exist; say which snapshots are whole again.
+    Repair(commands::repair::Args),
     /// etcd recovery flows.
     #[command(subcommand)]
     Etcd(commands::etcd::Command),
@@ -87,6 +89,7 @@ fn main() {
             Command::Snapshots(a) => commands::snapshots::run(&c, a).await,
             Command::Verify(a) => commands::verify::run(&c, a).await,
             Command::Restore(a) => commands::restore::run(&c, a).await,
+            Command::Repair(a) => commands::repair::run(&c, a).await,
             Command::Etcd(cmd) => commands::etcd::run(&c, cmd).await,
             Command::Catalog(cmd) => commands::catalog::run(&c, cmd).await,
             Command::Key(cmd) => commands::key::run(&c, cmd).await,

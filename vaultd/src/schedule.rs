@@ -651,7 +651,7 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                     },
                     report.damaged_objects.len()
                 ))
-                .hint("see `vaultctl verify ID --read-data` for each; take a new capture of what they hold"));
+                .hint("see `vaultctl verify ID --read-data` for each; the next capture stores lost chunks again, and `vaultctl repair --dry-run` says which snapshots that made whole"));
             }
             Ok(Ran::Verified(report))
         }

@@ -114,7 +114,7 @@ where
 {
     vault.check_may_write("a backup")?;
     let started = Instant::now();
-    let (mut sink, packer) = packing::start(vault, catalog.known_chunks()?);
+    let (mut sink, packer) = packing::start(vault, packing::present_chunks(vault, catalog).await?);
     let chunker = vault.chunker();
     let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
 

@@ -90,7 +90,7 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
     if opts.paths.is_empty() {
         return Err(Error::usage("nothing to capture: no paths given").hint("pass --profile master|node|etcd or --path P"));
     }
-    let (mut sink, packer) = packing::start(vault, catalog.known_chunks()?);
+    let (mut sink, packer) = packing::start(vault, packing::present_chunks(vault, catalog).await?);
     let chunker = vault.chunker();
     let root = opts.root.clone();
     let progress = bopts.progress.clone();

@@ -3,8 +3,10 @@
 pub mod backup;
 pub mod etcd_restore;
 pub mod files;
+pub mod pack_health;
 pub mod packing;
 pub mod read;
+pub mod repair;
 pub mod restore;
 pub mod verify;
 

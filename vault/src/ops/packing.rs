@@ -85,6 +85,20 @@ impl ChunkSink {
     }
 }
 
+/// The chunks a capture may deduplicate against: those the catalog knows in a pack that is neither
+/// known to be missing or damaged nor absent from the store's listing of `data/` (listed once per
+/// capture: one LIST request per 1000 packs on S3). What the vault has lost is stored again, so
+/// the new snapshot is whole and older ones that share those chunks become whole again.
+pub async fn present_chunks(vault: &Vault, catalog: &mut Catalog) -> Result<HashSet<Id>> {
+    let listed = super::pack_health::list_packs(vault).await?;
+    let faults = super::pack_health::record_listing(catalog, &listed)?;
+    for id in &faults.new {
+        let (_, why) = &faults.all[id];
+        tracing::warn!("{why}: this capture stores its chunks again; see `vaultctl repair`");
+    }
+    catalog.known_chunks()
+}
+
 /// The packer thread and the receiving end of its full packs.
 pub struct Packer {
     thread: std::thread::JoinHandle<()>,

@@ -66,6 +66,9 @@ where
     F: FnOnce(std::sync::mpsc::Receiver<Vec<u8>>) -> Result<T> + Send + 'static,
 {
     vault.identities("reading stored content")?;
+    // A pack lost since the catalog last looked: read another copy of its chunks if there is one.
+    let listed = super::pack_health::list_packs(vault).await?;
+    super::pack_health::record_listing(catalog, &listed)?;
     read_located(vault, locate(catalog, stream)?, sink).await
 }
 

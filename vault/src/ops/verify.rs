@@ -5,8 +5,13 @@
 //!   their bytes hash to their names, and their trailers match the index: storage bit rot is found;
 //! * `content` (identity): every chunk is decrypted and checked against its keyed ID, and each
 //!   stream's sha256 (and an etcd snapshot's own sha256 trailer) is recomputed.
+//!
+//! A chunk is whole if at least one of its copies lies in a pack that is neither missing nor
+//! damaged (a capture stores again what the vault lost, so a chunk may have two copies). What
+//! verify finds about packs is recorded in the catalog's bad packs: deduplication stops trusting
+//! them and reads prefer another copy (`ops::pack_health`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -14,9 +19,9 @@ use sha2::Digest;
 
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{ErrorKind, Result};
-use crate::format::{self, Id, PayloadKind};
+use crate::format::{BlobEntry, Id, PayloadKind};
+use crate::ops::pack_health;
 use crate::ops::read::{locate, read_located};
-use crate::pack::read_trailer;
 use crate::repo::Vault;
 use crate::source::etcd_v3::TrailerCheck;
 
@@ -44,6 +49,9 @@ pub struct VerifyReport {
     /// Damaged index segments and manifests (from the catalog's last sync): a damaged manifest is
     /// a snapshot that cannot be listed; a damaged segment leaves its pack's chunks unindexed.
     pub damaged_objects: Vec<String>,
+    /// Packs the selected snapshots use that are known missing or damaged (now or by an earlier
+    /// read). A snapshot whose chunks all have another good copy still verifies.
+    pub bad_packs: Vec<String>,
     pub packs_checked: usize,
     pub bytes_read: u64,
 }
@@ -64,100 +72,88 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
     };
     let mut problems: BTreeMap<Id, Vec<String>> = snapshots.iter().map(|s| (s.id, Vec::new())).collect();
 
-    // Structure: locate every chunk; collect which packs each snapshot needs.
-    let listed: HashMap<String, u64> = vault
-        .store
-        .list(format::DATA_PREFIX)
-        .await?
-        .into_iter()
-        .map(|o| (o.name, o.size))
-        .collect();
-    let indexed: HashMap<Id, u64> = catalog.packs()?.into_iter().map(|(id, _, size)| (id, size)).collect();
+    // Structure: every location of every chunk (a chunk stored again after its pack was lost has
+    // two); which packs each snapshot needs; what the store's listing says of them.
+    let listed = pack_health::list_packs(vault).await?;
+    let listing = pack_health::record_listing(catalog, &listed)?;
+    let mut locations: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut users: BTreeMap<Id, BTreeSet<Id>> = BTreeMap::new();
-    // One catalog query per chunk: thousands of snapshots make this long.
-    super::blocking(|| {
+    // One catalog query per distinct chunk: thousands of snapshots make this long.
+    super::blocking(|| -> Result<()> {
         for s in snapshots {
             for stream in &s.manifest.streams {
-                match locate(catalog, stream) {
-                    Ok(locs) => {
-                        for (p, _) in locs {
-                            users.entry(p).or_default().insert(s.id);
-                        }
+                let mut unindexed: Vec<Id> = Vec::new();
+                for c in &stream.chunks {
+                    if !locations.contains_key(c) {
+                        let packs = catalog.chunk_locations(c)?.into_iter().map(|(p, _)| p).collect();
+                        locations.insert(*c, packs);
                     }
-                    Err(e) => problems.get_mut(&s.id).expect("selected").push(e.what),
+                    let packs = &locations[c];
+                    if packs.is_empty() && !unindexed.contains(c) {
+                        unindexed.push(*c);
+                    }
+                    for p in packs {
+                        users.entry(*p).or_default().insert(s.id);
+                    }
+                }
+                if let Some(first) = unindexed.first() {
+                    let more = match unindexed.len() {
+                        1 => String::new(),
+                        n => format!(" ({n} chunks in all)"),
+                    };
+                    problems.get_mut(&s.id).expect("selected").push(format!(
+                        "chunk {} of stream {} is not in the vault's index{more}",
+                        first.short(),
+                        stream.name
+                    ));
                 }
             }
         }
-    });
+        Ok(())
+    })?;
+    // Packs known bad: from this listing, or from an earlier read that found them damaged.
+    let known_bad = catalog.bad_packs()?;
     let mut damaged: BTreeMap<Id, String> = BTreeMap::new();
     for p in users.keys() {
-        let name = format::pack_name(p);
-        match (listed.get(&name), indexed.get(p)) {
-            (None, _) => {
-                damaged.insert(*p, format!("pack {name} is missing from the store"));
-            }
-            (Some(have), Some(want)) if have != want => {
-                damaged.insert(*p, format!("pack {name} has {have} bytes, the index says {want}"));
-            }
-            _ => {}
+        if let Some((_, why)) = listing.all.get(p) {
+            damaged.insert(*p, why.clone());
+        } else if let Some(b) = known_bad.get(p) {
+            damaged.insert(*p, format!("{} (found {})", b.detail, b.time));
         }
     }
 
-    // Stored objects: download and hash packs.
+    // Stored objects: download and hash packs (also those marked damaged before: a pack that is
+    // whole now is cleared).
     let mut packs_checked = 0;
     let mut bytes_read = 0u64;
+    let mut checked: HashSet<Id> = HashSet::new();
     if let Some(pct) = opts.read_data_percent.filter(|_| level != "content") {
-        let mut candidates: Vec<Id> = users.keys().filter(|p| !damaged.contains_key(p)).copied().collect();
+        let mut candidates: Vec<Id> = users.keys().filter(|p| !listing.all.contains_key(p)).copied().collect();
         if pct < 100.0 {
             candidates.shuffle(&mut rand::thread_rng());
             let n = ((candidates.len() as f64) * pct / 100.0).ceil().max(1.0) as usize;
             candidates.truncate(n.min(candidates.len()));
         }
         for p in candidates {
-            let name = format::pack_name(&p);
-            let bytes = match vault.store.get(&name).await {
-                Ok(b) => b,
-                Err(e) if e.kind == ErrorKind::NotFound => {
-                    damaged.insert(p, format!("pack {name} is missing from the store"));
-                    continue;
+            checked.insert(p);
+            match pack_health::check_indexed_pack(vault, catalog, &p).await? {
+                None => {
+                    damaged.remove(&p);
                 }
-                Err(e) => return Err(e),
-            };
+                Some((_, why)) => {
+                    damaged.insert(p, why);
+                }
+            }
             packs_checked += 1;
-            bytes_read += bytes.len() as u64;
-            if Id::of_stored(&bytes) != p {
-                damaged.insert(
-                    p,
-                    format!("pack {name} does not match its name's hash: the stored object is damaged"),
-                );
-                continue;
-            }
-            match read_trailer(&bytes, &vault.writer, &p.short()) {
-                Ok(t) => {
-                    for e in &t.blobs {
-                        let found = catalog.chunk_locations(&e.id)?.iter().any(|(pp, be)| *pp == p && be == e);
-                        if !found {
-                            damaged.insert(
-                                p,
-                                format!("pack {name}: trailer entry for chunk {} disagrees with the index", e.id.short()),
-                            );
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    damaged.insert(p, e.what);
-                }
-            }
+            bytes_read += listed.get(&p).copied().unwrap_or(0);
         }
     }
-    for (p, why) in &damaged {
-        for s in users.get(p).into_iter().flatten() {
-            problems.get_mut(s).expect("selected").push(why.clone());
-        }
+    for (s, why) in lost_chunks(snapshots, &locations, &damaged) {
+        problems.get_mut(&s).expect("selected").push(why);
     }
 
-    // Content: decrypt everything and recompute stream hashes.
+    // Content: decrypt everything and recompute stream hashes. A pack that fails here is checked
+    // and marked, and the stream read again from other copies if every chunk has one.
     if level == "content" {
         packs_checked = users.len();
         for s in snapshots {
@@ -166,26 +162,18 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
             }
             for stream in &s.manifest.streams {
                 let etcd = s.manifest.kind == PayloadKind::EtcdV3;
-                let r = read_located(vault, locate(catalog, stream)?, move |rx| {
-                    let mut h = sha2::Sha256::new();
-                    let mut t = etcd.then(TrailerCheck::default);
-                    let mut n = 0u64;
-                    for c in rx {
-                        n += c.len() as u64;
-                        match t.as_mut() {
-                            Some(t) => t.update(&c),
-                            None => h.update(&c),
+                let mut r = read_and_hash(vault, locate(catalog, stream)?, etcd).await;
+                if matches!(&r, Err(e) if e.kind == ErrorKind::Integrity || e.kind == ErrorKind::NotFound) {
+                    let mut found_bad = false;
+                    for (p, _) in locate(catalog, stream)? {
+                        if checked.insert(p) && pack_health::check_indexed_pack(vault, catalog, &p).await?.is_some() {
+                            found_bad = true;
                         }
                     }
-                    Ok(match t {
-                        Some(t) => {
-                            let r = t.finish();
-                            (n, r.file_sha256, r.trailer_ok)
-                        }
-                        None => (n, hex::encode(h.finalize()), true),
-                    })
-                })
-                .await;
+                    if found_bad {
+                        r = read_and_hash(vault, locate(catalog, stream)?, etcd).await;
+                    }
+                }
                 let list = problems.get_mut(&s.id).expect("selected");
                 match r {
                     Ok((n, sha, trailer_ok)) => {
@@ -204,6 +192,12 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
             }
         }
     }
+    let bad_packs = catalog
+        .bad_packs()?
+        .into_iter()
+        .filter(|(p, _)| users.contains_key(p))
+        .map(|(_, b)| b.detail)
+        .collect();
 
     let mut verdicts = Vec::new();
     for s in snapshots {
@@ -225,7 +219,54 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
         level: level.into(),
         snapshots: verdicts,
         damaged_objects,
+        bad_packs,
         packs_checked,
         bytes_read,
     })
+}
+
+/// For each snapshot, the packs whose loss leaves some of its chunks without any good copy:
+/// (snapshot, problem naming the pack and how many chunks it takes).
+fn lost_chunks(snapshots: &[SnapshotEntry], locations: &HashMap<Id, Vec<Id>>, damaged: &BTreeMap<Id, String>) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for s in snapshots {
+        let mut lost: BTreeMap<Id, BTreeSet<Id>> = BTreeMap::new();
+        for c in s.manifest.streams.iter().flat_map(|st| &st.chunks) {
+            let packs = &locations[c];
+            if !packs.is_empty() && packs.iter().all(|p| damaged.contains_key(p)) {
+                lost.entry(packs[0]).or_default().insert(*c);
+            }
+        }
+        for (p, chunks) in lost {
+            out.push((
+                s.id,
+                format!("{}: {} chunk(s) of this snapshot have no other copy", damaged[&p], chunks.len()),
+            ));
+        }
+    }
+    out
+}
+
+/// Read located chunks and return (bytes, sha256 or the etcd file sha256, etcd trailer ok).
+async fn read_and_hash(vault: &Vault, locations: Vec<(Id, BlobEntry)>, etcd: bool) -> Result<(u64, String, bool)> {
+    read_located(vault, locations, move |rx| {
+        let mut h = sha2::Sha256::new();
+        let mut t = etcd.then(TrailerCheck::default);
+        let mut n = 0u64;
+        for c in rx {
+            n += c.len() as u64;
+            match t.as_mut() {
+                Some(t) => t.update(&c),
+                None => h.update(&c),
+            }
+        }
+        Ok(match t {
+            Some(t) => {
+                let r = t.finish();
+                (n, r.file_sha256, r.trailer_ok)
+            }
+            None => (n, hex::encode(h.finalize()), true),
+        })
+    })
+    .await
 }

@@ -8,6 +8,7 @@ pub mod init;
 pub mod key;
 pub mod keygen;
 pub mod packages;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod verify;
