@@ -6,6 +6,7 @@ pub mod files;
 pub mod packing;
 pub mod read;
 pub mod restore;
+pub mod safe_fs;
 pub mod verify;
 
 /// Run CPU- or SQLite-bound work from async code without stalling the runtime's other tasks (the
