@@ -567,10 +567,8 @@ pub async fn restore_files(
     let mut files: Vec<(FileEntry, PathBuf)> = Vec::new();
     for (e, rel) in plan.iter().filter(is(EntryKind::File)) {
         let (parent, name) = base.parent_of(rel, Some(MISSING_PARENT_MODE))?;
-        let live = parent
-            .open_regular(name)
-            .context(ErrorKind::Io, || format!("cannot read {}", parent.path().join(name).display()))?;
-        match live {
+        // one that cannot be read (mode 000 when not root) is replaced, as if it differed
+        match parent.open_regular(name).ok().flatten() {
             Some(f) if same_content(&f, e) => {
                 apply_metadata(&f, e, as_root, &mut report.warnings);
                 report.unchanged += 1;
