@@ -162,6 +162,16 @@ async fn full_cycle(kind: StoreKind, label: &str) {
     ctl.restorer(&["restore", &id, "--to", &file_arg]).ok();
     assert_eq!(std::fs::metadata(&file).expect("restored file").len(), bytes);
     assert_eq!(sha256_file(&file), sha, "restored file's sha256");
+    // every Secret of the cluster is in it: readable by its owner only, whatever the umask
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("restored file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the restored snapshot is mode {mode:o}");
+    let left: Vec<_> = std::fs::read_dir(file.parent().expect("dir"))
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("snapshot.db")], "only the snapshot is left");
     let status = etcdctl_snapshot_status(&file);
     assert_eq!(status["revision"].as_i64(), Some(revision), "{status}");
 

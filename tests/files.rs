@@ -1347,3 +1347,186 @@ async fn restore_latest_in_place_takes_this_hosts_files() {
     assert_eq!(fs::read(root.join("etc/app/mine.conf")).expect("this host's file"), b"this host\n");
     assert!(!root.join("etc/app/theirs.conf").exists(), "another host's file was restored");
 }
+
+/// What a file outside every restore target looks like: content, mode, links.
+fn outside_state(p: &Path) -> (Vec<u8>, u32, u64) {
+    let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+    (fs::read(p).expect("read"), m.mode(), m.nlink())
+}
+
+/// A writer (W and the recipients only) can craft a tree whose shape, not its paths, would lead a
+/// restore outside its target: a path listed twice (a 04777 directory, then a symlink by the same
+/// name to a file outside: restoring the directory's mode last would chmod that file), entries
+/// below a symlink entry, and hard links to a symlink or through one. Each is refused before
+/// anything is written, to a directory and in place, and nothing outside changes.
+#[tokio::test]
+async fn crafted_tree_shapes_that_would_lead_outside_the_target_are_refused() {
+    let env = Env::new("files-crafted-shapes");
+    let victim = env.path("victim.key");
+    fs::write(&victim, b"-----BEGIN RSA PRIVATE KEY-----\n").expect("victim");
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).expect("chmod victim");
+    let outside = env.path("outside-dir");
+    fs::create_dir(&outside).expect("outside dir");
+    fs::write(outside.join("secret"), b"outside\n").expect("outside file");
+    let victim_arg = text(&victim);
+    let outside_arg = text(&outside);
+    let before = (outside_state(&victim), outside_state(&outside.join("secret")), all_names(&outside));
+    type Shape = Box<dyn Fn(&mut Crafter) -> Vec<Value>>;
+    let cases: Vec<(&str, Shape)> = vec![
+        (
+            "a directory, then a symlink by the same name",
+            Box::new(move |_| {
+                vec![
+                    entry("/etc/d", "dir", json!({ "mode": 0o4777 })),
+                    entry("/etc/d", "symlink", json!({ "target": victim_arg })),
+                ]
+            }),
+        ),
+        (
+            "a file listed twice",
+            Box::new(|c| {
+                let a = c.file_content(b"first\n");
+                let b = c.file_content(b"second\n");
+                vec![entry("/etc/twice.conf", "file", a), entry("//etc//twice.conf", "file", b)]
+            }),
+        ),
+        (
+            "a file below a symlink entry",
+            Box::new({
+                let outside_arg = outside_arg.clone();
+                move |c| {
+                    let planted = c.file_content(b"planted\n");
+                    vec![
+                        entry("/etc/s", "symlink", json!({ "target": outside_arg })),
+                        entry("/etc/s/planted", "file", planted),
+                    ]
+                }
+            }),
+        ),
+        (
+            "a directory below a symlink entry",
+            Box::new({
+                let outside_arg = outside_arg.clone();
+                move |_| {
+                    vec![
+                        entry("/etc/s", "symlink", json!({ "target": outside_arg })),
+                        entry("/etc/s/sub", "dir", json!({ "mode": 0o777 })),
+                    ]
+                }
+            }),
+        ),
+        (
+            "a hard link through a symlink entry",
+            Box::new({
+                let outside_arg = outside_arg.clone();
+                move |_| {
+                    vec![
+                        entry("/etc/s", "symlink", json!({ "target": outside_arg })),
+                        entry("/etc/h", "hardlink", json!({ "target": "/etc/s/secret" })),
+                    ]
+                }
+            }),
+        ),
+        (
+            "a hard link to a symlink entry",
+            Box::new({
+                let victim_arg = text(&victim);
+                move |_| {
+                    vec![
+                        entry("/etc/l", "symlink", json!({ "target": victim_arg })),
+                        entry("/etc/h", "hardlink", json!({ "target": "/etc/l" })),
+                    ]
+                }
+            }),
+        ),
+    ];
+    for (i, (label, shape)) in cases.into_iter().enumerate() {
+        let mut crafter = Crafter::open(&env.ctl, &env.path("library-catalog.sqlite")).await;
+        // legitimate entries first: the refusal must come before anything is written
+        let ok = crafter.file_content(b"a legitimate file\n");
+        let mut entries = vec![entry("/etc", "dir", json!({ "mode": 0o755 })), entry("/etc/ok.conf", "file", ok)];
+        entries.extend(shape(&mut crafter));
+        let id = crafter.commit(&json!({ "entries": entries, "skipped": [] })).await;
+        let target = env.path(&format!("target-{i}"));
+        let run = env.ctl.restorer(&["restore", &id, "--to", &text(&target)]).failed();
+        assert!(run.text().contains("refusing"), "{label}: no clear refusal:\n{run}");
+        assert!(run.text().contains("nothing was written"), "{label}:\n{run}");
+        assert!(all_names(&target).is_empty(), "{label}: written: {:?}", all_names(&target));
+        let root = env.path(&format!("root-{i}"));
+        fs::create_dir_all(&root).expect("root");
+        env.ctl
+            .restorer(&["restore", &id, "--in-place", "--root", &text(&root)])
+            .failed()
+            .mentions(&["refusing", "nothing was written"]);
+        assert!(
+            all_names(&root).is_empty(),
+            "{label}: in-place restore wrote {:?}",
+            all_names(&root)
+        );
+        let after = (outside_state(&victim), outside_state(&outside.join("secret")), all_names(&outside));
+        assert_eq!(after, before, "{label}: something outside the target changed");
+    }
+}
+
+/// A restore that fails midway leaves no temporary file (the old code left the plaintext written
+/// so far, mode 0644, beside the file it was restoring). The snapshot's file is the content of an
+/// earlier one (stored in its pack) plus new content in a pack of its own, which is then deleted:
+/// the restore writes the first part, then fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_fails_midway_leaves_no_partial_file() {
+    let env = Env::new("files-midway");
+    let mut rng = Rng::new(17);
+    let first = rng.bytes(1 << 20);
+    let mut whole = first.clone();
+    whole.extend(rng.bytes(1 << 20));
+    // a 0600 key's content fields
+    let key = |content: &Value| {
+        let mut fields = content.as_object().expect("fields").clone();
+        fields.insert("mode".into(), json!(0o600));
+        Value::Object(fields)
+    };
+    let dirs = || {
+        vec![
+            entry("/etc", "dir", json!({ "mode": 0o755 })),
+            entry("/etc/pki", "dir", json!({ "mode": 0o700 })),
+        ]
+    };
+    let mut crafter = Crafter::open(&env.ctl, &env.path("library-catalog.sqlite")).await;
+    let mut entries = dirs();
+    let content = crafter.file_content(&first);
+    entries.push(entry("/etc/pki/ca.key", "file", key(&content)));
+    crafter.commit(&json!({ "entries": entries, "skipped": [] })).await;
+
+    let mut crafter = Crafter::open(&env.ctl, &env.path("library-catalog.sqlite")).await;
+    let content = crafter.file_content(&whole);
+    let last_chunk: Id =
+        serde_json::from_value(content["chunks"].as_array().and_then(|c| c.last()).expect("chunks").clone()).expect("chunk id");
+    let mut entries = dirs();
+    entries.push(entry("/etc/pki/ca.key", "file", key(&content)));
+    let id = crafter.commit(&json!({ "entries": entries, "skipped": [] })).await;
+
+    // delete the pack that holds the new content (not the first part's, which is older)
+    let located = Crafter::open(&env.ctl, &env.path("library-catalog.sqlite")).await;
+    let (pack, _) = located.catalog.chunk_locations(&last_chunk).expect("locate")[0];
+    let first_chunk: Id = serde_json::from_value(content["chunks"][0].clone()).expect("chunk id");
+    let (first_pack, _) = located.catalog.chunk_locations(&first_chunk).expect("locate")[0];
+    assert_ne!(pack, first_pack, "the first part must come from another pack");
+    drop(located);
+    fs::remove_file(Path::new(&env.ctl.repo).join(vault::format::pack_name(&pack))).expect("delete the pack");
+
+    let target = env.path("target");
+    env.ctl.restorer(&["restore", &id, "--to", &text(&target)]).failed();
+    let left: Vec<PathBuf> = all_names(&target)
+        .into_iter()
+        .filter(|p| !fs::symlink_metadata(p).expect("lstat").is_dir())
+        .collect();
+    assert!(left.is_empty(), "a failed restore left files behind: {left:?}");
+    // the same in place, over an existing file: it stays as it was
+    let root = env.path("root");
+    fs::create_dir_all(root.join("etc/pki")).expect("root");
+    fs::write(root.join("etc/pki/ca.key"), b"the live key\n").expect("live key");
+    env.ctl.restorer(&["restore", &id, "--in-place", "--root", &text(&root)]).failed();
+    let names: Vec<PathBuf> = all_names(&root.join("etc/pki"));
+    assert_eq!(names, vec![root.join("etc/pki/ca.key")], "{names:?}");
+    assert_eq!(fs::read(root.join("etc/pki/ca.key")).expect("live key"), b"the live key\n");
+}

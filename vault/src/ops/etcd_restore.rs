@@ -13,6 +13,7 @@ use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::format::PayloadKind;
 use crate::ops::restore::{move_aside, restore_to_file, running_as_root};
+use crate::ops::safe_fs::SafeDir;
 use crate::repo::Vault;
 
 #[derive(Clone, Default)]
@@ -110,18 +111,26 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
     };
 
     let data_dir = &opts.data_dir;
+    let data_name = data_dir
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("--data-dir {} names no directory", data_dir.display())))?;
     let parent = data_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
     fs::create_dir_all(&parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-    let staging = parent.join(format!(
+    let parent_dir = SafeDir::open(&parent)?;
+    let staging_name = format!(
         ".vault-restore-{}-{}",
-        data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        data_name.to_string_lossy(),
         hex::encode(crate::crypto::random_bytes::<4>())
-    ));
-    fs::create_dir(&staging).context(ErrorKind::Io, || format!("cannot create staging directory {}", staging.display()))?;
+    );
+    let staging = parent.join(&staging_name);
+    // 0700: it holds the snapshot (every Secret of the cluster) until the data dir is in place
+    parent_dir
+        .mkdir(staging_name.as_ref(), 0o700)
+        .context(ErrorKind::Io, || format!("cannot create staging directory {}", staging.display()))?;
     let cleanup = |staging: &Path| {
         // Only what this run created: the fetched snapshot copy and an unfinished staging data dir.
         let _ = fs::remove_dir_all(staging);
@@ -173,13 +182,21 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
         return Err(Error::io(format!("cannot give the restored data dir to user {name}")).with_source(e));
     }
     let moved_aside = move_aside(data_dir)?;
-    fs::rename(&new_dir, data_dir).context(ErrorKind::Io, || {
-        format!(
-            "cannot move the restored data dir into place at {} (it is in {})",
-            data_dir.display(),
-            new_dir.display()
-        )
-    })?;
+    let placed = SafeDir::open(&staging).and_then(|staged| {
+        staged
+            .rename_noreplace("member-data".as_ref(), &parent_dir, data_name)
+            .context(ErrorKind::Io, || {
+                format!(
+                    "cannot move the restored data dir into place at {} (it is in {})",
+                    data_dir.display(),
+                    new_dir.display()
+                )
+            })
+    });
+    placed?;
+    parent_dir
+        .sync()
+        .context(ErrorKind::Io, || format!("cannot fsync {}", parent.display()))?;
     cleanup(&staging);
     Ok(EtcdRestoreReport {
         snapshot: snap.id.hex(),

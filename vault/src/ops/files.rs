@@ -2,12 +2,15 @@
 //! in data packs), restore them to a directory or in place (never losing an existing file), and
 //! compare snapshots with each other or with the live files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use base64::Engine;
+use rustix::fs::FileType;
 use serde::Serialize;
 use sha2::Digest;
 
@@ -20,7 +23,8 @@ use crate::format::{
 use crate::ops::backup::{BackupOptions, commit};
 use crate::ops::packing;
 use crate::ops::read::read_stream;
-use crate::ops::restore::{move_aside, running_as_root};
+use crate::ops::restore::running_as_root;
+use crate::ops::safe_fs::{SafeDir, TempFile, file_type, set_mode, set_owner, set_times, set_xattr};
 use crate::repo::Vault;
 use crate::source::files::{Names, Walked, kind_name, read_content, walk};
 
@@ -333,91 +337,145 @@ pub fn safe_relative(path: &PathBytes) -> Result<PathBuf> {
     Ok(rel)
 }
 
-/// `dest`'s parent must be a real directory inside `base` (no symlink leading out).
-fn check_inside(base_canonical: &Path, dest: &Path) -> Result<()> {
-    resolves_inside(base_canonical, dest.parent().expect("dest has a parent"), dest)
-}
+/// Mode of the tree's directories until step 4 sets their captured metadata: nobody else may list
+/// or enter them while the restore writes below them.
+const DIR_MODE_UNTIL_SET: u32 = 0o700;
+/// Mode (less the umask) of missing directories on the way that the tree does not list.
+const MISSING_PARENT_MODE: u32 = 0o755;
 
-/// Create `dest`'s missing parent directories, refusing before creating any if the nearest one that
-/// exists resolves outside `base` (a symlink leading out), then check the parent.
-fn create_parent_inside(base_canonical: &Path, dest: &Path) -> Result<()> {
-    let parent = dest.parent().expect("dest has a parent");
-    if let Some(existing) = parent.ancestors().find(|a| fs::symlink_metadata(a).is_ok()) {
-        resolves_inside(base_canonical, existing, dest)?;
+/// Refuse a tree whose shape could lead a restore astray, before anything is written: every path
+/// plain and absolute, none listed twice, nothing below an entry that is not a directory (such as a
+/// symlink), every hard link naming a file. Returns each entry's path relative to the target.
+fn check_tree(entries: &[FileEntry]) -> Result<Vec<PathBuf>> {
+    let refused = |path: &PathBytes, why: String| {
+        Error::integrity(format!("refusing the snapshot's tree: {} {why}", path.display()))
+            .hint("the snapshot's tree is malformed or was crafted; nothing was written")
+    };
+    let mut kinds: HashMap<PathBuf, EntryKind> = HashMap::with_capacity(entries.len());
+    let mut rels = Vec::with_capacity(entries.len());
+    for e in entries {
+        let rel = safe_relative(&e.path)?;
+        if kinds.insert(rel.clone(), e.kind).is_some() {
+            return Err(refused(&e.path, "is listed twice".into()));
+        }
+        rels.push(rel);
     }
-    fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-    check_inside(base_canonical, dest)
+    // The nearest ancestor the tree lists as something other than a directory.
+    let below_non_dir = |rel: &Path| {
+        rel.ancestors().skip(1).find_map(|a| {
+            kinds
+                .get(a)
+                .filter(|k| **k != EntryKind::Dir)
+                .map(|k| (a.display().to_string(), kind_name(*k)))
+        })
+    };
+    for (e, rel) in entries.iter().zip(&rels) {
+        if let Some((a, k)) = below_non_dir(rel) {
+            return Err(refused(&e.path, format!("lies below /{a}, which the tree lists as a {k}")));
+        }
+        match (e.kind, &e.target) {
+            (EntryKind::Symlink, None) => return Err(refused(&e.path, "is a symlink without a target".into())),
+            (EntryKind::Hardlink, None) => return Err(refused(&e.path, "is a hard link without a target".into())),
+            (EntryKind::Hardlink, Some(t)) => {
+                let target = safe_relative(t)?;
+                if let Some((a, k)) = below_non_dir(&target) {
+                    return Err(refused(
+                        &e.path,
+                        format!("is a hard link to {}, below /{a}, which the tree lists as a {k}", t.display()),
+                    ));
+                }
+                if let Some(k) = kinds.get(&target).filter(|k| **k != EntryKind::File) {
+                    return Err(refused(
+                        &e.path,
+                        format!(
+                            "is a hard link to {}, which the tree lists as a {}, not a file",
+                            t.display(),
+                            kind_name(*k)
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(rels)
 }
 
-fn resolves_inside(base_canonical: &Path, dir: &Path, dest: &Path) -> Result<()> {
-    let real = fs::canonicalize(dir).context(ErrorKind::Io, || format!("cannot resolve {}", dir.display()))?;
-    if !real.starts_with(base_canonical) {
-        return Err(Error::integrity(format!(
-            "refusing to write {}: its directory resolves to {}, outside the restore target {}",
-            dest.display(),
-            real.display(),
-            base_canonical.display()
-        ))
-        .hint("a symlink in the target leads outside it; nothing is written through it"));
+/// Refuse, before anything is written, anything on the way to the directory `rel` that exists but
+/// is not a real directory (a symlink could lead outside the target), unless the restore puts one
+/// of the tree's directories there (moving what is there aside).
+fn check_way(base: &SafeDir, rel: &Path, tree_dirs: &HashSet<&Path>) -> Result<()> {
+    let mut dir = base.try_clone()?;
+    let mut so_far = PathBuf::new();
+    for c in rel.components() {
+        let name = c.as_os_str();
+        so_far.push(name);
+        let st = dir
+            .lstat(name)
+            .context(ErrorKind::Io, || format!("cannot stat {}", dir.path().join(name).display()))?;
+        match st {
+            None => return Ok(()),
+            Some(st) if file_type(&st) == FileType::Directory => {
+                dir = dir.open_child(name).map_err(|e| dir.not_a_directory(name, e))?;
+            }
+            Some(_) if tree_dirs.contains(so_far.as_path()) => return Ok(()),
+            Some(_) => return Err(dir.not_a_directory(name, io::ErrorKind::NotADirectory.into())),
+        }
     }
     Ok(())
 }
 
-/// Apply owner, mode, xattrs and mtime (in that order: chown clears set-id bits).
-fn apply_metadata(dest: &Path, e: &FileEntry, as_root: bool, warnings: &mut Vec<String>) {
+/// Apply owner, mode, xattrs and mtime through an open file or directory, never through a path (in
+/// that order: chown clears set-id bits).
+fn apply_metadata(fd: impl AsFd, e: &FileEntry, as_root: bool, warnings: &mut Vec<String>) {
+    let fd = fd.as_fd();
     let shown = e.path.display();
-    if as_root && let Err(err) = std::os::unix::fs::lchown(dest, Some(e.uid), Some(e.gid)) {
+    if as_root && let Err(err) = set_owner(fd, e.uid, e.gid) {
         warnings.push(format!("{shown}: cannot set owner {}:{}: {err}", e.uid, e.gid));
     }
-    if e.kind != EntryKind::Symlink {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(err) = fs::set_permissions(dest, fs::Permissions::from_mode(e.mode)) {
-            warnings.push(format!("{shown}: cannot set mode {:o}: {err}", e.mode));
-        }
-        for (name, value) in &e.xattrs {
-            let Ok(v) = base64::engine::general_purpose::STANDARD.decode(value) else {
-                continue;
-            };
-            if let Err(err) = xattr::set(dest, name, &v) {
-                warnings.push(format!("{shown}: cannot set extended attribute {name}: {err}"));
-            }
+    if let Err(err) = set_mode(fd, e.mode) {
+        warnings.push(format!("{shown}: cannot set mode {:o}: {err}", e.mode));
+    }
+    for (name, value) in &e.xattrs {
+        let Ok(v) = base64::engine::general_purpose::STANDARD.decode(value) else {
+            continue;
+        };
+        if let Err(err) = set_xattr(fd, name, &v) {
+            warnings.push(format!("{shown}: cannot set extended attribute {name}: {err}"));
         }
     }
-    let t = filetime::FileTime::from_unix_time(e.mtime, e.mtime_nsec);
-    if let Err(err) = filetime::set_symlink_file_times(dest, t, t) {
+    if let Err(err) = set_times(fd, e.mtime, e.mtime_nsec) {
         warnings.push(format!("{shown}: cannot set mtime: {err}"));
     }
 }
 
-/// Whether `dest` already is the symlink or hard link `e` describes (then it is left as it is).
-fn link_in_place(dest: &Path, e: &FileEntry, base: &Path, restored: &HashMap<Vec<u8>, PathBuf>) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Some(t) = &e.target else { return false };
-    match e.kind {
-        EntryKind::Symlink => fs::read_link(dest).is_ok_and(|have| have == t.to_path_buf()),
-        EntryKind::Hardlink => {
-            let first = restored.get(&t.0).cloned().or_else(|| safe_relative(t).ok().map(|r| base.join(r)));
-            match (first.map(fs::symlink_metadata), fs::symlink_metadata(dest)) {
-                (Some(Ok(a)), Ok(b)) => a.is_file() && (a.dev(), a.ino()) == (b.dev(), b.ino()),
-                _ => false,
-            }
-        }
-        _ => false,
+/// A symlink's own owner and mtime (never its target's).
+fn apply_link_metadata(dir: &SafeDir, name: &OsStr, e: &FileEntry, as_root: bool, warnings: &mut Vec<String>) {
+    let shown = e.path.display();
+    if as_root && let Err(err) = dir.set_link_owner(name, e.uid, e.gid) {
+        warnings.push(format!("{shown}: cannot set owner {}:{}: {err}", e.uid, e.gid));
+    }
+    if let Err(err) = dir.set_link_times(name, e.mtime, e.mtime_nsec) {
+        warnings.push(format!("{shown}: cannot set mtime: {err}"));
     }
 }
 
-/// Whether `dest` is a regular file holding exactly `e`'s content.
-fn same_content(dest: &Path, e: &FileEntry) -> bool {
-    let Ok(m) = fs::symlink_metadata(dest) else { return false };
-    if !m.is_file() || m.len() != e.size {
+/// Whether the open regular file `f` holds exactly `e`'s content.
+fn same_content(mut f: &fs::File, e: &FileEntry) -> bool {
+    if !f.metadata().is_ok_and(|m| m.len() == e.size) {
         return false;
     }
     let mut h = blake3::Hasher::new();
-    read_content(dest, &mut |p| {
-        h.update(p);
-    })
-    .is_ok()
-        && e.blake3.as_deref() == Some(h.finalize().to_hex().as_str())
+    io::copy(&mut f, &mut h).is_ok() && e.blake3.as_deref() == Some(h.finalize().to_hex().as_str())
+}
+
+/// Move what is at `name` in `dir` aside for entry `e`; the (entry, where it went) pair to report.
+fn move_aside_for(dir: &SafeDir, name: &OsStr, e: &FileEntry) -> Result<Option<(String, String)>> {
+    let shown = || dir.path().join(name).display().to_string();
+    let moved = dir
+        .move_aside(name)
+        .context(ErrorKind::Io, || format!("cannot move existing {} aside", shown()))?;
+    Ok(moved.map(|old| (e.path.display(), dir.path().join(old).display().to_string())))
 }
 
 fn selected(e: &FileEntry, filters: &[PathBuf]) -> bool {
@@ -429,6 +487,10 @@ fn selected(e: &FileEntry, filters: &[PathBuf]) -> bool {
 }
 
 /// `vaultctl restore ID --to DIR [PATH...]` and `--in-place`.
+///
+/// Everything below the target is reached from a handle on the target, one name at a time,
+/// never through a symlink; metadata is set through file descriptors. Files are written 0600 and
+/// the tree's directories made 0700 until their captured metadata is applied.
 pub async fn restore_files(
     vault: &Vault,
     catalog: &Catalog,
@@ -437,39 +499,45 @@ pub async fn restore_files(
     filters: &[PathBuf],
 ) -> Result<FilesRestoreReport> {
     let tree = load_tree(vault, catalog, snap).await?;
-    let base = match target {
-        RestoreTarget::Dir(d) => {
-            fs::create_dir_all(d).context(ErrorKind::Io, || format!("cannot create restore directory {}", d.display()))?;
-            d.clone()
-        }
-        RestoreTarget::InPlace { root } => root.clone(),
-    };
-    let base_canonical = fs::canonicalize(&base).context(ErrorKind::Io, || format!("cannot resolve {}", base.display()))?;
-    // Validate every path first: a crafted manifest gets refused before anything is written.
-    let mut plan: Vec<(&FileEntry, PathBuf)> = Vec::new();
-    for e in tree.entries.iter().filter(|e| selected(e, filters)) {
-        plan.push((e, base.join(safe_relative(&e.path)?)));
-        if let Some(t) = e.target.as_ref().filter(|_| e.kind == EntryKind::Hardlink) {
-            safe_relative(t)?;
-        }
-    }
+    // The whole tree is checked first: a crafted tree is refused before anything is written.
+    let rels = check_tree(&tree.entries)?;
+    let plan: Vec<(&FileEntry, &PathBuf)> = tree.entries.iter().zip(&rels).filter(|(e, _)| selected(e, filters)).collect();
     if plan.is_empty() {
         return Err(Error::not_found(format!(
             "snapshot {} holds none of the requested paths",
             snap.id.short()
         )));
     }
-    // Refuse before writing anything if an existing directory on the way leads out of the target.
-    for (_, dest) in &plan {
-        if let Some(existing) = dest.parent().and_then(|p| p.ancestors().find(|a| fs::symlink_metadata(a).is_ok())) {
-            resolves_inside(&base_canonical, existing, dest)?;
+    let base_path = match target {
+        RestoreTarget::Dir(d) => {
+            fs::create_dir_all(d).context(ErrorKind::Io, || format!("cannot create restore directory {}", d.display()))?;
+            d.clone()
         }
+        RestoreTarget::InPlace { root } => root.clone(),
+    };
+    let base = SafeDir::open(&base_path)?;
+    // Refuse before writing anything if something on the way is not a real directory.
+    let is = |k: EntryKind| move |(e, _): &&(&FileEntry, &PathBuf)| e.kind == k;
+    let tree_dirs: HashSet<&Path> = plan.iter().filter(is(EntryKind::Dir)).map(|(_, r)| r.as_path()).collect();
+    let link_targets = plan
+        .iter()
+        .filter(is(EntryKind::Hardlink))
+        .filter_map(|(e, _)| e.target.as_ref().map(safe_relative))
+        .collect::<Result<Vec<_>>>()?;
+    let ways: BTreeSet<&Path> = plan
+        .iter()
+        .map(|(_, r)| r.as_path())
+        .chain(link_targets.iter().map(|r| r.as_path()))
+        .filter_map(Path::parent)
+        .collect();
+    for way in ways {
+        check_way(&base, way, &tree_dirs)?;
     }
     let as_root = running_as_root();
     let mut written: Vec<String> = Vec::new();
     let mut report = FilesRestoreReport {
         snapshot: snap.id.hex(),
-        target: base.display().to_string(),
+        target: base_path.display().to_string(),
         ..Default::default()
     };
     if !as_root {
@@ -477,40 +545,38 @@ pub async fn restore_files(
     }
 
     // 1. directories (parents first: the tree is in walk order)
-    for (e, dest) in plan.iter().filter(|(e, _)| e.kind == EntryKind::Dir) {
-        match fs::symlink_metadata(dest) {
-            // its metadata is set in step 4: it must not be reached through a symlink leading out
-            Ok(m) if m.is_dir() => check_inside(&base_canonical, dest)?,
-            Ok(_) => {
-                check_inside(&base_canonical, dest)?;
-                if let Some(old) = move_aside(dest)? {
-                    report.moved_aside.push((e.path.display(), old.display().to_string()));
-                }
-                fs::create_dir(dest).context(ErrorKind::Io, || format!("cannot create {}", dest.display()))?;
-            }
-            Err(_) => {
-                create_parent_inside(&base_canonical, dest)?;
-                fs::create_dir(dest).context(ErrorKind::Io, || format!("cannot create {}", dest.display()))?;
-                written.push(e.path.display());
-            }
+    for (e, rel) in plan.iter().filter(is(EntryKind::Dir)) {
+        let (parent, name) = base.parent_of(rel, Some(MISSING_PARENT_MODE))?;
+        let st = parent
+            .lstat(name)
+            .context(ErrorKind::Io, || format!("cannot stat {}", parent.path().join(name).display()))?;
+        if st.is_some_and(|st| file_type(&st) == FileType::Directory) {
+            continue; // its metadata is set in step 4
+        }
+        let moved = move_aside_for(&parent, name, e)?;
+        parent
+            .mkdir(name, DIR_MODE_UNTIL_SET)
+            .context(ErrorKind::Io, || format!("cannot create {}", parent.path().join(name).display()))?;
+        match moved {
+            Some(m) => report.moved_aside.push(m),
+            None => written.push(e.path.display()),
         }
     }
 
-    // 2. file contents, in one ordered pass over the content of the selected files
-    let files: Vec<(FileEntry, PathBuf)> = plan
-        .iter()
-        .filter(|(e, _)| e.kind == EntryKind::File)
-        .map(|(e, d)| ((*e).clone(), d.clone()))
-        .collect();
-    for (_, dest) in &files {
-        create_parent_inside(&base_canonical, dest)?;
+    // 2. file contents, in one ordered pass over the content of the selected files. A file already
+    //    there with the same content is not replaced (no .old copy): only its metadata is set.
+    let mut files: Vec<(FileEntry, PathBuf)> = Vec::new();
+    for (e, rel) in plan.iter().filter(is(EntryKind::File)) {
+        let (parent, name) = base.parent_of(rel, Some(MISSING_PARENT_MODE))?;
+        // one that cannot be read (mode 000 when not root) is replaced, as if it differed
+        match parent.open_regular(name).ok().flatten() {
+            Some(f) if same_content(&f, e) => {
+                apply_metadata(&f, e, as_root, &mut report.warnings);
+                report.unchanged += 1;
+            }
+            _ => files.push(((*e).clone(), (*rel).clone())),
+        }
     }
-    // A file already there with the same content is not replaced (no .old copy): only its metadata is set.
-    let (unchanged, files): (Vec<_>, Vec<_>) = files.into_iter().partition(|(e, dest)| same_content(dest, e));
-    for (e, dest) in &unchanged {
-        apply_metadata(dest, e, as_root, &mut report.warnings);
-    }
-    report.unchanged = unchanged.len();
     written.extend(files.iter().map(|(e, _)| e.path.display()));
     let content = Stream {
         name: "content".into(),
@@ -518,42 +584,34 @@ pub async fn restore_files(
         sha256: String::new(),
         chunks: files.iter().flat_map(|(e, _)| e.chunks.iter().copied()).collect(),
     };
-    let files_for_sink = files.clone();
+    let sink_base = base.try_clone()?;
     let (moved, warnings) = read_stream(vault, catalog, &content, move |rx| {
         let mut rx = rx.into_iter();
         let mut moved = Vec::new();
         let mut warnings = Vec::new();
-        for (e, dest) in &files_for_sink {
-            let dir = dest.parent().expect("parent");
-            let tmp = dir.join(format!(
-                ".{}.vault-part-{}",
-                dest.file_name().expect("name").to_string_lossy(),
-                hex::encode(crate::crypto::random_bytes::<4>())
-            ));
-            let mut f = fs::File::create(&tmp).context(ErrorKind::Io, || format!("cannot create {}", tmp.display()))?;
+        for (e, rel) in &files {
+            let (parent, name) = sink_base.parent_of(rel, Some(MISSING_PARENT_MODE))?;
+            // 0600 until its captured metadata is set; removed if anything fails before it is in place
+            let (tmp, mut f) = TempFile::create(&parent, name)?;
             let mut h = blake3::Hasher::new();
             for _ in &e.chunks {
                 let data = rx.next().ok_or_else(|| Error::integrity("the content stream ended early"))?;
                 h.update(&data);
                 f.write_all(&data)
-                    .context(ErrorKind::Io, || format!("cannot write {}", tmp.display()))?;
+                    .context(ErrorKind::Io, || format!("cannot write {}", tmp.path().display()))?;
             }
-            f.sync_all().context(ErrorKind::Io, || format!("cannot fsync {}", tmp.display()))?;
-            drop(f);
             if e.blake3.as_deref() != Some(h.finalize().to_hex().as_str()) {
-                let _ = fs::remove_file(&tmp);
                 return Err(Error::integrity(format!(
                     "restored content of {} does not match its recorded hash",
                     e.path.display()
                 )));
             }
-            if let Some(old) = move_aside(dest)? {
-                moved.push((e.path.display(), old.display().to_string()));
-            }
-            fs::rename(&tmp, dest).context(ErrorKind::Io, || {
-                format!("cannot move the restored file into place at {}", dest.display())
-            })?;
-            apply_metadata(dest, e, as_root, &mut warnings);
+            apply_metadata(&f, e, as_root, &mut warnings);
+            f.sync_all()
+                .context(ErrorKind::Io, || format!("cannot fsync {}", tmp.path().display()))?;
+            drop(f);
+            moved.extend(move_aside_for(&parent, name, e)?);
+            tmp.persist(name)?;
         }
         Ok((moved, warnings))
     })
@@ -562,66 +620,61 @@ pub async fn restore_files(
     report.warnings.extend(warnings);
 
     // 3. symlinks, hard links and special files
-    let mut restored_paths: HashMap<Vec<u8>, PathBuf> = plan.iter().map(|(e, d)| (e.path.0.clone(), d.clone())).collect();
-    for (e, dest) in plan.iter().filter(|(e, _)| !matches!(e.kind, EntryKind::Dir | EntryKind::File)) {
-        if !matches!(e.kind, EntryKind::Symlink | EntryKind::Hardlink) {
+    for (e, rel) in plan.iter().filter(|(e, _)| !matches!(e.kind, EntryKind::Dir | EntryKind::File)) {
+        let (EntryKind::Symlink | EntryKind::Hardlink, Some(t)) = (e.kind, &e.target) else {
             // Not recreated, so whatever is there now stays (moving it aside would only remove it).
             report
                 .warnings
                 .push(format!("{}: {} not recreated", e.path.display(), kind_name(e.kind)));
             continue;
+        };
+        let (parent, name) = base.parent_of(rel, Some(MISSING_PARENT_MODE))?;
+        let shown = || parent.path().join(name).display().to_string();
+        if e.kind == EntryKind::Symlink {
+            let want = t.to_path_buf();
+            if parent.read_link(name).is_ok_and(|have| have == want) {
+                apply_link_metadata(&parent, name, e, as_root, &mut report.warnings);
+                report.unchanged += 1;
+                continue;
+            }
+            report.moved_aside.extend(move_aside_for(&parent, name, e)?);
+            parent
+                .symlink(&want, name)
+                .context(ErrorKind::Io, || format!("cannot create symlink {}", shown()))?;
+            apply_link_metadata(&parent, name, e, as_root, &mut report.warnings);
+            written.push(e.path.display());
+            continue;
         }
-        create_parent_inside(&base_canonical, dest)?;
-        if link_in_place(dest, e, &base, &restored_paths) {
-            apply_metadata(dest, e, as_root, &mut report.warnings);
+        // A hard link: its target is a file restored above or already in the target.
+        let first_rel = safe_relative(t)?;
+        let first = base.parent_of(&first_rel, None).ok().and_then(|(dir, first_name)| {
+            let st = dir.lstat(first_name).ok().flatten()?;
+            (file_type(&st) == FileType::RegularFile).then_some((dir, first_name, st))
+        });
+        let Some((first_dir, first_name, first_st)) = first else {
+            report.warnings.push(format!(
+                "{}: hard link to {} not restored (its target was not restored)",
+                e.path.display(),
+                t.display()
+            ));
+            continue;
+        };
+        let live = parent.lstat(name).ok().flatten();
+        if live.is_some_and(|st| (st.st_dev, st.st_ino) == (first_st.st_dev, first_st.st_ino)) {
             report.unchanged += 1;
             continue;
         }
-        if let Some(old) = move_aside(dest)? {
-            report.moved_aside.push((e.path.display(), old.display().to_string()));
-        }
+        report.moved_aside.extend(move_aside_for(&parent, name, e)?);
+        parent
+            .hard_link(&first_dir, first_name, name)
+            .context(ErrorKind::Io, || format!("cannot create hard link {}", shown()))?;
         written.push(e.path.display());
-        match e.kind {
-            EntryKind::Symlink => {
-                let t = e
-                    .target
-                    .as_ref()
-                    .ok_or_else(|| Error::integrity(format!("symlink {} has no target", e.path.display())))?;
-                std::os::unix::fs::symlink(t.to_path_buf(), dest)
-                    .context(ErrorKind::Io, || format!("cannot create symlink {}", dest.display()))?;
-                apply_metadata(dest, e, as_root, &mut report.warnings);
-            }
-            EntryKind::Hardlink => {
-                let t = e
-                    .target
-                    .as_ref()
-                    .ok_or_else(|| Error::integrity(format!("hard link {} has no target", e.path.display())))?;
-                let first = match restored_paths.get(&t.0) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let first = base.join(safe_relative(t)?);
-                        check_inside(&base_canonical, &first)?;
-                        first
-                    }
-                };
-                if fs::symlink_metadata(&first).is_ok() {
-                    fs::hard_link(&first, dest).context(ErrorKind::Io, || format!("cannot create hard link {}", dest.display()))?;
-                } else {
-                    report.warnings.push(format!(
-                        "{}: hard link to {} not restored (its target was not restored)",
-                        e.path.display(),
-                        t.display()
-                    ));
-                }
-            }
-            _ => unreachable!("special files are skipped above"),
-        }
-        restored_paths.insert(e.path.0.clone(), dest.clone());
     }
 
     // 4. directory metadata last (children change a directory's mtime), deepest first
-    for (e, dest) in plan.iter().rev().filter(|(e, _)| e.kind == EntryKind::Dir) {
-        apply_metadata(dest, e, as_root, &mut report.warnings);
+    for (e, rel) in plan.iter().rev().filter(is(EntryKind::Dir)) {
+        let dir = base.walk(rel, None)?;
+        apply_metadata(&dir, e, as_root, &mut report.warnings);
     }
     report.restored = written;
     Ok(report)

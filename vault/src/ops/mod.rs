@@ -8,6 +8,7 @@ pub mod packing;
 pub mod read;
 pub mod repair;
 pub mod restore;
+pub mod safe_fs;
 pub mod verify;
 
 /// Run CPU- or SQLite-bound work from async code without stalling the runtime's other tasks (the

@@ -1,7 +1,8 @@
 //! Restore a snapshot's stream to a file: never overwrite, never delete (an existing file is
 //! moved aside), write to a temporary name, verify, then rename into place.
 
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::format::PayloadKind;
 use crate::ops::backup::ProgressFn;
 use crate::ops::read::read_stream;
+use crate::ops::safe_fs::{SafeDir, TempFile};
 use crate::repo::Vault;
 use crate::source::etcd_v3::TrailerCheck;
 
@@ -38,20 +40,23 @@ pub fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Move `path` aside to `<path>.old`, or `<path>.old.<timestamp>` if that exists. Never deletes.
+/// Move `path` aside to `<path>.old`, or `<path>.old.<timestamp>` if that exists, never replacing
+/// anything (not even a `.old` that appears meanwhile). Never deletes.
 pub fn move_aside(path: &Path) -> Result<Option<PathBuf>> {
-    if fs::symlink_metadata(path).is_err() {
-        return Ok(None);
-    }
-    let mut target = PathBuf::from(format!("{}.old", path.display()));
-    if fs::symlink_metadata(&target).is_ok() {
-        let ts = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        target = PathBuf::from(format!("{}.old.{ts}", path.display()));
-    }
-    fs::rename(path, &target).context(ErrorKind::Io, || {
-        format!("cannot move existing {} aside to {}", path.display(), target.display())
-    })?;
-    Ok(Some(target))
+    let (dir, name) = parent_and_name(path)?;
+    let moved = dir
+        .move_aside(name)
+        .context(ErrorKind::Io, || format!("cannot move existing {} aside", path.display()))?;
+    Ok(moved.map(|m| path.with_file_name(m)))
+}
+
+/// The directory holding `path` (opened, following symlinks the caller named) and its last name.
+fn parent_and_name(path: &Path) -> Result<(SafeDir, &OsStr)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("{} names no file", path.display())))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok((SafeDir::open(dir)?, name))
 }
 
 /// Check the snapshot can be restored as a single file.
@@ -81,19 +86,14 @@ pub async fn restore_to_file(
     progress: Option<ProgressFn>,
 ) -> Result<RestoreReport> {
     let stream = single_stream(snap)?.clone();
-    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).context(ErrorKind::Io, || format!("cannot create directory {}", dir.display()))?;
-    let fname = dest
-        .file_name()
-        .ok_or_else(|| Error::usage(format!("restore target {} names no file", dest.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.vault-part-{}",
-        fname.to_string_lossy(),
-        hex::encode(crate::crypto::random_bytes::<4>())
-    ));
-    let file = File::create(&tmp).context(ErrorKind::Io, || format!("cannot create {}", tmp.display()))?;
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).context(ErrorKind::Io, || format!("cannot create directory {}", dir.display()))?;
+    }
+    let (dir, fname) = parent_and_name(dest)?;
+    // 0600 from the start: an etcd snapshot holds every Secret of the cluster. Removed on any error.
+    let (tmp, file) = TempFile::create(&dir, fname)?;
     let check_trailer = snap.manifest.kind == PayloadKind::EtcdV3;
-    let tmp_for_sink = tmp.clone();
+    let tmp_for_sink = tmp.path();
     let result = read_stream(vault, catalog, &stream, move |rx| {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut hasher = sha2::Sha256::new();
@@ -127,13 +127,7 @@ pub async fn restore_to_file(
         Ok((bytes, sha, trailer_ok))
     })
     .await;
-    let (bytes, sha, trailer_ok) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp); // our own partial temporary file
-            return Err(e);
-        }
-    };
+    let (bytes, sha, trailer_ok) = result?; // dropping `tmp` removes the partial file
     let problem = if bytes != stream.size {
         Some(format!("restored {bytes} bytes but the manifest records {}", stream.size))
     } else if sha != stream.sha256 {
@@ -144,20 +138,17 @@ pub async fn restore_to_file(
         None
     };
     if let Some(p) = problem {
-        let _ = fs::remove_file(&tmp);
         return Err(Error::integrity(format!(
             "snapshot {}: {p}; nothing was written to {}",
             snap.id.short(),
             dest.display()
         )));
     }
-    let moved_aside = move_aside(dest)?;
-    fs::rename(&tmp, dest).context(ErrorKind::Io, || {
-        format!("cannot move the restored file into place at {}", dest.display())
-    })?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context(ErrorKind::Io, || format!("cannot fsync {}", dir.display()))?;
+    let moved_aside = dir
+        .move_aside(fname)
+        .context(ErrorKind::Io, || format!("cannot move existing {} aside", dest.display()))?
+        .map(|m| dest.with_file_name(m));
+    tmp.persist(fname)?;
     Ok(RestoreReport {
         snapshot: snap.id.hex(),
         path: dest.to_path_buf(),
@@ -165,4 +156,35 @@ pub async fn restore_to_file(
         sha256: sha,
         moved_aside,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `.old` names are taken, including every timestamped one of the next seconds, as if they
+    /// appeared between a check and the rename: none may be replaced.
+    #[test]
+    fn move_aside_never_replaces_an_existing_old() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let live = t.path().join("ca.key");
+        fs::write(&live, b"the live file").unwrap();
+        let taken = |name: String| {
+            fs::write(t.path().join(&name), name.as_bytes()).unwrap();
+            name
+        };
+        let mut kept = vec![taken("ca.key.old".into())];
+        let now = chrono::Utc::now();
+        for ms in 0..3000 {
+            let ts = (now + chrono::Duration::milliseconds(ms)).format("%Y%m%dT%H%M%S%.3fZ");
+            kept.push(taken(format!("ca.key.old.{ts}")));
+        }
+        let moved = move_aside(&live).expect("moved").expect("something was there");
+        assert_eq!(fs::read(&moved).unwrap(), b"the live file");
+        assert!(!live.exists());
+        for name in &kept {
+            assert_eq!(fs::read(t.path().join(name)).unwrap(), name.as_bytes(), "{name} was replaced");
+        }
+        assert_eq!(move_aside(&live).expect("nothing there"), None);
+    }
 }
