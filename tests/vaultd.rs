@@ -9,7 +9,7 @@ use serde_json::Value;
 use vault_e2e::daemon::{assert_config_ok, get, metric, request, vaultd_run, write_private};
 use vault_e2e::data::{Rng, k8s_like};
 use vault_e2e::process::Proc;
-use vault_e2e::{Ctl, EtcdCluster, free_port, ports, tempdir, wait_for};
+use vault_e2e::{Ctl, EtcdCluster, free_port, ports, proxy, tempdir, wait_for};
 
 fn snapshots_of(snaps: &[Value], job: &str) -> usize {
     snaps.iter().filter(|s| s["job"].as_str() == Some(job)).count()
@@ -381,55 +381,6 @@ fn vaultctl_status_jobs_and_run_talk_to_the_daemon() {
         .mentions(&["vaultd is not answering", "systemctl status vaultd"]);
 }
 
-/// A TCP proxy on 127.0.0.1 in front of `upstream` that forwards everything at once, except that
-/// the answer to a request whose first line contains `slow` (e.g. `PUT .../snapshots/`) is held
-/// back for `delay`: the server has done the work, the client hears of it late.
-fn slow_answer_proxy(upstream: u16, slow: &'static str, delay: Duration) -> u16 {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(mut client) = client else { continue };
-            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                continue;
-            };
-            let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let hold = Arc::new(AtomicBool::new(false));
-            let held = hold.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = client_r.read(&mut buf) {
-                    let first_line = buf[..n].split(|&b| b == b'\n').next().unwrap_or_default();
-                    if String::from_utf8_lossy(first_line).contains(slow) {
-                        held.store(true, Ordering::SeqCst);
-                    }
-                    if server_w.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = server_w.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = server.read(&mut buf) {
-                    if hold.swap(false, Ordering::SeqCst) {
-                        std::thread::sleep(delay);
-                    }
-                    if client.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = client.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
-}
-
 /// A run whose timeout fires while its manifest is being written (the S3 server stored it, its
 /// answer is late) committed a snapshot: its run record says so instead of "nothing committed".
 #[test]
@@ -440,11 +391,14 @@ fn a_run_that_times_out_while_committing_records_its_snapshot() {
     moto.create_bucket("late");
     let mut ctl = Ctl::new(&dir.join("ctl"), "s3://late/vault", moto.env());
     ctl.setup(&[]);
-    let proxy = slow_answer_proxy(
-        moto.endpoint().rsplit(':').next().unwrap().parse().unwrap(),
-        "/snapshots/",
-        Duration::from_secs(8),
-    );
+    // The answer to the manifest's PUT is held back past the job's timeout.
+    let proxy = proxy::start(moto.port, |bytes| {
+        if proxy::request_line(bytes).contains("/snapshots/") {
+            proxy::Rule::HoldAnswer(Duration::from_secs(8))
+        } else {
+            proxy::Rule::Forward
+        }
+    });
     let host = dir.join("host");
     std::fs::create_dir_all(host.join("etc/app")).unwrap();
     std::fs::write(host.join("etc/app/a.conf"), "a=1\n").unwrap();

@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod moto;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod vaultctl;
 
 pub use certs::Certs;

@@ -135,23 +135,22 @@ impl Vault {
         };
         let value = serde_json::to_value(&config).expect("serialize config");
         config.mac = writer.config_mac(&canonical_config(&value));
-        // keys first, config last: the config is the commit point of init.
+        // keys first, config last: the config is the commit point of init. Without conditional
+        // create, the emptiness check above is all that guards against a concurrent init.
+        let create = if conditional_create { PutMode::Create } else { PutMode::Overwrite };
         let wrapped = recipients.wrap(writer.to_file_text().as_bytes());
-        store.put(format::WRITER_KEY_NAME, Bytes::from(wrapped), PutMode::Create).await?;
+        store.put(format::WRITER_KEY_NAME, Bytes::from(wrapped), create).await?;
         let json = serde_json::to_vec_pretty(&config).expect("serialize config");
-        store
-            .put(format::CONFIG_NAME, Bytes::from(json), PutMode::Create)
-            .await
-            .map_err(|e| {
-                if e.kind == ErrorKind::AlreadyExists {
-                    Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!("another init created a vault at {} at the same time", store.describe()),
-                    )
-                } else {
-                    e
-                }
-            })?;
+        store.put(format::CONFIG_NAME, Bytes::from(json), create).await.map_err(|e| {
+            if e.kind == ErrorKind::AlreadyExists {
+                Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("another init created a vault at {} at the same time", store.describe()),
+                )
+            } else {
+                e
+            }
+        })?;
         let trust = trust::Trust {
             state: trust::TrustState::Pinned,
             fingerprint: trust::VaultFacts::of(&config).fingerprint(),

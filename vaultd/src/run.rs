@@ -147,6 +147,16 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
     for u in cat.sync(&vault).await?.unreadable {
         tracing::error!("DAMAGED object in the vault, left out of the catalog: {u}");
     }
+    match vault.store.remove_stale_temporaries().await {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(
+                "removed {} temporary file(s) left in the vault by writers killed mid-write",
+                removed.len()
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     let live = RwLock::new(Live::load(g)?);
     if let Some(e) = claims_unsupported(&vault, &cfg.jobs) {
         return Err(e);

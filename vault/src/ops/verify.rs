@@ -54,6 +54,9 @@ pub struct VerifyReport {
     pub bad_packs: Vec<String>,
     pub packs_checked: usize,
     pub bytes_read: u64,
+    /// Temporary files of writers killed mid-write, removed from a local store by this run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_temporaries: Vec<String>,
 }
 
 impl VerifyReport {
@@ -214,6 +217,8 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
         });
     }
     let damaged_objects = catalog.unreadable().to_vec();
+    // Housekeeping that needs a listing anyway: what killed writers left behind.
+    let removed_temporaries = vault.store.remove_stale_temporaries().await?;
     Ok(VerifyReport {
         ok: verdicts.iter().all(|v| v.ok) && damaged_objects.is_empty(),
         level: level.into(),
@@ -222,6 +227,7 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
         bad_packs,
         packs_checked,
         bytes_read,
+        removed_temporaries,
     })
 }
 

@@ -73,6 +73,21 @@ pub async fn run(store: &Store) {
     assert_eq!(store.list("nothing/").await.expect("list nothing"), vec![]);
     assert_eq!(store.get("data/cd/two").await.expect("get big").len(), 3 << 20);
 
+    // a large object (uploaded in parts by an object store) arrives whole, parts in order
+    let large: Vec<u8> = (0..super::object::MULTIPART_THRESHOLD + 3 * super::object::MULTIPART_PART_SIZE / 2)
+        .map(|i| (i / 4096 % 251) as u8)
+        .collect();
+    store
+        .put("data/ef/large", Bytes::from(large.clone()), PutMode::Overwrite)
+        .await
+        .expect("put large");
+    assert_eq!(store.head("data/ef/large").await.expect("head large"), Some(large.len() as u64));
+    assert!(
+        store.get("data/ef/large").await.expect("get large")[..] == large[..],
+        "large object differs"
+    );
+    store.delete("data/ef/large").await.expect("delete large");
+
     // delete is idempotent
     store.delete("data/ab/one").await.expect("delete");
     store.delete("data/ab/one").await.expect("delete again");
@@ -109,5 +124,29 @@ mod tests {
         // no temporary files are left behind
         let leftovers = crate::store::local::temp_files(dir.path()).unwrap();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn stale_temporary_files_of_killed_writers_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        store
+            .put("data/ab/abcd", bytes::Bytes::from_static(b"x"), crate::store::PutMode::Create)
+            .await
+            .unwrap();
+        // What a writer killed mid-write leaves, long ago and just now.
+        let stale = dir.path().join("data/ab/.abcd.tmp-0123456789ab");
+        let fresh = dir.path().join("data/ab/.abce.tmp-ba9876543210");
+        std::fs::write(&stale, b"partial").unwrap();
+        std::fs::write(&fresh, b"in progress").unwrap();
+        let old = std::time::SystemTime::now() - crate::store::STALE_TEMP_AGE - std::time::Duration::from_secs(60);
+        filetime::set_file_mtime(&stale, filetime::FileTime::from_system_time(old)).unwrap();
+        let removed = store.remove_stale_temporaries().await.unwrap();
+        assert_eq!(removed, vec!["data/ab/.abcd.tmp-0123456789ab".to_string()]);
+        assert!(!stale.exists() && fresh.exists());
+        assert_eq!(&store.get("data/ab/abcd").await.unwrap()[..], b"x");
+        assert!(store.list("").await.unwrap().iter().all(|o| !o.name.contains(".tmp-")));
+        let memory = Store::open("memory://", &Default::default()).unwrap();
+        assert!(memory.remove_stale_temporaries().await.unwrap().is_empty());
     }
 }

@@ -179,6 +179,29 @@ pub fn temp_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Remove temporary files that no write is using any more: those not modified for `max_age` (a
+/// write touches its temporary file until it links or renames it, moments later). Returns the
+/// removed files' paths relative to the root.
+pub fn remove_stale_temp_files(root: &Path, max_age: std::time::Duration) -> std::io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for path in temp_files(root)? {
+        let stale = fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= max_age);
+        if stale {
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path.strip_prefix(root).unwrap_or(&path).display().to_string()),
+                // Another cleaner got there first.
+                Err(e) if e.kind() == IoKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -192,9 +215,16 @@ fn write_atomic(root: &Path, path: &Path, data: &[u8], mode: PutMode) -> std::io
     }
     let dir = path.parent().expect("object path has a parent");
     if !dir.is_dir() {
+        // Every directory made here must survive a crash: fsync the parent of each new one.
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while d != root && !d.is_dir() {
+            missing.push(d);
+            d = d.parent().expect("object directory is below the root");
+        }
         fs::create_dir_all(dir)?;
-        if let Some(pp) = dir.parent() {
-            fsync_dir(pp)?;
+        for new_dir in missing.iter().rev() {
+            fsync_dir(new_dir.parent().expect("below the root"))?;
         }
     }
     let fname = path.file_name().expect("object path has a file name").to_string_lossy();

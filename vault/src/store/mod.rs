@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// How long a local store's temporary file must have been left untouched before a cleaner removes
+/// it: a write touches its temporary file until it is linked or renamed into place.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How `put` treats an existing object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutMode {
@@ -153,11 +157,39 @@ impl Store {
         }
     }
 
+    /// Remove temporary files that processes killed mid-write left in a local store (none exist
+    /// in an object store: an unfinished upload is never visible). Only files untouched for
+    /// [`STALE_TEMP_AGE`] are removed, so a write in progress is never disturbed. Returns their names.
+    pub async fn remove_stale_temporaries(&self) -> Result<Vec<String>> {
+        match self {
+            Store::Local(s) => {
+                let root = s.root().to_path_buf();
+                tokio::task::spawn_blocking(move || local::remove_stale_temp_files(&root, STALE_TEMP_AGE))
+                    .await
+                    .map_err(|e| Error::io("store worker thread failed").with_source(e))?
+                    .map_err(|e| Error::store(format!("cannot remove stale temporary files in {}", self.describe())).with_source(e))
+            }
+            Store::Object(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Probe whether `PutMode::Create` is honoured atomically-enough to rely on: create a probe
-    /// object twice and expect the second to fail. The probe object is removed afterwards.
+    /// object twice and expect the second to fail. The probe object is removed afterwards. A store
+    /// that rejects the condition itself (older S3-compatible servers answer If-None-Match with an
+    /// error) but takes a plain write lacks conditional create; one that takes no write at all is
+    /// unusable, and that error is returned.
     pub async fn probe_conditional_create(&self) -> Result<bool> {
         let name = format!("probe/{}", hex::encode(crate::crypto::random_bytes::<8>()));
-        self.put(&name, Bytes::from_static(b"1"), PutMode::Create).await?;
+        match self.put(&name, Bytes::from_static(b"1"), PutMode::Create).await {
+            Ok(()) => {}
+            Err(e) if e.kind == crate::error::ErrorKind::Store => {
+                self.put(&name, Bytes::from_static(b"1"), PutMode::Overwrite).await?;
+                self.delete(&name).await?;
+                tracing::info!("{} rejected a conditional write ({e}); it takes plain writes", self.describe());
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
         let second = self.put(&name, Bytes::from_static(b"2"), PutMode::Create).await;
         let content = self.get(&name).await?;
         self.delete(&name).await?;

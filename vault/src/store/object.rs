@@ -4,13 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::memory::InMemory;
 use object_store::path::Path as OsPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, RetryConfig};
 
 use super::{ObjectInfo, PutMode, S3Options, check_name};
+
+/// Objects larger than this are uploaded in parts (S3's minimum part size is 5 MiB).
+pub const MULTIPART_THRESHOLD: usize = 32 << 20;
+pub const MULTIPART_PART_SIZE: usize = 8 << 20;
+const MULTIPART_PARTS_IN_FLIGHT: usize = 4;
 use crate::error::{Error, ErrorKind, Result};
 
 #[derive(Clone)]
@@ -115,6 +120,9 @@ impl ObjectBackend {
 
     pub async fn put(&self, name: &str, data: Bytes, mode: PutMode) -> Result<()> {
         let path = self.path(name)?;
+        if mode == PutMode::Overwrite && data.len() > MULTIPART_THRESHOLD {
+            return self.put_multipart(name, &path, data).await;
+        }
         let opts = PutOptions {
             mode: match mode {
                 PutMode::Overwrite => object_store::PutMode::Overwrite,
@@ -127,6 +135,36 @@ impl ObjectBackend {
             .await
             .map(|_| ())
             .map_err(|e| self.err(e, format!("cannot write {name}")))
+    }
+
+    /// A large object (a big pack) in parts of [`MULTIPART_PART_SIZE`], a few in flight: each
+    /// request is bounded by the client timeout, so a slow link does not fail a whole pack, and the
+    /// object appears only when the upload completes. Multipart uploads cannot be conditional, so
+    /// only overwrites (packs: same name, same bytes) go this way.
+    async fn put_multipart(&self, name: &str, path: &OsPath, data: Bytes) -> Result<()> {
+        let what = || format!("cannot write {name} (multipart upload)");
+        let mut upload = self.inner.put_multipart(path).await.map_err(|e| self.err(e, what()))?;
+        let parts: Vec<_> = (0..data.len())
+            .step_by(MULTIPART_PART_SIZE)
+            .map(|start| {
+                let end = (start + MULTIPART_PART_SIZE).min(data.len());
+                upload.put_part(PutPayload::from(data.slice(start..end)))
+            })
+            .collect();
+        let sent = futures::stream::iter(parts)
+            .buffer_unordered(MULTIPART_PARTS_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await;
+        let done = match sent {
+            Ok(_) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            // Leave no parts behind to be billed for; the upload was never visible.
+            let _ = upload.abort().await;
+            return Err(self.err(e, what()));
+        }
+        Ok(())
     }
 
     pub async fn get(&self, name: &str) -> Result<Bytes> {

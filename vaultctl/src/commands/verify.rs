@@ -60,6 +60,15 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         for o in &report.damaged_objects {
             println!("DAMAGED {o}");
         }
+        for p in &report.bad_packs {
+            println!("BAD PACK {p} (see `vaultctl repair --dry-run`)");
+        }
+        if !report.removed_temporaries.is_empty() {
+            println!(
+                "removed {} temporary file(s) left by writers killed mid-write",
+                report.removed_temporaries.len()
+            );
+        }
         println!(
             "{} snapshot(s) checked at level {}: {} failed; {} pack(s), {} read",
             report.snapshots.len(),
