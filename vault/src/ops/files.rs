@@ -295,6 +295,10 @@ pub enum RestoreTarget {
     InPlace { root: PathBuf },
 }
 
+/// How long a partial file of a restore must have been left untouched before a later restore
+/// removes it (a running restore writes its partial file continuously).
+const STALE_PART_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FilesRestoreReport {
     pub snapshot: String,
@@ -589,8 +593,19 @@ pub async fn restore_files(
         let mut rx = rx.into_iter();
         let mut moved = Vec::new();
         let mut warnings = Vec::new();
+        let mut swept: HashSet<PathBuf> = HashSet::new();
         for (e, rel) in &files {
             let (parent, name) = sink_base.parent_of(rel, Some(MISSING_PARENT_MODE))?;
+            // What an earlier restore killed mid-write left here: plaintext nobody will finish.
+            let dir_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            if swept.insert(dir_rel.clone()) {
+                for part in parent.remove_stale_parts(STALE_PART_AGE).unwrap_or_default() {
+                    warnings.push(format!(
+                        "removed {}: a partial file left by an interrupted restore",
+                        dir_rel.join(part).display()
+                    ));
+                }
+            }
             // 0600 until its captured metadata is set; removed if anything fails before it is in place
             let (tmp, mut f) = TempFile::create(&parent, name)?;
             let mut h = blake3::Hasher::new();

@@ -145,6 +145,34 @@ impl SafeDir {
         }
     }
 
+    /// Remove the partial files (`.NAME.vault-part-*`) that restores killed mid-write left in this
+    /// directory and that nothing has written to for `max_age`. Returns their names.
+    pub fn remove_stale_parts(&self, max_age: std::time::Duration) -> io::Result<Vec<OsString>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut removed = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            let bytes = name.as_bytes();
+            if !(bytes.starts_with(b".") && bytes.windows(12).any(|w| w == b".vault-part-")) {
+                continue;
+            }
+            let Some(st) = self.lstat(name)? else { continue };
+            let stale = now.saturating_sub(st.st_mtime as i64) >= max_age.as_secs() as i64;
+            if file_type(&st) == FileType::RegularFile && stale {
+                match self.remove_file(name) {
+                    Ok(()) => removed.push(name.to_os_string()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Create the directory `name` (`mode` less the umask); fails if anything is there.
     pub fn mkdir(&self, name: &OsStr, mode: u32) -> io::Result<()> {
         Ok(rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode))?)
@@ -456,6 +484,23 @@ mod tests {
                 fs::remove_dir_all(p(x)).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn stale_partial_files_of_killed_restores_are_removed_and_fresh_ones_kept() {
+        let (tmp, dir) = scratch();
+        let old = tmp.path().join(".ca.key.vault-part-0011aabb");
+        let fresh = tmp.path().join(".ca.key.vault-part-ccdd2233");
+        let other = tmp.path().join("ca.key");
+        for p in [&old, &fresh, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        filetime::set_file_mtime(&old, filetime::FileTime::from_system_time(an_hour_ago)).unwrap();
+        filetime::set_file_mtime(&other, filetime::FileTime::from_system_time(an_hour_ago)).unwrap();
+        let removed = dir.remove_stale_parts(std::time::Duration::from_secs(600)).unwrap();
+        assert_eq!(removed, vec![OsString::from(".ca.key.vault-part-0011aabb")]);
+        assert!(!old.exists() && fresh.exists() && other.exists());
     }
 
     #[test]
