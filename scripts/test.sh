@@ -11,9 +11,9 @@ trap 'rm -f "$log"' EXIT
 echo "== build"
 cargo build --workspace --all-targets
 echo "== unit and library tests"
-cargo test --workspace --exclude vault-e2e 2>&1 | tee -a "$log"
+cargo test --no-fail-fast --workspace --exclude vault-e2e 2>&1 | tee -a "$log"
 echo "== end-to-end tests (real etcd, real S3 server)"
-cargo test -p vault-e2e --tests -- --test-threads=2 2>&1 | tee -a "$log"
+cargo test --no-fail-fast -p vault-e2e --tests -- --test-threads=2 2>&1 | tee -a "$log"
 passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "tests: $passed passed, $failed failed"

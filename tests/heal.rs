@@ -46,7 +46,9 @@ fn planned<'a>(plan: &'a Value, id: &str) -> &'a Value {
 
 async fn heals(ctl: &Ctl, store: &Store, how: Damage) {
     let cluster = EtcdCluster::start(1, None);
-    cluster.put_all(&k8s_like(&mut Rng::new(11), 300, 2000)).await;
+    // Enough data for many chunks: every capture of etcd changes a few (its meta pages, the keys
+    // written in between), and repair credits a capture only with chunks it stored again.
+    cluster.put_all(&k8s_like(&mut Rng::new(11), 2000, 2000)).await;
     let first = s(&ctl.backup(&cluster.endpoints_arg(), &[]), "id");
     let pack = largest_pack(store).await;
     damage(store, &pack, how).await;

@@ -161,6 +161,7 @@ impl SafeDir {
                 continue;
             }
             let Some(st) = self.lstat(name)? else { continue };
+            #[allow(clippy::unnecessary_cast)] // st_mtime is not i64 on every target
             let stale = now.saturating_sub(st.st_mtime as i64) >= max_age.as_secs() as i64;
             if file_type(&st) == FileType::RegularFile && stale {
                 match self.remove_file(name) {
