@@ -115,3 +115,72 @@ fn a_forged_config_and_writer_key_are_refused_and_unknown_vaults_cannot_be_writt
         .code(4);
     assert_eq!(packs(&repo), before);
 }
+
+#[test]
+fn changing_recipients_is_an_operator_action_with_a_new_fingerprint_and_a_record() {
+    let tmp = tempdir("trust-rekey");
+    let repo = tmp.path().join("vault");
+    let mut ops = Ctl::new(&tmp.path().join("ops"), &repo.display().to_string(), Vec::new());
+    let old_fp = s(&ops.setup(&[]), "fingerprint");
+    let (new_identity, new_recipient) = ops.keygen("new-operator.age");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("etc/origin")).unwrap();
+    fs::write(root.join("etc/origin/master-config.yaml"), "kind: MasterConfig\n").unwrap();
+    let root_arg = root.display().to_string();
+    let capture = ["backup", "files", "--json", "--root", root_arg.as_str(), "--path", "/etc/origin"];
+
+    // A backup host with only the writer key cannot do it; nor can a host that never pinned it.
+    let both = [ops.recipient.as_str(), new_recipient.as_str()];
+    let set = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["key".to_string(), "set-recipients".into()];
+        for r in both {
+            a.extend(["--recipient".to_string(), r.to_string()]);
+        }
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    ops.writer(&set(&[])).code(4).mentions(&["needs an identity"]);
+    host(tmp.path(), "stranger", &ops)
+        .restorer(&set(&[]))
+        .code(4)
+        .mentions(&["needs the vault's fingerprint"]);
+    // A dry run shows the new fingerprint and changes nothing.
+    let dry = ops.restorer(&set(&["--dry-run", "--json"])).ok().json();
+    let new_fp = dry["change"]["new_fingerprint"].as_str().unwrap().to_string();
+    assert_ne!(new_fp, old_fp);
+    assert_eq!(
+        s(&ops.restorer(&["key", "fingerprint", "--json"]).ok().json(), "fingerprint"),
+        old_fp
+    );
+
+    ops.restorer(&set(&[]))
+        .ok()
+        .mentions(&[&format!("recipients added: {new_recipient}"), &new_fp]);
+    // This host moved on to the new fingerprint; the writer key still works; a host told the old
+    // fingerprint refuses, one told the new one accepts.
+    assert_eq!(
+        s(&ops.restorer(&["key", "fingerprint", "--json"]).ok().json(), "fingerprint"),
+        new_fp
+    );
+    let id = s(&ops.writer(&capture).ok().json(), "id");
+    host(tmp.path(), "old-news", &ops)
+        .restorer(&["--fingerprint", &old_fp, "snapshots"])
+        .code(4)
+        .mentions(&["not the expected"]);
+    let mut newcomer = host(tmp.path(), "newcomer", &ops);
+    newcomer.identity = new_identity;
+    let out = newcomer.dir.join("restored");
+    newcomer
+        .restorer(&["--fingerprint", &new_fp, "restore", &id, "--to", &out.display().to_string()])
+        .ok();
+    assert_eq!(
+        fs::read_to_string(out.join("etc/origin/master-config.yaml")).unwrap(),
+        "kind: MasterConfig\n"
+    );
+    // The change is recorded in the vault.
+    let history = ops.writer(&["key", "history", "--json"]).ok().json();
+    let changes = history.as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{history:#}");
+    assert_eq!(changes[0]["old_fingerprint"], old_fp.as_str());
+    assert_eq!(changes[0]["new_fingerprint"], new_fp.as_str());
+}

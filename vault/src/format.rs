@@ -17,6 +17,7 @@ pub const DATA_PREFIX: &str = "data/";
 pub const INDEX_PREFIX: &str = "index/";
 pub const SNAPSHOT_PREFIX: &str = "snapshots/";
 pub const CLAIM_PREFIX: &str = "claims/";
+pub const KEY_HISTORY_PREFIX: &str = "keys/history/";
 
 pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
 pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
@@ -487,6 +488,7 @@ pub enum MetaKind {
     Snapshot = 2,
     PackTrailer = 3,
     SlotClaim = 4,
+    KeyHistory = 5,
 }
 
 /// One generation of the claim on a schedule slot of a cluster-wide job (section 3a): whoever

@@ -54,6 +54,19 @@ impl Default for InitOptions {
     }
 }
 
+/// A change of the vault's recipients, as recorded under `keys/history/`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecipientChange {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub old_fingerprint: String,
+    pub new_fingerprint: String,
+    pub old_recipients: Vec<String>,
+    pub new_recipients: Vec<String>,
+    /// What changed, in words ("recipients added: age1...").
+    pub changes: Vec<String>,
+}
+
 /// An open vault.
 pub struct Vault {
     pub store: Store,
@@ -266,6 +279,79 @@ impl Vault {
             trust,
             writer_from_store: keys.writer_key.is_none(),
         })
+    }
+
+    /// Replace the vault's recipients (docs/FORMAT.md section 2b): an operator action that needs an
+    /// identity and a vault this host has pinned. Records the change under `keys/history/` first,
+    /// then re-wraps the writer key to the new recipients, then writes the config (the commit
+    /// point). `dry_run` computes the change and writes nothing.
+    pub async fn set_recipients(&self, new: &[String], host: &str, dry_run: bool) -> Result<RecipientChange> {
+        self.identities("changing the vault's recipients")?;
+        trust::require_pinned(&self.trust, &self.store.describe(), "changing the vault's recipients")?;
+        let recipients = Recipients::parse(new)?;
+        let mut config = self.config.clone();
+        config.recipients = new.iter().map(|r| r.trim().to_string()).collect();
+        config.mac = String::new();
+        let value = serde_json::to_value(&config).expect("serialize config");
+        config.mac = self.writer.config_mac(&canonical_config(&value));
+        let old_facts = trust::VaultFacts::of(&self.config);
+        let new_facts = trust::VaultFacts::of(&config);
+        let change = RecipientChange {
+            time: chrono::Utc::now(),
+            host: host.to_string(),
+            old_fingerprint: old_facts.fingerprint().to_string(),
+            new_fingerprint: new_facts.fingerprint().to_string(),
+            changes: old_facts.changes_to(&new_facts),
+            old_recipients: old_facts.recipients,
+            new_recipients: new_facts.recipients,
+        };
+        if change.changes.is_empty() {
+            return Err(Error::usage("the vault already has exactly these recipients: nothing to change"));
+        }
+        if dry_run {
+            return Ok(change);
+        }
+        let record = serde_json::to_vec_pretty(&change).expect("serialize recipient change");
+        let name = format!(
+            "{}{}-{}",
+            format::KEY_HISTORY_PREFIX,
+            change.time.format("%Y%m%dT%H%M%SZ"),
+            &change.new_fingerprint[..8]
+        );
+        self.store
+            .put(
+                &name,
+                Bytes::from(self.writer.seal_meta(MetaKind::KeyHistory, &record)),
+                PutMode::Create,
+            )
+            .await?;
+        let wrapped = recipients.wrap(self.writer.to_file_text().as_bytes());
+        self.store
+            .put(format::WRITER_KEY_NAME, Bytes::from(wrapped), PutMode::Overwrite)
+            .await?;
+        let json = serde_json::to_vec_pretty(&config).expect("serialize config");
+        self.store.put(format::CONFIG_NAME, Bytes::from(json), PutMode::Overwrite).await?;
+        Ok(change)
+    }
+
+    /// Every recorded change of the recipients, oldest first. A record that does not open with the
+    /// writer key is reported as an error: the history is the audit trail of who can read the vault.
+    pub async fn recipient_history(&self) -> Result<Vec<RecipientChange>> {
+        let mut names: Vec<String> = self
+            .store
+            .list(format::KEY_HISTORY_PREFIX)
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let bytes = self.store.get(&name).await?;
+            let json = self.writer.open_meta(MetaKind::KeyHistory, &bytes, &name)?;
+            out.push(serde_json::from_slice(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))?);
+        }
+        Ok(out)
     }
 
     /// The vault's fingerprint (docs/FORMAT.md section 2a).
