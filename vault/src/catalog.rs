@@ -306,30 +306,39 @@ impl Catalog {
 
     /// Chunk IDs stored in `pack` according to the index.
     pub fn chunks_of_pack(&self, pack: &Id) -> Result<Vec<BlobEntry>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, offset, length, raw_length FROM chunks WHERE pack=?1 ORDER BY offset")
-            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = self.chunk_rows(
+            "SELECT id, pack, offset, length, raw_length FROM chunks WHERE pack=?1 ORDER BY offset",
+            &pack.hex(),
+        )?;
+        Ok(rows.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// Rows of the chunk index as (pack, entry), selected by `sql` (columns id, pack, offset,
+    /// length, raw_length) with one parameter. Rows with a malformed ID are left out.
+    fn chunk_rows(&self, sql: &str, param: &dyn rusqlite::ToSql) -> Result<Vec<(Id, BlobEntry)>> {
+        let mut stmt = self.conn.prepare_cached(sql).context(ErrorKind::Io, db_err(&self.path))?;
         let rows = stmt
-            .query_map([pack.hex()], |r| {
+            .query_map([param], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(1)?,
                     r.get::<_, u32>(2)?,
                     r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
                 ))
             })
             .context(ErrorKind::Io, db_err(&self.path))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, offset, length, raw_length) = r.context(ErrorKind::Io, db_err(&self.path))?;
-            if let Ok(a) = <[u8; 32]>::try_from(id.as_slice()) {
-                out.push(BlobEntry {
-                    id: Id(a),
+            let (id, pack, offset, length, raw_length) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            if let (Ok(id), Some(pack)) = (<[u8; 32]>::try_from(id.as_slice()), Id::parse(&pack)) {
+                let entry = BlobEntry {
+                    id: Id(id),
                     offset,
                     length,
                     raw_length,
-                });
+                };
+                out.push((pack, entry));
             }
         }
         Ok(out)
@@ -396,39 +405,11 @@ impl Catalog {
     /// after a capture stored again a chunk whose pack was lost), those in packs not known to be
     /// missing or damaged first.
     pub fn chunk_locations(&self, id: &Id) -> Result<Vec<(Id, BlobEntry)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT pack, offset, length, raw_length FROM chunks WHERE id=?1
-                 ORDER BY pack IN (SELECT id FROM bad_packs), rowid",
-            )
-            .context(ErrorKind::Io, db_err(&self.path))?;
-        let rows = stmt
-            .query_map([&id.0[..]], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, u32>(3)?,
-                ))
-            })
-            .context(ErrorKind::Io, db_err(&self.path))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (pack, offset, length, raw_length) = r.context(ErrorKind::Io, db_err(&self.path))?;
-            if let Some(p) = Id::parse(&pack) {
-                out.push((
-                    p,
-                    BlobEntry {
-                        id: *id,
-                        offset,
-                        length,
-                        raw_length,
-                    },
-                ));
-            }
-        }
-        Ok(out)
+        self.chunk_rows(
+            "SELECT id, pack, offset, length, raw_length FROM chunks WHERE id=?1
+             ORDER BY pack IN (SELECT id FROM bad_packs), rowid",
+            &&id.0[..],
+        )
     }
 
     /// All packs the index knows: (id, type, size).

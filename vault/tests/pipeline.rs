@@ -419,17 +419,7 @@ async fn a_deleted_pack_heals_at_the_next_capture() {
         again.new_chunks > 0 && again.new_bytes > 0,
         "the lost chunks are stored again: {again:?}"
     );
-    for r in verify_all_levels(&f, &mut cat).await {
-        assert!(r.ok, "{r:?}");
-    }
-    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
-    for id in [old, new] {
-        let out = f.dir.path().join(format!("{}.db", id.short()));
-        restore_to_file(&reader, &cat, &cat.resolve(&id.hex()).unwrap(), &out, None)
-            .await
-            .unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), data);
-    }
+    let reader = assert_whole_and_restorable(&f, &mut cat, &[old, new], &data).await;
     // A third capture deduplicates completely again.
     let (_, third) = backup(&vault, &mut cat, &data).await;
     assert_eq!(third.new_chunks, 0, "{third:?}");
@@ -448,6 +438,23 @@ async fn a_deleted_pack_heals_at_the_next_capture() {
         .await
         .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), data);
+}
+
+/// Every snapshot verifies at every level and each of `ids` restores to `data`; returns the
+/// restorer's vault.
+async fn assert_whole_and_restorable(f: &Fixture, cat: &mut Catalog, ids: &[vault::format::Id], data: &[u8]) -> Vault {
+    for r in verify_all_levels(f, cat).await {
+        assert!(r.ok, "{r:?}");
+    }
+    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
+    for id in ids {
+        let out = f.dir.path().join(format!("{}.db", id.short()));
+        restore_to_file(&reader, cat, &cat.resolve(&id.hex()).unwrap(), &out, None)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    }
+    reader
 }
 
 /// A flipped byte inside a pack: once a read found it (verify --read-data), the next capture stores
@@ -476,17 +483,7 @@ async fn a_damaged_pack_heals_at_the_next_capture() {
         again.new_chunks > 0 && again.new_bytes > 0,
         "the damaged chunks are stored again: {again:?}"
     );
-    for r in verify_all_levels(&f, &mut cat).await {
-        assert!(r.ok, "{r:?}");
-    }
-    let reader = Vault::open(f.store.clone(), &f.keys).await.unwrap();
-    for id in [old, new] {
-        let out = f.dir.path().join(format!("{}.db", id.short()));
-        restore_to_file(&reader, &cat, &cat.resolve(&id.hex()).unwrap(), &out, None)
-            .await
-            .unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), data);
-    }
+    assert_whole_and_restorable(&f, &mut cat, &[old, new], &data).await;
 }
 
 /// `repair` with the writer key alone: a dry run writes nothing; repair records a lost pack,
