@@ -461,6 +461,10 @@ pub struct FileTree {
     pub entries: Vec<FileEntry>,
     #[serde(default)]
     pub skipped: Vec<SkippedEntry>,
+    /// Files that kept changing while they were read (three reads): stored as last read, which may
+    /// mix old and new content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_while_read: Vec<PathBytes>,
     /// Installed packages when captured (`rpm -qa` / `dpkg-query`), as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<serde_json::Value>,

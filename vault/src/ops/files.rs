@@ -26,7 +26,7 @@ use crate::ops::read::read_stream;
 use crate::ops::restore::running_as_root;
 use crate::ops::safe_fs::{SafeDir, TempFile, file_type, set_mode, set_owner, set_times, set_xattr};
 use crate::repo::Vault;
-use crate::source::files::{Names, Walked, kind_name, read_content, walk};
+use crate::source::files::{Names, Walked, current_stamp, kind_name, read_content, walk};
 
 /// What to capture.
 pub struct FilesOptions {
@@ -57,6 +57,8 @@ pub struct FilesBackupReport {
     pub unread_bytes: u64,
     pub incomplete: bool,
     pub skipped: Vec<SkippedReport>,
+    /// Files that kept changing while read: stored as last read, possibly torn.
+    pub changed_while_read: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -133,32 +135,52 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
                         tree.entries.push(*e);
                         return Ok(());
                     }
-                    let mut sc = StreamChunker::new(chunker.clone());
-                    let mut ids = Vec::new();
-                    let mut h = blake3::Hasher::new();
-                    let result = read_content(&source.path, &mut |piece| {
-                        h.update(piece);
-                        sc.push(piece, &mut |c| ids.push(sink.add(PackType::Data, c)));
-                    });
+                    // A file written to while it is read would be stored torn: compare its stat
+                    // stamp after reading and read it again (twice at most) until it held still.
+                    let mut stamp = source.stamp;
+                    let mut attempts = 0;
+                    let result = loop {
+                        let mut sc = StreamChunker::new(chunker.clone());
+                        let mut ids = Vec::new();
+                        let mut h = blake3::Hasher::new();
+                        let read = read_content(&source.path, &mut |piece| {
+                            h.update(piece);
+                            sc.push(piece, &mut |c| ids.push(sink.add(PackType::Data, c)));
+                        });
+                        let after = current_stamp(&source.path);
+                        attempts += 1;
+                        match read {
+                            Ok(n) if after.as_deref() == Some(stamp.as_str()) || attempts == 3 => {
+                                sc.finish(&mut |c| ids.push(sink.add(PackType::Data, c)));
+                                let still = after.as_deref() == Some(stamp.as_str());
+                                break Ok((n, ids, h.finalize().to_hex().to_string(), still));
+                            }
+                            Ok(_) => stamp = after.unwrap_or_default(),
+                            Err(reason) => break Err(reason),
+                        }
+                    };
                     match result {
-                        Ok(n) => {
-                            sc.finish(&mut |c| ids.push(sink.add(PackType::Data, c)));
+                        Ok((n, ids, b3, held_still)) => {
                             e.size = n;
-                            let b3 = h.finalize().to_hex().to_string();
                             e.blake3 = Some(b3.clone());
                             content_bytes += n;
                             if let Some(p) = &progress {
                                 p(content_bytes);
                             }
                             content_ids.extend_from_slice(&ids);
-                            new_cache.push((
-                                e.path.0.clone(),
-                                CachedFile {
-                                    stamp: source.stamp,
-                                    blake3: b3,
-                                    chunks: ids.clone(),
-                                },
-                            ));
+                            if held_still {
+                                new_cache.push((
+                                    e.path.0.clone(),
+                                    CachedFile {
+                                        stamp,
+                                        blake3: b3,
+                                        chunks: ids.clone(),
+                                    },
+                                ));
+                            } else {
+                                // Stored as last read, flagged, and read again next time.
+                                tree.changed_while_read.push(e.path.clone());
+                            }
                             e.chunks = ids;
                             tree.entries.push(*e);
                         }
@@ -257,6 +279,7 @@ pub async fn backup_files(vault: &Vault, catalog: &mut Catalog, opts: FilesOptio
                 reason: s.reason.clone(),
             })
             .collect(),
+        changed_while_read: tree.changed_while_read.iter().map(|p| p.display()).collect(),
     })
 }
 

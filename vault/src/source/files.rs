@@ -66,6 +66,24 @@ pub struct ContentSource {
     pub stamp: String,
 }
 
+/// A regular file's stat stamp: size, mtime, ctime and inode. Any write changes it.
+fn stamp_of(md: &fs::Metadata) -> String {
+    format!(
+        "{}:{}.{}:{}.{}:{}",
+        md.len(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+        md.ino()
+    )
+}
+
+/// The stamp of the file at `path` now (`None` if it cannot be stat'ed).
+pub fn current_stamp(path: &Path) -> Option<String> {
+    fs::symlink_metadata(path).ok().map(|md| stamp_of(&md))
+}
+
 /// One thing the walk found.
 pub enum Walked {
     /// An entry; for regular files, where to read the content.
@@ -181,15 +199,7 @@ fn walk_one(
                 seen.insert((md.dev(), md.ino()), entry.path.clone());
             }
             entry.size = md.len();
-            let stamp = format!(
-                "{}:{}.{}:{}.{}:{}",
-                md.len(),
-                md.mtime(),
-                md.mtime_nsec(),
-                md.ctime(),
-                md.ctime_nsec(),
-                md.ino()
-            );
+            let stamp = stamp_of(&md);
             visit(Walked::Entry(Box::new(entry), Some(ContentSource { path: real, stamp })))
         }
         EntryKind::Symlink => match fs::read_link(&real) {

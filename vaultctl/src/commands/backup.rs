@@ -136,6 +136,9 @@ async fn run_files(c: &Common, a: FilesArgs) -> Result<i32> {
         for m in &missing {
             eprintln!("not present on this host: {m}");
         }
+        for p in &report.changed_while_read {
+            eprintln!("warning: {p} kept changing while it was read (three times): stored as last read, possibly torn");
+        }
         for s in &report.skipped {
             eprintln!("skipped {}: {}", s.path, s.reason);
         }
