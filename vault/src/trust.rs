@@ -193,7 +193,7 @@ fn load_known(path: &Path) -> Result<KnownVaultsFile> {
                 .with_source(e)
                 .hint("fix or move the file aside; every vault will then be trusted on first use again")
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KnownVaultsFile::default()),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(KnownVaultsFile::default()),
         Err(e) => Err(Error::io(format!("cannot read the known-vaults file {}", path.display())).with_source(e)),
     }
 }
@@ -314,13 +314,22 @@ pub fn check(location: &str, config: &VaultConfig, opts: &TrustOptions, holds_wr
             true
         }
     };
-    if changed || notice.is_some() {
-        save_known(path, &known)?;
-    }
+    // Not remembering is no reason to stop a backup or a restore: what this open trusts was decided
+    // above; only a later change would go unnoticed, so say so.
+    let saved = if changed || notice.is_some() {
+        save_known(path, &known).map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    };
     if first_ever && basis == TrustBasis::FirstUse {
         notice = Some(format!(
             "first use of the vault at {location} on this host: its fingerprint {fingerprint} is now remembered in {}; compare it with the one `vaultctl init` printed",
             path.display()
+        ));
+    }
+    if let Err(e) = saved {
+        notice = Some(format!(
+            "{e}: the vault at {location} (fingerprint {fingerprint}) is not remembered, so a later change of its recipients or writer key would not be noticed here; set known_vaults / --known-vaults to a writable file"
         ));
     }
     Ok(Trust {
@@ -419,6 +428,20 @@ mod tests {
         assert_eq!(t.state, TrustState::Pinned);
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("known.json")).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_known_vaults_file_that_cannot_be_written_is_a_notice_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"x").unwrap();
+        let opts = TrustOptions {
+            fingerprint: None,
+            known_vaults: Some(blocker.join("known.json")),
+        };
+        let t = check("directory /v", &config(&["age1a"], "c1"), &opts, true).unwrap();
+        assert_eq!(t.state, TrustState::Pinned);
+        assert!(t.notice.as_deref().unwrap_or("").contains("not remembered"), "{t:?}");
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub struct Global {
     /// The vault's fingerprint as `vaultctl init` printed it: the daemon refuses a vault whose
     /// recipients or writer key do not match it (docs/FORMAT.md section 2a).
     pub fingerprint: Option<String>,
-    /// Where the daemon remembers the vaults it has opened; default ~/.config/vault/known_vaults.json.
+    /// Where the daemon remembers the vaults it has opened; default `known_vaults.json` beside the
+    /// catalog, else ~/.config/vault/known_vaults.json.
     pub known_vaults: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Options,
@@ -61,6 +62,18 @@ pub struct Global {
 }
 
 impl Global {
+    /// The known-vaults file: as configured, else beside the catalog (the daemon's state
+    /// directory, writable under the unit's ProtectSystem=strict), else the user's default.
+    pub fn known_vaults_path(&self) -> PathBuf {
+        self.known_vaults
+            .clone()
+            .or_else(|| {
+                let dir = self.catalog.as_deref()?.parent()?;
+                (!dir.as_os_str().is_empty()).then(|| dir.join("known_vaults.json"))
+            })
+            .unwrap_or_else(vault::trust::default_known_vaults)
+    }
+
     /// The keys and trust the daemon opens the vault with.
     pub fn key_source(&self) -> vault::repo::KeySource {
         vault::repo::KeySource {
@@ -68,7 +81,7 @@ impl Global {
             identity: None,
             trust: vault::trust::TrustOptions {
                 fingerprint: self.fingerprint.clone(),
-                known_vaults: Some(self.known_vaults.clone().unwrap_or_else(vault::trust::default_known_vaults)),
+                known_vaults: Some(self.known_vaults_path()),
             },
         }
     }
