@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod format;
+pub mod host;
 pub mod ops;
 pub mod pack;
 pub mod repo;
