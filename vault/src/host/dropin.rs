@@ -52,14 +52,11 @@ impl DropIn {
             }
             Ok(current) => drop(keep_original(&file, &current).map_err(fail)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let dir = file.parent().expect("a drop-in path has a parent");
-                fs::create_dir_all(dir).map_err(fail)?;
-                fs::write(&file, b"").map_err(fail)?;
-                fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(fail)?;
+                fs::create_dir_all(file.parent().expect("a drop-in path has a parent")).map_err(fail)?;
             }
             Err(e) => return Err(fail(e)),
         }
-        write_atomically(&file, self.content.as_bytes()).map_err(fail)?;
+        write_atomically(&file, self.content.as_bytes(), 0o644).map_err(fail)?;
         Ok(Applied::Done(format!("wrote drop-in {}", shown.display())))
     }
 

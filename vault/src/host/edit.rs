@@ -62,6 +62,7 @@ impl FileEdit {
     /// owner and SELinux label, is fsynced and renamed over the file, and the directory fsynced.
     pub fn apply(&self) -> Result<Applied> {
         let shown = self.host_path.display();
+        refuse_link(&self.host_path, &self.file)?;
         let current =
             fs::read(&self.file).map_err(|e| Error::io(format!("cannot read {shown} ({})", self.file.display())).with_source(e))?;
         if current == self.new {
@@ -73,12 +74,46 @@ impl FileEdit {
         }
         let backup =
             keep_original(&self.file, &self.old).map_err(|e| Error::io(format!("cannot keep a copy of {shown}")).with_source(e))?;
-        write_atomically(&self.file, &self.new).map_err(|e| Error::io(format!("cannot write {shown}")).with_source(e))?;
+        write_atomically(&self.file, &self.new, 0o600).map_err(|e| Error::io(format!("cannot write {shown}")).with_source(e))?;
         Ok(Applied::Done(format!(
             "edited {shown}: {} (original kept as {})",
             self.summary,
             backup.display()
         )))
+    }
+}
+
+/// Read the file at `host_path` on the host whose `/` is at `root`, for an edit: it must be a
+/// regular file (an edit replaces the file, which would turn a symlink into a copy). Returns where it
+/// really is and its bytes.
+pub fn read_for_edit(root: &Path, host_path: &Path) -> Result<(PathBuf, Vec<u8>)> {
+    let file = crate::source::files::under_root(root, host_path);
+    let cannot_read = |e: io::Error| {
+        let err = Error::io(format!("cannot read {} ({})", host_path.display(), file.display())).with_source(e);
+        if root == Path::new("/") {
+            err
+        } else {
+            err.hint(format!("the host tree is {}; check --root", root.display()))
+        }
+    };
+    refuse_link(host_path, &file)?;
+    let bytes = fs::read(&file).map_err(cannot_read)?;
+    Ok((file, bytes))
+}
+
+/// An error unless `file` is a regular file or absent (then reading it says so).
+fn refuse_link(host_path: &Path, file: &Path) -> Result<()> {
+    match fs::symlink_metadata(file) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::read_link(file).map(|t| t.display().to_string()).unwrap_or_default();
+            Err(Error::usage(format!(
+                "{} is a symlink (to {target}); vault edits only regular files",
+                host_path.display()
+            ))
+            .hint("give the path of the file it points to, or replace the link with the file, then run this again"))
+        }
+        Ok(m) if !m.is_file() => Err(Error::usage(format!("{} is not a regular file", host_path.display()))),
+        _ => Ok(()),
     }
 }
 
@@ -123,8 +158,9 @@ pub fn keep_original(file: &Path, content: &[u8]) -> io::Result<PathBuf> {
 }
 
 /// Replace `file` with `content` atomically: a temporary file beside it (created 0600, then given
-/// the original's mode, owner and SELinux label if it exists), fsync, rename, fsync of the directory.
-pub fn write_atomically(file: &Path, content: &[u8]) -> io::Result<()> {
+/// the original's mode, owner and SELinux label if it exists, else `new_mode`), fsync, rename, fsync
+/// of the directory.
+pub fn write_atomically(file: &Path, content: &[u8], new_mode: u32) -> io::Result<()> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = file
         .file_name()
@@ -137,12 +173,15 @@ pub fn write_atomically(file: &Path, content: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
         f.write_all(content)?;
-        if let Some(meta) = &original {
-            if meta.uid() != f.metadata()?.uid() || meta.gid() != f.metadata()?.gid() {
-                std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+        match &original {
+            Some(meta) => {
+                if meta.uid() != f.metadata()?.uid() || meta.gid() != f.metadata()?.gid() {
+                    std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+                }
+                f.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))?;
+                copy_selinux_label(file, &temp);
             }
-            f.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))?;
-            copy_selinux_label(file, &temp);
+            None => f.set_permissions(Permissions::from_mode(new_mode))?,
         }
         f.sync_all()?;
         fs::rename(&temp, file)?;
@@ -159,6 +198,14 @@ pub fn write_atomically(file: &Path, content: &[u8]) -> io::Result<()> {
 fn copy_selinux_label(from: &Path, to: &Path) {
     if let Ok(Some(label)) = xattr::get(from, "security.selinux") {
         let _ = xattr::set(to, "security.selinux", &label);
+    }
+}
+
+/// The file's line end: CRLF if its first line has one.
+pub(crate) fn line_end(text: &str) -> &'static str {
+    match text.find('\n') {
+        Some(i) if text[..i].ends_with('\r') => "\r\n",
+        _ => "\n",
     }
 }
 
@@ -211,6 +258,35 @@ mod tests {
         assert_eq!(fs::read(dir.path().join(&stamped[0])).unwrap(), b"X=2\n");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_symlink_is_not_edited_through() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/etcd")).unwrap();
+        fs::write(dir.path().join("real.conf"), b"X=1\n").unwrap();
+        std::os::unix::fs::symlink("../../real.conf", dir.path().join("etc/etcd/etcd.conf")).unwrap();
+        let e = read_for_edit(dir.path(), Path::new("/etc/etcd/etcd.conf")).unwrap_err();
+        assert!(
+            e.to_string().contains("/etc/etcd/etcd.conf is a symlink (to ../../real.conf)") && e.hint.is_some(),
+            "{e}"
+        );
+        let e = edit(&dir.path().join("etc/etcd/etcd.conf"), b"X=1\n", b"X=2\n")
+            .apply()
+            .unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(
+            fs::symlink_metadata(dir.path().join("etc/etcd/etcd.conf"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(dir.path().join("real.conf")).unwrap(), b"X=1\n");
+        let e = read_for_edit(&dir.path().join("nope"), Path::new("/etc/etcd/etcd.conf")).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot read /etc/etcd/etcd.conf") && e.to_string().contains("--root"),
+            "{e}"
+        );
     }
 
     #[test]

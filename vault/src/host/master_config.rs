@@ -7,9 +7,8 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::edit::FileEdit;
+use super::edit::{FileEdit, line_end, read_for_edit};
 use crate::error::{Error, Result};
-use crate::source::files::under_root;
 
 /// Where OKD 3.x keeps the master's config.
 pub const MASTER_CONFIG: &str = "/etc/origin/master/master-config.yaml";
@@ -50,9 +49,7 @@ pub struct MasterConfig {
 impl MasterConfig {
     /// Read `host_path` (normally [`MASTER_CONFIG`]) on the host whose `/` is at `root`.
     pub fn load(root: &Path, host_path: &Path) -> Result<MasterConfig> {
-        let file = under_root(root, host_path);
-        let bytes = std::fs::read(&file)
-            .map_err(|e| Error::io(format!("cannot read {} ({})", host_path.display(), file.display())).with_source(e))?;
+        let (file, bytes) = read_for_edit(root, host_path)?;
         let text = String::from_utf8(bytes).map_err(|_| Error::usage(format!("{} is not UTF-8 text", host_path.display())))?;
         Ok(MasterConfig {
             host_path: host_path.to_path_buf(),
@@ -136,12 +133,13 @@ impl MasterConfig {
                     }
                     None => (format!("{indent}- "), Quote::Plain),
                 };
+                let eol = line_end(&self.text);
                 let mut lines = String::new();
                 if !self.text[..at].ends_with('\n') {
-                    lines.push('\n');
+                    lines.push_str(eol);
                 }
                 for url in &new_gap[old_gap.len()..] {
-                    lines.push_str(&format!("{prefix}{}\n", encode(url, quote, false)));
+                    lines.push_str(&format!("{prefix}{}{eol}", encode(url, quote, false)));
                 }
                 out.push((at..at, lines));
             }
@@ -161,7 +159,7 @@ impl MasterConfig {
         let starts: Vec<usize> = lines
             .iter()
             .enumerate()
-            .filter(|(_, (_, l))| key_of(l).is_some_and(|(indent, key, rest)| indent == 0 && key == "etcdClientInfo" && rest.is_empty()))
+            .filter(|(_, (_, l, _))| key_of(l).is_some_and(|(indent, key, rest)| indent == 0 && key == "etcdClientInfo" && rest.is_empty()))
             .map(|(n, _)| n)
             .collect();
         let [start] = starts[..] else {
@@ -173,7 +171,7 @@ impl MasterConfig {
         };
         let mut child_indent = None;
         for n in start + 1..lines.len() {
-            let (offset, line) = lines[n];
+            let (offset, line, next) = lines[n];
             if is_blank_or_comment(line) {
                 continue;
             }
@@ -195,15 +193,15 @@ impl MasterConfig {
             if !rest.is_empty() {
                 return Err(not_found("an etcdClientInfo.urls that is not a list"));
             }
-            return Ok(self.block_list(&lines[n + 1..], key_indent, offset + line.len() + 1));
+            return Ok(self.block_list(&lines[n + 1..], key_indent, next));
         }
         Err(not_found("no urls: list in its etcdClientInfo: block"))
     }
 
-    fn block_list(&self, lines: &[(usize, &str)], key_indent: usize, after: usize) -> UrlList {
+    fn block_list(&self, lines: &[(usize, &str, usize)], key_indent: usize, after: usize) -> UrlList {
         let mut items = Vec::new();
         let mut item_indent = None;
-        for &(offset, line) in lines {
+        for &(offset, line, next) in lines {
             if is_blank_or_comment(line) {
                 continue;
             }
@@ -217,12 +215,11 @@ impl MasterConfig {
             let value_text = body[1..].trim_start();
             let value_at = offset + line.len() - value_text.len();
             let (value, span, quote) = scalar(value_text, value_at);
-            let end = (offset + line.len() + 1).min(self.text.len());
             items.push(Item {
                 value,
                 span,
                 quote,
-                line: offset..end,
+                line: offset..next,
             });
         }
         UrlList::Block {
@@ -313,11 +310,13 @@ fn common_subsequence(items: &[Item], urls: &[String]) -> Vec<(usize, usize)> {
     out
 }
 
-fn lines_with_offsets(text: &str) -> Vec<(usize, &str)> {
+/// Each line: (where it starts, its text without the line end, where the next line starts).
+fn lines_with_offsets(text: &str) -> Vec<(usize, &str, usize)> {
     let mut out = Vec::new();
     let mut offset = 0;
     for raw in text.split_inclusive('\n') {
-        out.push((offset, raw.strip_suffix('\n').unwrap_or(raw)));
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        out.push((offset, line.strip_suffix('\r').unwrap_or(line), offset + raw.len()));
         offset += raw.len();
     }
     out
@@ -546,6 +545,12 @@ mod tests {
             let e = config(bad).etcd_client_urls().unwrap_err();
             assert!(e.to_string().contains(why) && e.hint.is_some(), "{bad}: {e}");
         }
+        let crlf = "etcdClientInfo:\r\n  urls:\r\n  - https://a:2379 # one\r\nnext: 1\r\n";
+        assert_eq!(config(crlf).etcd_client_urls().unwrap(), urls(&["https://a:2379"]));
+        assert_eq!(
+            new_text(crlf, &["https://a:2379", "https://b:2379"]),
+            crlf.replace("# one\r\n", "# one\r\n  - https://b:2379\r\n")
+        );
         let e = config(BLOCK).etcd_urls_edit(&[]).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
     }

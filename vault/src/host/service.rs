@@ -58,7 +58,9 @@ pub enum ServiceControl {
     Systemd { unit: String },
     /// A static pod: running while `manifest` (in-host path, normally in [`STATIC_POD_DIR`]) is
     /// there, stopped while it is parked in `stopped_dir`. A restart waits `settle` between the two
-    /// so the kubelet notices (it looks at the directory every 20 s by default).
+    /// so the kubelet notices (it looks at the directory every 20 s by default). A stop returns once
+    /// the manifest is parked, before the kubelet has stopped the pod: a flow waits until the member
+    /// is down (its ports free) before it touches the data.
     StaticPod {
         manifest: PathBuf,
         stopped_dir: PathBuf,

@@ -7,9 +7,8 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::edit::FileEdit;
+use super::edit::{FileEdit, line_end, read_for_edit};
 use crate::error::{Error, Result};
-use crate::source::files::under_root;
 
 /// Where flannel reads its etcd endpoints on an OKD 3.x host.
 pub const FLANNELD: &str = "/etc/sysconfig/flanneld";
@@ -52,15 +51,7 @@ pub struct ShellConf {
 impl ShellConf {
     /// Read the file at `host_path` on the host whose `/` is at `root`.
     pub fn load(root: &Path, host_path: &Path) -> Result<ShellConf> {
-        let file = under_root(root, host_path);
-        let bytes = std::fs::read(&file).map_err(|e| {
-            let err = Error::io(format!("cannot read {} ({})", host_path.display(), file.display())).with_source(e);
-            if root == Path::new("/") {
-                err
-            } else {
-                err.hint(format!("the host tree is {}; check --root", root.display()))
-            }
-        })?;
+        let (file, bytes) = read_for_edit(root, host_path)?;
         ShellConf::parse(host_path, &file, bytes)
     }
 
@@ -133,10 +124,11 @@ impl ShellConf {
                     Quote::Double => format!("\"{encoded}\""),
                     _ => encoded,
                 };
+                let eol = line_end(&self.text);
                 if !self.text.is_empty() && !self.text.ends_with('\n') {
-                    self.text.push('\n');
+                    self.text.push_str(eol);
                 }
-                self.text.push_str(&format!("{key}={encoded}\n"));
+                self.text.push_str(&format!("{key}={encoded}{eol}"));
             }
         }
         self.assignments = parse_assignments(&self.text);
@@ -378,6 +370,11 @@ mod tests {
         let new = String::from_utf8(c.edit().new).unwrap();
         assert_eq!(new, format!("{ETCD_QUOTED}ETCD_INITIAL_CLUSTER_STATE=\"existing\"\n"));
         assert_eq!(c.get("ETCD_INITIAL_CLUSTER_STATE"), Some("existing"));
+
+        let mut c = conf("A=\"1\"\r\nB=2\r\n");
+        c.set("A", "3").unwrap();
+        c.set("C", "4").unwrap();
+        assert_eq!(c.edit().new, b"A=\"3\"\r\nB=2\r\nC=4\r\n", "CRLF lines stay CRLF");
 
         let mut c = conf("# no newline at the end\nA=1");
         c.set("B", "2").unwrap();
