@@ -11,10 +11,10 @@ use std::time::Duration;
 use vault::host::{Applied, DropIn, Host, HostAction, ServiceControl, ServiceOp, ServiceState, dropin, etcd_conf};
 use vault_e2e::{Ctl, Systemctl, free_port, s, tempdir, wait_for};
 
-/// The test unit: etcd configured by its env file, its data dir placed in the host tree (etcd 3.4
-/// refuses a flag that shadows an ETCD_* variable, hence `env -u`).
-const ETCD_UNIT: &str = "[Unit]\nDescription=Etcd Server (test)\n\n[Service]\nType=notify\nEnvironmentFile=-/etc/etcd/etcd.conf\n\
-    ExecStart=/usr/bin/env -u ETCD_DATA_DIR /usr/bin/etcd \\\n  --data-dir=${HOST_ROOT}${ETCD_DATA_DIR}\nRestart=on-failure\n";
+/// The test unit: etcd configured by its env file alone (as if chrooted into the host tree: the
+/// stand-in puts the tree in front of ETCD_DATA_DIR), `ExecStart` over two lines.
+const ETCD_UNIT: &str = "[Unit]\nDescription=Etcd Server (test)\n\n[Service]\nType=notify\nWorkingDirectory=/var/lib/etcd/\n\
+    EnvironmentFile=-/etc/etcd/etcd.conf\nExecStart=/bin/bash -c \"GOMAXPROCS=2 \\\n  /usr/bin/etcd\"\nRestart=on-failure\n";
 
 fn healthy(client_url: &str) -> bool {
     let Some(addr) = client_url.strip_prefix("http://") else {
@@ -62,6 +62,7 @@ fn a_real_etcd_is_stopped_started_and_forced_into_a_new_cluster_through_a_drop_i
     .unwrap();
     let systemctl = Systemctl::install(&root, &tmp.path().join("systemctl"));
     systemctl.add_unit("etcd", ETCD_UNIT);
+    systemctl.root_paths(&["ETCD_DATA_DIR"]);
     let host = Host {
         root: root.clone(),
         systemctl: systemctl.program().display().to_string(),

@@ -5,8 +5,12 @@
 //! `EnvironmentFile`/`Environment`, read as systemd does: when first used and again after
 //! `daemon-reload` (a drop-in written without a reload is not seen, as on a real host).
 //!
-//! In-host paths in the env files stay as they are; the started command also gets `HOST_ROOT`
-//! (the tree's `/`), so a test unit can say `--data-dir=${HOST_ROOT}${ETCD_DATA_DIR}`.
+//! In-host paths in the env files stay as they are, except in the variables named with
+//! [`Systemctl::root_paths`] (`ETCD_DATA_DIR`, `ETCD_CERT_FILE`, ...): an absolute value there gets the
+//! tree's `/` put in front, as if the unit ran chrooted into the tree. The started command also gets
+//! `HOST_ROOT` (the tree's `/`). Note that etcd 3.4 refuses a command-line flag that shadows an
+//! `ETCD_*` variable, so a test unit passes settings either way, not both (RHEL's unit passes
+//! `--name`, `--data-dir` and `--listen-client-urls` as flags *and* has them in etcd.conf).
 //! Each started unit runs in its own session; `stop` signals that process group (SIGTERM, then
 //! SIGKILL after 10 s), and dropping the [`Systemctl`] kills every unit still running, by PID.
 //! `fail(verb, unit)` makes the next such call fail (exit 1), for error-path tests.
@@ -91,6 +95,11 @@ start() {
     set -a
     for f in "${envfiles[@]}"; do f="${f#-}"; [ -f "$ROOT$f" ] && . "$ROOT$f"; done
     for e in "${envs[@]}"; do e="${e%\"}"; e="${e#\"}"; export "$e"; done
+    if [ -f "$STATE/rooted-vars" ]; then
+      for v in $(cat "$STATE/rooted-vars"); do
+        case "${!v}" in /*) export "$v=$ROOT${!v}" ;; esac
+      done
+    fi
     HOST_ROOT="$ROOT"
     set +a
     cd "$ROOT" && exec setsid bash -c "exec $exec" < /dev/null >> "$STATE/$u.log" 2>&1
@@ -191,6 +200,12 @@ impl Systemctl {
         let file = dir.join(format!("{name}.service"));
         fs::write(&file, text).expect("write unit file");
         file
+    }
+
+    /// Give the started units these variables with the tree's `/` in front of an absolute value
+    /// (read at each start).
+    pub fn root_paths(&self, vars: &[&str]) {
+        fs::write(self.state.join("rooted-vars"), vars.join("\n") + "\n").expect("write rooted-vars");
     }
 
     /// Every call so far, `ARGS => EXIT CODE`, in order.

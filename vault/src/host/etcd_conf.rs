@@ -30,6 +30,8 @@ pub struct EtcdConf {
     pub root: PathBuf,
     pub name: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// A WAL directory apart from the data dir (`ETCD_WAL_DIR`), if set: moved aside with it.
+    pub wal_dir: Option<PathBuf>,
     pub initial_advertise_peer_urls: Vec<String>,
     pub initial_cluster: Vec<InitialMember>,
     pub initial_cluster_token: Option<String>,
@@ -69,6 +71,7 @@ impl EtcdConf {
             root: root.to_path_buf(),
             name: text("ETCD_NAME"),
             data_dir: path("ETCD_DATA_DIR"),
+            wal_dir: path("ETCD_WAL_DIR"),
             initial_advertise_peer_urls: urls("ETCD_INITIAL_ADVERTISE_PEER_URLS"),
             initial_cluster,
             initial_cluster_token: text("ETCD_INITIAL_CLUSTER_TOKEN"),
@@ -185,6 +188,7 @@ mod tests {
         let c = EtcdConf::load(root.path(), Path::new(ETCD_CONF)).unwrap();
         assert_eq!(c.require_name().unwrap(), "master-0.example.com");
         assert_eq!(c.require_data_dir().unwrap(), Path::new("/var/lib/etcd/"));
+        assert_eq!(c.wal_dir, None, "#ETCD_WAL_DIR=\"\" is commented out");
         assert_eq!(c.host_file(c.data_dir.as_ref().unwrap()), root.path().join("var/lib/etcd"));
         assert_eq!(c.initial_advertise_peer_urls, ["https://192.168.55.8:2380"]);
         assert_eq!(c.listen_client_urls, ["https://192.168.55.8:2379"]);
