@@ -12,12 +12,14 @@ pub mod moto;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod systemctl;
 pub mod vaultctl;
 
 pub use certs::Certs;
 pub use etcd::{EtcdCluster, EtcdMember};
 pub use moto::Moto;
 pub use ports::free_port;
+pub use systemctl::Systemctl;
 pub use vaultctl::{Ctl, Run, Spawned, single_member_restore_args, vaultctl};
 
 use std::path::{Path, PathBuf};

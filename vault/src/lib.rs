@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom-up: [`store`] (object backends) -> [`format`], [`crypto`], [`chunker`], [`pack`]
 //! (the vault format, docs/FORMAT.md) -> [`repo`] (a vault opened with its keys) -> [`catalog`]
-//! (SQLite cache) -> [`source`] (what is captured) -> [`ops`] (backup, verify, restore) -> front ends
+//! (SQLite cache) -> [`source`] (what is captured) and [`host`] (services and config files on a
+//! host) -> [`ops`] (backup, verify, restore) -> front ends
 //! (`vaultctl`, `vaultd`).
 
 pub mod catalog;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod format;
+pub mod host;
 pub mod ops;
 pub mod pack;
 pub mod repo;

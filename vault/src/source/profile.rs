@@ -32,11 +32,11 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::host::service::check_service_name;
 
 /// Where operators put their own profiles; a file here replaces the built-in profile of its name.
 pub const SYSTEM_PROFILE_DIR: &str = "/etc/vault/profiles";
@@ -322,18 +322,6 @@ fn is_profile_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn check_service_name(service: &str) -> std::result::Result<(), &'static str> {
-    if service.is_empty() {
-        Err("is empty")
-    } else if service.starts_with('-') {
-        Err("starts with '-'")
-    } else if service.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        Err("contains whitespace or '/'")
-    } else {
-        Ok(())
-    }
-}
-
 fn is_absent(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
@@ -583,205 +571,10 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Restart plans
+// Restart plans: made here from the profile's rules, run by the host layer.
 
-/// What to do after restoring files: commands first (they regenerate state that services read,
-/// like the CA trust bundle), then service restarts, each once, in the order the rules name them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RestartPlan {
-    pub commands: Vec<PlannedCommand>,
-    pub services: Vec<PlannedService>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PlannedCommand {
-    pub argv: Vec<String>,
-    /// The restored paths that call for it.
-    pub triggered_by: Vec<PathBuf>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PlannedService {
-    pub service: String,
-    /// The restored paths that call for it.
-    pub triggered_by: Vec<PathBuf>,
-}
-
-/// What happened to one step of a [`RestartPlan`].
-#[derive(Debug)]
-pub struct ActionOutcome {
-    /// The command line, e.g. `["systemctl", "restart", "etcd"]`.
-    pub argv: Vec<String>,
-    pub status: ActionStatus,
-}
-
-#[derive(Debug)]
-pub enum ActionStatus {
-    /// Dry run: nothing was run.
-    DryRun,
-    /// Ran and succeeded.
-    Done,
-    /// Not run, with the reason (a service that is not installed on this host).
-    Skipped(String),
-    Failed(Error),
-}
-
-impl ActionOutcome {
-    /// True unless the step failed.
-    pub fn is_ok(&self) -> bool {
-        !matches!(self.status, ActionStatus::Failed(_))
-    }
-}
-
-impl fmt::Display for ActionOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cmd = shell_join(&self.argv);
-        match &self.status {
-            ActionStatus::DryRun => write!(f, "would run: {cmd}"),
-            ActionStatus::Done => write!(f, "ran: {cmd}"),
-            ActionStatus::Skipped(why) => write!(f, "skipped: {cmd} ({why})"),
-            ActionStatus::Failed(e) => write!(f, "FAILED: {e}"),
-        }
-    }
-}
-
-impl RestartPlan {
-    pub fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.services.is_empty()
-    }
-
-    /// The command lines in execution order, each with the paths that call for it.
-    pub fn steps(&self) -> Vec<(Vec<String>, &[PathBuf])> {
-        let commands = self.commands.iter().map(|c| (c.argv.clone(), c.triggered_by.as_slice()));
-        let services = self
-            .services
-            .iter()
-            .map(|s| (systemctl_restart(&s.service), s.triggered_by.as_slice()));
-        commands.chain(services).collect()
-    }
-
-    /// Run the plan on this host: each command, then `systemctl restart SERVICE` for each service
-    /// (a service whose unit systemd does not know is skipped). A failure does not stop the rest.
-    /// With `dry_run` nothing at all is run. Only meaningful when the files were restored to this
-    /// host's own `/`, not under another root.
-    pub fn execute(&self, dry_run: bool) -> Vec<ActionOutcome> {
-        let mut outcomes = Vec::new();
-        for command in &self.commands {
-            let status = if dry_run {
-                ActionStatus::DryRun
-            } else {
-                run_step(&command.argv, None)
-            };
-            outcomes.push(ActionOutcome {
-                argv: command.argv.clone(),
-                status,
-            });
-        }
-        for service in &self.services {
-            let argv = systemctl_restart(&service.service);
-            let status = if dry_run {
-                ActionStatus::DryRun
-            } else if let Err(why) = check_service_name(&service.service) {
-                ActionStatus::Failed(Error::usage(format!("service name {:?} {why}", service.service)))
-            } else {
-                match unit_is_known(&service.service) {
-                    Ok(true) => run_step(&argv, Some(&service.service)),
-                    Ok(false) => ActionStatus::Skipped(format!("systemd has no unit {} on this host", service.service)),
-                    Err(e) => ActionStatus::Failed(e),
-                }
-            };
-            outcomes.push(ActionOutcome { argv, status });
-        }
-        outcomes
-    }
-}
-
-/// How many restored paths to name per step in the printout.
-const PATHS_SHOWN: usize = 3;
-
-impl fmt::Display for RestartPlan {
-    /// One line per step: the command line and the restored paths that call for it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (argv, paths) in self.steps() {
-            let shown: Vec<String> = paths.iter().take(PATHS_SHOWN).map(|p| p.display().to_string()).collect();
-            write!(f, "{}  # for {}", shell_join(&argv), shown.join(", "))?;
-            if paths.len() > PATHS_SHOWN {
-                write!(f, " and {} more", paths.len() - PATHS_SHOWN)?;
-            }
-            writeln!(f)?;
-        }
-        Ok(())
-    }
-}
-
-fn systemctl_restart(service: &str) -> Vec<String> {
-    vec!["systemctl".to_string(), "restart".to_string(), service.to_string()]
-}
-
-/// Whether systemd knows the unit (`LoadState` other than `not-found`). Works with systemd 219
-/// (RHEL 7), which lacks `systemctl show --value`.
-fn unit_is_known(service: &str) -> Result<bool> {
-    let argv = vec![
-        "systemctl".to_string(),
-        "show".to_string(),
-        "-p".to_string(),
-        "LoadState".to_string(),
-        service.to_string(),
-    ];
-    let output = run_captured(&argv)?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    Ok(!text.lines().any(|l| l.trim() == "LoadState=not-found"))
-}
-
-fn run_step(argv: &[String], service: Option<&str>) -> ActionStatus {
-    match run_captured(argv) {
-        Ok(output) if output.status.success() => ActionStatus::Done,
-        Ok(output) => {
-            let mut err = Error::io(format!("`{}` failed ({}){}", shell_join(argv), output.status, stderr_tail(&output)));
-            if let Some(service) = service {
-                err = err.hint(format!("see `systemctl status {service}` and `journalctl -u {service}`"));
-            }
-            ActionStatus::Failed(err)
-        }
-        Err(e) => ActionStatus::Failed(e),
-    }
-}
-
-/// Run a command line without a shell, capturing its output.
-fn run_captured(argv: &[String]) -> Result<Output> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(Error::usage("empty command"));
-    };
-    Command::new(program).args(args).stdin(Stdio::null()).output().map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            Error::io(format!("cannot run `{}`: {program} was not found", shell_join(argv))).hint("install it or check PATH")
-        } else {
-            Error::io(format!("cannot run `{}`", shell_join(argv))).with_source(e)
-        }
-    })
-}
-
-/// `: <last lines of stderr>`, or nothing if it was empty.
-fn stderr_tail(output: &Output) -> String {
-    let text = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
-    if tail.is_empty() { String::new() } else { format!(": {tail}") }
-}
-
-/// A command line as an operator would type it: words quoted for a POSIX shell where needed.
-pub fn shell_join<S: AsRef<str>>(argv: &[S]) -> String {
-    argv.iter().map(|w| shell_quote(w.as_ref())).collect::<Vec<_>>().join(" ")
-}
-
-fn shell_quote(word: &str) -> Cow<'_, str> {
-    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | '+' | ',' | '@' | '%');
-    if !word.is_empty() && word.chars().all(safe) {
-        Cow::Borrowed(word)
-    } else {
-        Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
-    }
-}
+pub use crate::host::command::shell_join;
+pub use crate::host::restart::{ActionOutcome, ActionStatus, PlannedCommand, PlannedService, RestartPlan};
 
 #[cfg(test)]
 mod tests {

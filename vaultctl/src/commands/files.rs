@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use vault::catalog::SnapshotEntry;
-use vault::source::profile::{Profile, RestartPlan, SYSTEM_PROFILE_DIR};
+use vault::host::restart::RestartPlan;
+use vault::source::profile::{Profile, SYSTEM_PROFILE_DIR};
 use vault::{Error, Result};
 
 /// Directories searched for operator-defined profiles (before the built-in ones).
@@ -22,7 +23,8 @@ pub fn restart_plan(snap: &SnapshotEntry, restored: &[String]) -> Result<Option<
     Ok((!plan.is_empty()).then_some(plan))
 }
 
-/// Run the plan through systemd; fails naming every action that failed.
+/// Run the plan through this host's `systemctl` (the host layer, `vault::host`); fails naming every
+/// action that failed.
 pub fn execute_restart(plan: &RestartPlan) -> Result<()> {
     let outcomes = plan.execute(false);
     let mut failed = Vec::new();
