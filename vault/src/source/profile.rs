@@ -1019,18 +1019,4 @@ mod tests {
             "excluded is neither found nor missing"
         );
     }
-
-    #[test]
-    fn shell_words_are_quoted_only_when_needed() {
-        assert_eq!(
-            shell_join(&["systemctl", "restart", "atomic-openshift-node"]),
-            "systemctl restart atomic-openshift-node"
-        );
-        assert_eq!(
-            shell_join(&["yum", "install", "-y", "foo-1:2.0-3.el7.x86_64"]),
-            "yum install -y foo-1:2.0-3.el7.x86_64"
-        );
-        assert_eq!(shell_join(&["sh", "-c", "it's"]), r"sh -c 'it'\''s'");
-        assert_eq!(shell_join(&["apt-get", "bash=1.0~rc1", ""]), "apt-get 'bash=1.0~rc1' ''");
-    }
 }
