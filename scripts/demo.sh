@@ -5,15 +5,26 @@
 # dir and shows the keys. Everything lives in a temp dir; only the etcd
 # processes this script started are stopped.
 # Usage: bash scripts/demo.sh
+#        VAULTCTL=dist/vaultctl VAULTD=dist/vaultd bash scripts/demo.sh   (given binaries, e.g. a release)
 set -euo pipefail
+if [ -n "${VAULTCTL:-}" ] || [ -n "${VAULTD:-}" ]; then
+  if [ ! -x "${VAULTCTL:-}" ] || [ ! -x "${VAULTD:-}" ]; then
+    echo "VAULTCTL and VAULTD must both name executables (or set neither to build them)" >&2; exit 1
+  fi
+  VAULTCTL=$(realpath "$VAULTCTL"); VAULTD=$(realpath "$VAULTD")
+fi
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 install_demo_deps
 
-echo "== building vaultctl and vaultd"
-cargo build -q -p vaultctl -p vaultd
-VAULTCTL="$PWD/target/debug/vaultctl"
-VAULTD="$PWD/target/debug/vaultd"
+if [ -n "${VAULTCTL:-}" ]; then
+  echo "== using $VAULTCTL and $VAULTD"
+else
+  echo "== building vaultctl and vaultd"
+  cargo build -q -p vaultctl -p vaultd
+  VAULTCTL="$PWD/target/debug/vaultctl"
+  VAULTD="$PWD/target/debug/vaultd"
+fi
 
 WORK=$(mktemp -d /tmp/vault-demo.XXXXXX)
 PIDS=()

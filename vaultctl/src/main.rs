@@ -5,7 +5,7 @@ mod commands;
 mod context;
 mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use context::Common;
 
@@ -67,6 +67,11 @@ enum Command {
     /// Key management.
     #[command(subcommand)]
     Key(commands::key::Command),
+    /// Print the shell completion script for bash, zsh or fish (the packages install them).
+    Completions(commands::completions::Args),
+    /// Write the man pages into a directory (used to build the packages).
+    #[command(hide = true)]
+    Man(commands::man::Args),
 }
 
 fn main() {
@@ -98,6 +103,8 @@ fn main() {
             Command::Jobs(d) => commands::daemon::jobs(c.json, &d).await,
             Command::Run { job, wait, daemon } => commands::daemon::run(c.json, &daemon, &job, wait).await,
             Command::Packages(cmd) => commands::packages::run(&c, cmd).await,
+            Command::Completions(a) => commands::completions::run(Cli::command(), a),
+            Command::Man(a) => commands::man::run(Cli::command(), a),
         }
     });
     // Do not wait for lingering background tasks (e.g. a broken etcd stream).

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vault::source::profile::SYSTEM_PROFILE_DIR;
 use vaultd::{check, config, run};
 
@@ -32,10 +32,41 @@ enum Command {
         #[arg(long, env = "VAULTD_CONFIG", default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Print the shell completion script for bash, zsh or fish (the packages install them).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (used to build the packages).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write the pages into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "vaultd", &mut script);
+            if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                eprintln!("vaultd: cannot write the completion script to stdout: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        Command::Man { out } => {
+            if let Err(e) = std::fs::create_dir_all(out).and_then(|()| clap_mangen::generate_to(Cli::command(), out)) {
+                eprintln!("vaultd: cannot write man pages into {}: {e}", out.display());
+                std::process::exit(1);
+            }
+            return;
+        }
+        Command::CheckConfig { .. } | Command::Run { .. } => {}
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -61,6 +92,7 @@ fn main() {
                 }
             }
             Command::Run { config } => run_daemon(&config).await,
+            Command::Completions { .. } | Command::Man { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     std::process::exit(code);

@@ -1,5 +1,6 @@
 pub mod backup;
 pub mod catalog;
+pub mod completions;
 pub mod daemon;
 pub mod diff;
 pub mod etcd;
@@ -7,6 +8,7 @@ pub mod files;
 pub mod init;
 pub mod key;
 pub mod keygen;
+pub mod man;
 pub mod packages;
 pub mod repair;
 pub mod restore;
