@@ -1,3 +1,5 @@
+pub mod etcd_datadir;
+pub mod etcd_v2;
 pub mod etcd_v3;
 pub mod files;
 pub mod packages;

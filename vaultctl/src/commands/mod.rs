@@ -3,6 +3,8 @@ pub mod catalog;
 pub mod daemon;
 pub mod diff;
 pub mod etcd;
+pub mod etcd_datadir;
+pub mod etcd_v2;
 pub mod files;
 pub mod init;
 pub mod key;

@@ -1,0 +1,509 @@
+//! End-to-end tests of the etcd v2 captures: the v2 keyspace (`backup etcd-v2`, `etcd v2 restore`)
+//! and the member data dir (`backup etcd-datadir`, `etcd datadir restore`), against real etcd 3.4
+//! members with the v2 API enabled, plain and with TLS, and vaultd jobs of both kinds. Run
+//! `cargo build -p vaultctl -p vaultd` first.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use vault_e2e::daemon::{assert_config_ok, get, metric, vaultd_run, write_private};
+use vault_e2e::process::Proc;
+use vault_e2e::{Certs, Ctl, EtcdCluster, free_port, ports, s, tempdir, wait_for};
+
+/// A flannel network config, as OKD 3.x keeps it in the v2 keyspace.
+const FLANNEL_CONFIG: &str = r#"{"Network":"10.128.0.0/14","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
+/// A value with characters a form encoding must carry through.
+const ODD_VALUE: &str = "a b ✓ & = % + /?#";
+
+/// `ETCDCTL_API=2 etcdctl` against one member (with the client certificate under TLS).
+fn v2ctl(endpoint: &str, tls: Option<&Certs>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "2").arg("--endpoints").arg(endpoint);
+    if let Some(c) = tls {
+        cmd.arg("--ca-file")
+            .arg(&c.ca)
+            .arg("--cert-file")
+            .arg(&c.client_cert)
+            .arg("--key-file")
+            .arg(&c.client_key);
+    }
+    cmd.args(args).output().expect("run etcdctl")
+}
+
+fn v2ok(endpoint: &str, tls: Option<&Certs>, args: &[&str]) -> String {
+    let out = v2ctl(endpoint, tls, args);
+    assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One node as the cluster holds it: a dir, or a key's value and TTL.
+#[derive(Clone, Debug, PartialEq)]
+enum Node {
+    Dir,
+    Key(String, Option<i64>),
+}
+
+/// Every node the v2 API lists, plus the named hidden ones.
+fn dump(endpoint: &str, tls: Option<&Certs>, hidden: &[&str]) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    let listing = v2ok(endpoint, tls, &["ls", "--recursive", "-p", "/"]);
+    let mut keys: Vec<String> = Vec::new();
+    for line in listing.lines().filter(|l| !l.is_empty()) {
+        match line.strip_suffix('/') {
+            Some(d) => {
+                out.insert(d.to_string(), Node::Dir);
+            }
+            None => keys.push(line.to_string()),
+        }
+    }
+    keys.extend(hidden.iter().map(|h| h.to_string()));
+    for k in keys {
+        let o = v2ctl(endpoint, tls, &["-o", "json", "get", &k]);
+        if !o.status.success() {
+            continue; // a named hidden key that is not there
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("etcdctl get {k}: {e}"));
+        let node = &v["node"];
+        out.insert(k, Node::Key(node["value"].as_str().unwrap_or("").to_string(), node["ttl"].as_i64()));
+    }
+    out
+}
+
+/// The flannel-style data set: config, subnets with TTLs, nested dirs, an empty dir, a short
+/// TTL that runs out before the restore, a hidden key, an odd value.
+fn populate(ep: &str, tls: Option<&Certs>) {
+    v2ok(ep, tls, &["set", "/coreos.com/network/config", FLANNEL_CONFIG]);
+    for (i, ip) in [(5, "10.0.0.1"), (7, "10.0.0.2")] {
+        let key = format!("/coreos.com/network/subnets/10.128.{i}.0-24");
+        let val = format!(r#"{{"PublicIP":"{ip}","BackendType":"vxlan"}}"#);
+        v2ok(ep, tls, &["set", "--ttl", "86400", &key, &val]);
+    }
+    v2ok(ep, tls, &["set", "/a/b/c/deep", "deep value"]);
+    v2ok(ep, tls, &["mkdir", "/emptydir"]);
+    v2ok(ep, tls, &["set", "--ttl", "2", "/short-lived", "gone soon"]);
+    v2ok(ep, tls, &["set", "/coreos.com/_hidden", "hidden value"]);
+    v2ok(ep, tls, &["set", "/odd", ODD_VALUE]);
+}
+
+fn wipe(ep: &str, tls: Option<&Certs>) {
+    for d in ["/coreos.com", "/a", "/emptydir"] {
+        let _ = v2ctl(ep, tls, &["rm", "--recursive", d]);
+    }
+    let _ = v2ctl(ep, tls, &["rm", "/odd"]);
+    assert_eq!(dump(ep, tls, &["/coreos.com/_hidden"]), BTreeMap::new(), "wipe left something");
+}
+
+/// The captured set without what expired, TTLs dropped for comparison (checked separately).
+fn without_ttls(m: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+    m.iter()
+        .filter(|(k, _)| k.as_str() != "/short-lived")
+        .map(|(k, v)| {
+            let v = match v {
+                Node::Key(val, _) => Node::Key(val.clone(), None),
+                Node::Dir => Node::Dir,
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn ttl_of(m: &BTreeMap<String, Node>, key: &str) -> Option<i64> {
+    match m.get(key) {
+        Some(Node::Key(_, t)) => *t,
+        other => panic!("{key} is {other:?}"),
+    }
+}
+
+fn backup_v2(ctl: &Ctl, ep: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["backup", "etcd-v2", "--json", "--endpoints", ep, "--hidden", "/coreos.com/_hidden"];
+    args.extend_from_slice(extra);
+    ctl.writer(&args).ok().json()
+}
+
+#[test]
+fn v2_keyspace_is_captured_and_restored_with_ttls_hidden_keys_and_a_plan() {
+    let tmp = tempdir("etcd-v2");
+    let etcd = EtcdCluster::start(1, None);
+    let ep = etcd.endpoints()[0].clone();
+    populate(&ep, None);
+    let hidden = ["/coreos.com/_hidden"];
+    let before = dump(&ep, None, &hidden);
+    assert_eq!(before.len(), 12, "{before:?}");
+
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let v = backup_v2(&ctl, &ep, &[]);
+    let id = s(&v, "id");
+    assert_eq!(v["kind"], "etcd-v2", "{v}");
+    assert_eq!(v["etcd_v2"]["keys"], 7, "{v}");
+    assert_eq!(v["etcd_v2"]["dirs"], 7, "{v}"); // coreos.com, network, subnets, a, b, c, emptydir
+    assert_eq!(v["etcd_v2"]["with_ttl"], 3, "{v}");
+    assert_eq!(v["etcd_v2"]["hidden"][0], "/coreos.com/_hidden", "{v}");
+    ctl.restorer(&["verify", &id]).ok();
+
+    std::thread::sleep(Duration::from_secs(3)); // /short-lived runs out
+    wipe(&ep, None);
+
+    // --dry-run: the plan, and nothing changes.
+    let plan = ctl
+        .restorer(&["etcd", "v2", "restore", &id, "--endpoints", &ep, "--dry-run"])
+        .ok()
+        .mentions(&[
+            "create",
+            "/coreos.com/network/config",
+            "expired",
+            "/short-lived",
+            "nothing was changed",
+        ]);
+    assert!(plan.stdout.contains("   1. create"), "{}", plan.stdout);
+    assert_eq!(dump(&ep, None, &hidden), BTreeMap::new(), "--dry-run changed the cluster");
+
+    // The restore: every dir, key and value back, the hidden key too, TTLs as remaining time.
+    let r = ctl
+        .restorer(&["--json", "etcd", "v2", "restore", &id, "--endpoints", &ep])
+        .ok()
+        .json();
+    assert_eq!(r["expired"], 1, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    let after = dump(&ep, None, &hidden);
+    assert_eq!(without_ttls(&after), without_ttls(&before));
+    for k in [
+        "/coreos.com/network/subnets/10.128.5.0-24",
+        "/coreos.com/network/subnets/10.128.7.0-24",
+    ] {
+        let (was, now) = (ttl_of(&before, k).unwrap(), ttl_of(&after, k).unwrap());
+        assert!(now <= was && now >= was - 60, "{k}: ttl {was} at capture, {now} after restore");
+    }
+    assert_eq!(ttl_of(&after, "/coreos.com/network/config"), None);
+
+    // Existing keys are reported and left alone; --overwrite sets them.
+    v2ok(&ep, None, &["set", "/coreos.com/network/config", "changed by hand"]);
+    ctl.restorer(&["etcd", "v2", "restore", &id, "--endpoints", &ep]).ok().mentions(&[
+        "left alone",
+        "exists with another value",
+        "0 created",
+    ]);
+    assert_eq!(
+        dump(&ep, None, &[])["/coreos.com/network/config"],
+        Node::Key("changed by hand".into(), None)
+    );
+    ctl.restorer(&["etcd", "v2", "restore", &id, "--endpoints", &ep, "--overwrite"])
+        .ok()
+        .mentions(&["overwrite", "1 overwritten"]);
+    assert_eq!(
+        dump(&ep, None, &[])["/coreos.com/network/config"],
+        Node::Key(FLANNEL_CONFIG.into(), None)
+    );
+
+    // --prefix restores that subtree only.
+    wipe(&ep, None);
+    ctl.restorer(&["etcd", "v2", "restore", &id, "--endpoints", &ep, "--prefix", "/coreos.com/network"])
+        .ok();
+    let part = dump(&ep, None, &hidden);
+    assert!(part.contains_key("/coreos.com/network/config"), "{part:?}");
+    assert!(
+        !part.contains_key("/a") && !part.contains_key("/odd") && !part.contains_key("/coreos.com/_hidden"),
+        "{part:?}"
+    );
+
+    // A v2 snapshot is not a file to restore, and an etcd-v3 restore refuses it.
+    ctl.restorer(&["restore", &id, "--to", tmp.path().join("x").to_str().unwrap()])
+        .failed()
+        .mentions(&["etcd v2 restore"]);
+}
+
+#[test]
+fn v2_keyspace_over_tls_and_bad_input() {
+    let tmp = tempdir("etcd-v2-tls");
+    let certs = Certs::generate(&tmp.path().join("certs"));
+    let etcd = EtcdCluster::start(1, Some(&certs));
+    let ep = etcd.endpoints()[0].clone();
+    let tls = Some(&certs);
+    populate(&ep, tls);
+    let before = dump(&ep, tls, &["/coreos.com/_hidden"]);
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let (ca, cert, key) = (
+        certs.ca.display().to_string(),
+        certs.client_cert.display().to_string(),
+        certs.client_key.display().to_string(),
+    );
+    let tls_args = ["--cacert", ca.as_str(), "--cert", cert.as_str(), "--key", key.as_str()];
+    let id = s(&backup_v2(&ctl, &ep, &tls_args), "id");
+    wipe(&ep, tls);
+    let mut args = vec!["etcd", "v2", "restore", id.as_str(), "--endpoints", ep.as_str()];
+    args.extend_from_slice(&tls_args);
+    ctl.restorer(&args).ok();
+    assert_eq!(without_ttls(&dump(&ep, tls, &["/coreos.com/_hidden"])), without_ttls(&before));
+
+    // Without the client certificate: refused, saying why.
+    ctl.writer(&["backup", "etcd-v2", "--endpoints", &ep, "--cacert", &ca])
+        .code(6)
+        .mentions(&["no etcd member with a working v2 API", &ep]);
+    // Unreachable.
+    let closed = format!("http://127.0.0.1:{}", ports::closed_port());
+    ctl.writer(&["backup", "etcd-v2", "--endpoints", &closed])
+        .code(6)
+        .mentions(&["connection refused", "check that etcd is running"]);
+    // A member without --enable-v2.
+    let plain = PlainEtcd::start(tmp.path(), "nov2", false, &[]);
+    ctl.writer(&["backup", "etcd-v2", "--endpoints", &plain.client_url])
+        .code(6)
+        .mentions(&["v2 API is not enabled", "--enable-v2=true"]);
+}
+
+/// A single etcd member started here directly (the harness's always has v2 on), for a member
+/// without the v2 API and for one started on a laid down data dir with extra flags.
+struct PlainEtcd {
+    proc: Proc,
+    client_url: String,
+}
+
+impl PlainEtcd {
+    fn start(dir: &Path, name: &str, enable_v2: bool, extra: &[&str]) -> PlainEtcd {
+        Self::start_on(dir, name, &dir.join(format!("{name}.etcd")), enable_v2, extra)
+    }
+
+    fn start_on(dir: &Path, name: &str, data_dir: &Path, enable_v2: bool, extra: &[&str]) -> PlainEtcd {
+        let client_url = format!("http://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
+            .arg(name)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .arg(format!("--initial-cluster={name}={peer_url}"))
+            .arg(format!("--enable-v2={enable_v2}"))
+            .args(extra);
+        let mut proc = Proc::spawn(&format!("etcd {name}"), &mut cmd, &dir.join(format!("{name}.log")));
+        let healthy = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
+            if let Some(st) = proc.exited() {
+                panic!("etcd {name} exited ({st}):\n{}", proc.log_tail(20));
+            }
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &client_url, "--dial-timeout=1s", "endpoint", "health"])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        });
+        assert!(healthy.is_some(), "etcd {name} not healthy:\n{}", proc.log_tail(20));
+        PlainEtcd { proc, client_url }
+    }
+}
+
+impl Drop for PlainEtcd {
+    fn drop(&mut self) {
+        self.proc.terminate(Duration::from_secs(10));
+    }
+}
+
+/// `etcdctl get --prefix /vault-test/` as key -> value.
+fn v3_keys(endpoint: &str) -> BTreeMap<String, String> {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint, "get", "--prefix", "/vault-test/"])
+        .output()
+        .expect("etcdctl get");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines.chunks(2).map(|kv| (kv[0].to_string(), kv[1].to_string())).collect()
+}
+
+/// A host tree for the member: `etc/etcd/etcd.conf` as OKD writes it, and the data dir under
+/// `var/lib/etcd` (a symlink to the running member's).
+fn host_tree(root: &Path, member: &vault_e2e::EtcdMember, name: &str) {
+    std::fs::create_dir_all(root.join("etc/etcd")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink(&member.data_dir, root.join("var/lib/etcd")).unwrap();
+    std::fs::write(
+        root.join("etc/etcd/etcd.conf"),
+        format!(
+            "# [member]\nETCD_NAME={name}\nETCD_DATA_DIR=/var/lib/etcd/\n#ETCD_WAL_DIR=\"\"\nETCD_ADVERTISE_CLIENT_URLS={}\nETCD_ENABLE_V2=true\n",
+            member.client_url
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn datadir_of_a_running_member_restarts_as_a_new_cluster_with_v2_and_v3_keys() {
+    let tmp = tempdir("etcd-datadir");
+    let etcd = EtcdCluster::start(1, None);
+    let ep = etcd.endpoints()[0].clone();
+    populate(&ep, None);
+    let v3: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("/vault-test/key-{i:04}"), format!("value {i}").into_bytes()))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(etcd.put_all(&v3));
+    let v2_before = dump(&ep, None, &["/coreos.com/_hidden"]);
+    let v3_before = v3_keys(&ep);
+    assert_eq!(v3_before.len(), 200);
+
+    let root = tmp.path().join("host");
+    host_tree(&root, &etcd.members[0], "m1");
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let root_arg = root.display().to_string();
+    let v = ctl.writer(&["backup", "etcd-datadir", "--json", "--root", &root_arg]).ok().json();
+    let id = s(&v, "id");
+    let info = &v["etcd_datadir"];
+    assert_eq!(v["kind"], "etcd-datadir", "{v}");
+    assert_eq!(info["member_name"], "m1", "{v}");
+    assert_eq!(info["data_dir"], "/var/lib/etcd/", "{v}");
+    assert_eq!(info["members"].as_array().map(|m| m.len()), Some(1), "{v}");
+    assert!(info["tool"].as_str().unwrap().starts_with("etcdctl backup --with-v3"), "{v}");
+    let layout: Vec<&str> = info["layout"].as_array().unwrap().iter().filter_map(|l| l.as_str()).collect();
+    assert!(layout.contains(&"member/snap/db"), "{layout:?}");
+    assert!(
+        layout.iter().any(|l| l.starts_with("member/wal/") && l.ends_with(".wal")),
+        "{layout:?}"
+    );
+    assert_eq!(info["db_sha256"], v["sha256"], "{v}");
+    // Nothing of the capture's staging is left beside the data dir.
+    let beside: Vec<String> = std::fs::read_dir(etcd.members[0].data_dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".vault-"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    ctl.restorer(&["verify", &id]).ok();
+
+    // Written after the capture: must not come back.
+    v2ok(&ep, None, &["set", "/after-capture", "x"]);
+
+    // Laid down over an existing dir (moved aside, kept), then started with --force-new-cluster.
+    let dest = tmp.path().join("restored.etcd");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("keep-me"), "old data").unwrap();
+    let dest_arg = dest.display().to_string();
+    ctl.restorer(&["etcd", "datadir", "restore", &id, "--data-dir", &dest_arg])
+        .ok()
+        .mentions(&["moved aside", "--force-new-cluster"]);
+    let old = tmp.path().join("restored.etcd.old");
+    assert_eq!(std::fs::read_to_string(old.join("keep-me")).unwrap(), "old data");
+    assert!(dest.join("member/snap/db").is_file());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dest).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "laid down data dir is {mode:o}");
+    drop(etcd); // the old member is gone, as in a disaster
+
+    let solo = PlainEtcd::start_on(tmp.path(), "solo", &dest, true, &["--force-new-cluster"]);
+    assert_eq!(v3_keys(&solo.client_url), v3_before);
+    let v2_after = dump(&solo.client_url, None, &["/coreos.com/_hidden"]);
+    let keep = |m: &BTreeMap<String, Node>| {
+        let mut m = without_ttls(m);
+        m.remove("/short-lived"); // may or may not have run out meanwhile
+        m
+    };
+    assert_eq!(keep(&v2_after), keep(&v2_before));
+    assert!(!v2_after.contains_key("/after-capture"));
+    // It is a cluster of its own that takes writes.
+    v2ok(&solo.client_url, None, &["set", "/new", "1"]);
+}
+
+#[test]
+fn datadir_bad_input_is_refused_with_what_to_do() {
+    let tmp = tempdir("etcd-datadir-bad");
+    let etcd = EtcdCluster::start(1, None);
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    // A data dir that is none.
+    let missing = tmp.path().join("no-such-dir").display().to_string();
+    ctl.writer(&[
+        "backup",
+        "etcd-datadir",
+        "--data-dir",
+        &missing,
+        "--endpoints",
+        &etcd.endpoints()[0],
+    ])
+    .code(2)
+    .mentions(&["is not an etcd member data dir", "member/wal is missing"]);
+    // A host tree without etcd.conf, one whose etcd.conf sets no data dir, one naming another member.
+    let root = tmp.path().join("host");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_arg = root.display().to_string();
+    ctl.writer(&["backup", "etcd-datadir", "--root", &root_arg])
+        .code(2)
+        .mentions(&["cannot read etcd config", "etc/etcd/etcd.conf"]);
+    std::fs::create_dir_all(root.join("etc/etcd")).unwrap();
+    std::fs::write(root.join("etc/etcd/etcd.conf"), "ETCD_NAME=m1\n").unwrap();
+    ctl.writer(&["backup", "etcd-datadir", "--root", &root_arg])
+        .code(2)
+        .mentions(&["sets no ETCD_DATA_DIR"]);
+    std::fs::remove_file(root.join("etc/etcd/etcd.conf")).unwrap();
+    host_tree(&root, &etcd.members[0], "master-2");
+    ctl.writer(&["backup", "etcd-datadir", "--root", &root_arg])
+        .code(2)
+        .mentions(&["belongs to member \"master-2\"", "--endpoints"]);
+    assert!(ctl.snapshots().is_empty());
+}
+
+#[test]
+fn vaultd_runs_etcd_v2_and_etcd_datadir_jobs() {
+    let tmp = tempdir("vaultd-etcd-v2");
+    let etcd = EtcdCluster::start(1, None);
+    let ep = etcd.endpoints()[0].clone();
+    populate(&ep, None);
+    let root = tmp.path().join("host");
+    host_tree(&root, &etcd.members[0], "m1");
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let token = "token-for-the-v2-test";
+    let token_file = tmp.path().join("token");
+    write_private(&token_file, token);
+    let port = free_port();
+    let config = tmp.path().join("vaultd.toml");
+    write_private(
+        &config,
+        &format!(
+            r#"repo = "{repo}"
+writer_key = "{wk}"
+catalog = "{catalog}"
+[http]
+listen = "127.0.0.1:{port}"
+token_file = "{token_file}"
+
+[[job]]
+name = "flannel"
+kind = "etcd-v2"
+schedule = "*/2 * * * * *"
+hidden = ["/coreos.com/_hidden"]
+[job.etcd]
+endpoints = ["{ep}"]
+
+[[job]]
+name = "datadir"
+kind = "etcd-datadir"
+schedule = "*/3 * * * * *"
+root = "{root}"
+"#,
+            repo = ctl.repo,
+            wk = ctl.writer_key.display(),
+            catalog = tmp.path().join("catalog.sqlite").display(),
+            token_file = token_file.display(),
+            root = root.display(),
+        ),
+    );
+    assert_config_ok(&config);
+    let mut daemon = Proc::spawn("vaultd", &mut vaultd_run(&config), &tmp.path().join("vaultd.log"));
+    let series = |job: &str| format!("vault_job_runs_total{{job=\"{job}\",outcome=\"success\"}}");
+    let ok = wait_for(Duration::from_secs(90), Duration::from_millis(500), || {
+        let (_, body) = get(port, "/metrics", Some(token))?;
+        (metric(&body, &series("flannel"))? >= 1.0 && metric(&body, &series("datadir"))? >= 1.0).then_some(())
+    });
+    assert!(ok.is_some(), "jobs did not succeed; vaultd log:\n{}", daemon.log_tail(40));
+    daemon.terminate(Duration::from_secs(20));
+    let snaps = ctl.snapshots();
+    let kinds: Vec<&str> = snaps.iter().filter_map(|s| s["kind"].as_str()).collect();
+    assert!(kinds.contains(&"etcd-v2") && kinds.contains(&"etcd-datadir"), "{snaps:?}");
+    // Both verify with content.
+    ctl.restorer(&["verify"]).ok();
+}
