@@ -92,7 +92,9 @@ fn wipe(ep: &str, tls: Option<&Certs>) {
     for d in ["/coreos.com", "/a", "/emptydir"] {
         let _ = v2ctl(ep, tls, &["rm", "--recursive", d]);
     }
-    let _ = v2ctl(ep, tls, &["rm", "/odd"]);
+    for k in ["/odd", "/short-lived"] {
+        let _ = v2ctl(ep, tls, &["rm", k]);
+    }
     assert_eq!(dump(ep, tls, &["/coreos.com/_hidden"]), BTreeMap::new(), "wipe left something");
 }
 
@@ -131,7 +133,7 @@ fn v2_keyspace_is_captured_and_restored_with_ttls_hidden_keys_and_a_plan() {
     populate(&ep, None);
     let hidden = ["/coreos.com/_hidden"];
     let before = dump(&ep, None, &hidden);
-    assert_eq!(before.len(), 12, "{before:?}");
+    assert_eq!(before.len(), 14, "{before:?}");
 
     let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
     ctl.setup(&[]);
@@ -505,5 +507,5 @@ root = "{root}"
     let kinds: Vec<&str> = snaps.iter().filter_map(|s| s["kind"].as_str()).collect();
     assert!(kinds.contains(&"etcd-v2") && kinds.contains(&"etcd-datadir"), "{snaps:?}");
     // Both verify with content.
-    ctl.restorer(&["verify"]).ok();
+    ctl.restorer(&["verify", "--all"]).ok();
 }
