@@ -241,6 +241,26 @@ fn v2_keyspace_over_tls_and_bad_input() {
     ctl.restorer(&args).ok();
     assert_eq!(without_ttls(&dump(&ep, tls, &["/coreos.com/_hidden"])), without_ttls(&before));
 
+    // The data dir of a TLS member: client URL and TLS files from etcd.conf (OKD: the peer
+    // certificate is the client certificate), read under --root.
+    let root = tmp.path().join("host");
+    host_tree(&root, &etcd.members[0], "m1");
+    for (from, name) in [
+        (&certs.ca, "ca.crt"),
+        (&certs.client_cert, "peer.crt"),
+        (&certs.client_key, "peer.key"),
+    ] {
+        std::fs::copy(from, root.join("etc/etcd").join(name)).unwrap();
+    }
+    let conf = root.join("etc/etcd/etcd.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("ETCD_TRUSTED_CA_FILE=/etc/etcd/ca.crt\nETCD_PEER_CERT_FILE=/etc/etcd/peer.crt\nETCD_PEER_KEY_FILE=/etc/etcd/peer.key\n");
+    std::fs::write(&conf, text).unwrap();
+    let root_arg = root.display().to_string();
+    let d = ctl.writer(&["backup", "etcd-datadir", "--json", "--root", &root_arg]).ok().json();
+    assert_eq!(d["etcd_datadir"]["member_name"], "m1", "{d}");
+    assert!(d["etcd_datadir"]["endpoint"].as_str().unwrap().starts_with("https://"), "{d}");
+
     // Without the client certificate: refused, saying why.
     ctl.writer(&["backup", "etcd-v2", "--endpoints", &ep, "--cacert", &ca])
         .code(6)

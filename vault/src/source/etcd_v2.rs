@@ -261,8 +261,7 @@ impl V2Client {
             flatten(n, &mut found);
         }
         for k in also {
-            if !out.contains_key(k)
-                && !found.iter().any(|n: &V2Node| &n.key == k)
+            if !found.iter().any(|n: &V2Node| &n.key == k)
                 && let Some((n, _, _)) = self.get(k, false).await?
             {
                 found.push(to_v2(&n, k));
