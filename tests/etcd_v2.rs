@@ -426,8 +426,31 @@ fn datadir_of_a_running_member_restarts_as_a_new_cluster_with_v2_and_v3_keys() {
     };
     assert_eq!(keep(&v2_after), keep(&v2_before));
     assert!(!v2_after.contains_key("/after-capture"));
-    // It is a cluster of its own that takes writes.
+    // It is a cluster of its own that takes writes, v2 and v3 (a database whose consistent index
+    // is ahead of the backup's renumbered WAL would make etcd skip the first v3 ones).
     v2ok(&solo.client_url, None, &["set", "/new", "1"]);
+    v3_put_and_read(&solo.client_url, 20);
+}
+
+/// Put `n` keys `/vault-test/after-N` one by one, and read them all back.
+fn v3_put_and_read(endpoint: &str, n: usize) {
+    for i in 0..n {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                endpoint,
+                "--command-timeout=5s",
+                "put",
+                &format!("/vault-test/after-{i:06}"),
+                "v",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "put {i}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let keys = v3_keys(endpoint).into_keys();
+    assert_eq!(contiguous(keys, "/vault-test/after-"), n, "writes after the restore were lost");
 }
 
 #[test]
@@ -521,7 +544,9 @@ root = "{root}"
         let (_, body) = get(port, "/metrics", Some(token))?;
         (metric(&body, &series("flannel"))? >= 1.0 && metric(&body, &series("datadir"))? >= 1.0).then_some(())
     });
-    assert!(ok.is_some(), "jobs did not succeed; vaultd log:\n{}", daemon.log_tail(40));
+    let log = std::fs::read_to_string(tmp.path().join("vaultd.log")).unwrap_or_default();
+    let datadir_lines: Vec<&str> = log.lines().filter(|l| l.contains("datadir")).take(20).collect();
+    assert!(ok.is_some(), "jobs did not succeed; vaultd log:\n{}", datadir_lines.join("\n"));
     daemon.terminate(Duration::from_secs(20));
     let snaps = ctl.snapshots();
     let kinds: Vec<&str> = snaps.iter().filter_map(|s| s["kind"].as_str()).collect();
@@ -544,16 +569,26 @@ fn contiguous(keys: impl Iterator<Item = String>, prefix: &str) -> usize {
 /// each writer's keys come back as a gap-free prefix reaching at least as far as the capture's start.
 #[test]
 fn datadir_captured_under_writes_is_consistent() {
+    // With --snapshot-count=500: one v2 snap file at about index 500, then the restart's entry.
+    const BASE: usize = 600;
     let tmp = tempdir("etcd-datadir-busy");
-    let live = PlainEtcd::start(tmp.path(), "busy", true, &["--snapshot-count=300"]);
-    let ep = live.client_url.clone();
+    let live = PlainEtcd::start(tmp.path(), "busy", true, &["--snapshot-count=500"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut client = rt.block_on(etcd_client::Client::connect([ep.as_str()], None)).expect("connect");
+    let mut client = rt
+        .block_on(etcd_client::Client::connect([live.client_url.as_str()], None))
+        .expect("connect");
     rt.block_on(async {
-        for i in 0..1000 {
+        for i in 0..BASE {
             client.put(format!("/vault-test/base-{i:06}"), "v", None).await.expect("put");
         }
     });
+    // Restarted: the member publishes its attributes again, an entry `etcdctl backup` filters
+    // out, in the WAL after the last v2 snap file.
+    drop(live);
+    let data_dir = tmp.path().join("busy.etcd");
+    let live = PlainEtcd::start_on(tmp.path(), "busy", &data_dir, true, &["--snapshot-count=500"]);
+    let ep = live.client_url.clone();
+    let client = rt.block_on(etcd_client::Client::connect([ep.as_str()], None)).expect("connect");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let v3_written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let v3_writer = {
@@ -564,6 +599,8 @@ fn datadir_captured_under_writes_is_consistent() {
                 client.put(format!("/vault-test/live-{i:06}"), "v", None).await.expect("put");
                 i += 1;
                 written.store(i, std::sync::atomic::Ordering::SeqCst);
+                // slow enough that etcd cuts no new snap file before the capture
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
     };
@@ -586,7 +623,7 @@ fn datadir_captured_under_writes_is_consistent() {
         v3_written.load(std::sync::atomic::Ordering::SeqCst),
         v2_written.load(std::sync::atomic::Ordering::SeqCst),
     );
-    let data_dir = tmp.path().join("busy.etcd").display().to_string();
+    let data_dir = data_dir.display().to_string();
     let v = ctl
         .writer(&["backup", "etcd-datadir", "--json", "--data-dir", &data_dir, "--endpoints", &ep])
         .ok()
@@ -605,7 +642,7 @@ fn datadir_captured_under_writes_is_consistent() {
         .ok();
     let solo = PlainEtcd::start_on(tmp.path(), "solo", &dest, true, &["--force-new-cluster"]);
     let keys: Vec<String> = v3_keys(&solo.client_url).into_keys().collect();
-    assert_eq!(contiguous(keys.iter().cloned(), "/vault-test/base-"), 1000);
+    assert_eq!(contiguous(keys.iter().cloned(), "/vault-test/base-"), BASE);
     let v3_back = contiguous(keys.into_iter(), "/vault-test/live-");
     assert!(
         v3_back >= v3_at_start,
@@ -619,14 +656,55 @@ fn datadir_captured_under_writes_is_consistent() {
     );
     eprintln!("v3: {v3_at_start} at start, {v3_back} back; v2: {v2_at_start} at start, {v2_back} back");
     // New writes land (a database ahead of the WAL would make etcd skip them as already applied).
-    for i in 0..20 {
+    v3_put_and_read(&solo.client_url, 20);
+}
+
+/// A member restarted often since its last v2 snap file: `etcdctl backup` drops each restart's
+/// attribute update from the WAL and renumbers the entries after it, so the database's consistent
+/// index must be brought in line or etcd skips the first writes after the recovery.
+#[test]
+fn datadir_of_an_often_restarted_member_takes_writes_after_recovery() {
+    let tmp = tempdir("etcd-datadir-restarts");
+    let data_dir = tmp.path().join("m.etcd");
+    let mut live = PlainEtcd::start_on(tmp.path(), "m", &data_dir, true, &[]);
+    for i in 0..8 {
+        v2ok(&live.client_url, None, &["set", &format!("/restart/k{i}"), "v"]);
+        drop(live);
+        live = PlainEtcd::start_on(tmp.path(), "m", &data_dir, true, &[]);
+    }
+    v3_put_and_read_prefix(&live.client_url, "/vault-test/before-", 5);
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let dd = data_dir.display().to_string();
+    let v = ctl
+        .writer(&[
+            "backup",
+            "etcd-datadir",
+            "--json",
+            "--data-dir",
+            &dd,
+            "--endpoints",
+            &live.client_url,
+        ])
+        .ok()
+        .json();
+    drop(live);
+    let dest = tmp.path().join("restored.etcd");
+    ctl.restorer(&["etcd", "datadir", "restore", &s(&v, "id"), "--data-dir", dest.to_str().unwrap()])
+        .ok();
+    let solo = PlainEtcd::start_on(tmp.path(), "solo", &dest, true, &["--force-new-cluster"]);
+    assert_eq!(v3_keys(&solo.client_url).len(), 5);
+    assert_eq!(v2ok(&solo.client_url, None, &["ls", "/restart"]).lines().count(), 8);
+    v3_put_and_read(&solo.client_url, 20);
+}
+
+fn v3_put_and_read_prefix(endpoint: &str, prefix: &str, n: usize) {
+    for i in 0..n {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &solo.client_url, "put", &format!("/vault-test/after-{i:06}"), "v"])
+            .args(["--endpoints", endpoint, "put", &format!("{prefix}{i:06}"), "v"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "put {i}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let keys = v3_keys(&solo.client_url).into_keys();
-    assert_eq!(contiguous(keys, "/vault-test/after-"), 20, "writes after the restore were lost");
 }

@@ -429,6 +429,9 @@ pub struct EtcdDatadirInfo {
     pub tool: String,
     /// Index of the newest v2 snap file in the member's data dir when copied (0: none).
     pub snap_index: u64,
+    /// The consistent index given to `member/snap/db`: the commit index of the backup's WAL.
+    #[serde(default)]
+    pub consistent_index: u64,
     /// sha256 of `member/snap/db` as laid down.
     pub db_sha256: String,
     /// Every file of the backup, relative to the data dir (also the stream names).

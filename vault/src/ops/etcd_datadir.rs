@@ -20,6 +20,7 @@ use crate::ops::read::read_stream;
 use crate::ops::restore::{move_aside, running_as_root};
 use crate::ops::safe_fs::SafeDir;
 use crate::repo::Vault;
+use crate::source::etcd_bolt;
 use crate::source::etcd_datadir::{self as src, DatadirOptions};
 use crate::source::etcd_v3::{self, SelectedMember, TrailerCheck};
 
@@ -161,7 +162,7 @@ pub async fn backup_etcd_datadir_of(
     vault: &Vault,
     catalog: &mut Catalog,
     member: &src::Member,
-    mut selected: SelectedMember,
+    selected: SelectedMember,
     tool: &Path,
     bopts: &BackupOptions,
 ) -> Result<BackupReport> {
@@ -177,22 +178,21 @@ pub async fn backup_etcd_datadir_of(
         for sub in ["member/snap", "member/wal"] {
             fs::create_dir_all(src_dir.join(sub)).context(ErrorKind::Io, || format!("cannot create {}", src_dir.display()))?;
         }
-        let (_, before) = src::v2_files(&member.data_dir_here)?;
-        let info = selected.info.clone();
-        save_db(selected, &src_dir.join(DB_STREAM)).await?;
-        let (files, after) = src::v2_files(&member.data_dir_here)?;
+        let (files, before) = src::v2_files(&member.data_dir_here)?;
         let mut copied = true;
-        if after == before {
-            for f in &files {
-                if let Err(e) = src::copy_private(&member.data_dir_here.join(f), &src_dir.join(f)) {
-                    // etcd purged an old segment between the listing and the copy
-                    tracing::info!("copying the data dir again: {e}");
-                    copied = false;
-                    break;
-                }
+        for f in &files {
+            if let Err(e) = src::copy_private(&member.data_dir_here.join(f), &src_dir.join(f)) {
+                // etcd purged an old segment between the listing and the copy
+                tracing::info!("copying the data dir again: {e}");
+                copied = false;
+                break;
             }
         }
+        let (_, after) = src::v2_files(&member.data_dir_here)?;
         if after == before && copied {
+            // After the WAL: the database holds every v3 write the copied WAL holds.
+            let info = selected.info.clone();
+            save_db(selected, &src_dir.join(DB_STREAM)).await?;
             break (after, info);
         }
         if attempt == 3 {
@@ -202,9 +202,22 @@ pub async fn backup_etcd_datadir_of(
             ))
             .hint("retry the backup at a quieter time"));
         }
-        selected = select_own_member(member).await?;
     };
-    src::run_backup_tool(tool, &src_dir, &out_dir)?;
+    // The database without membership (`--with-v3`), and the v2-only WAL (v3 entries dropped:
+    // the database has them) with the consistent index its renumbering gives; the database gets
+    // that index, so etcd neither replays nor skips anything (see the module docs).
+    let out_v3 = staging.0.join("out-v3");
+    src::run_backup_tool(tool, &src_dir, &out_v3, true)?;
+    src::run_backup_tool(tool, &src_dir, &out_dir, false)?;
+    let consistent_index = etcd_bolt::read_u64(&out_dir.join(DB_STREAM), "meta", "consistent_index")?;
+    let v3_db = out_v3.join(DB_STREAM);
+    // A member that never applied a v3 request has no consistent index and no v3 data: the
+    // v2-only backup's own database is the one to keep then.
+    if etcd_bolt::read_u64_if_present(&v3_db, "meta", "consistent_index")?.is_some() {
+        etcd_bolt::write_u64(&v3_db, "meta", "consistent_index", consistent_index)?;
+        fs::rename(&v3_db, out_dir.join(DB_STREAM))
+            .context(ErrorKind::Io, || format!("cannot move the database into {}", out_dir.display()))?;
+    }
 
     let mut layout = Vec::new();
     for sub in ["member/snap", "member/wal"] {
@@ -258,6 +271,7 @@ pub async fn backup_etcd_datadir_of(
             }
         ),
         snap_index,
+        consistent_index,
         db_sha256: db_sha256.clone(),
         layout,
     };

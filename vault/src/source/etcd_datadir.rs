@@ -1,14 +1,21 @@
 //! An etcd member's data directory as a capture source, taken safely from a running member:
 //!
-//! 1. the member's v3 database through the API snapshot (`Maintenance.Snapshot`, sha256 trailer
-//!    checked): a consistent copy, where copying `member/snap/db` under a running etcd is not;
-//! 2. then the v2 snap files and WAL segments copied as they are (the WAL is append-only and its
-//!    reader stops cleanly at a torn last record); taken after the database, so the WAL reaches at
-//!    least as far as the database and etcd replays the difference into it on start;
-//! 3. `etcdctl backup --with-v3` (etcd 3.4; `etcdutl backup` from 3.5) run on that copy, which
-//!    strips the membership (new node and cluster IDs in the WAL, no member buckets in the db),
-//!    as the OKD runbook's `etcdctl backup` + `cp member/snap/db` does. Run on the live data dir
-//!    instead, it would wait forever for the running etcd to release the database's lock.
+//! 1. the v2 snap files and WAL segments copied as they are (the WAL is append-only and its
+//!    reader stops cleanly at a torn last record); taken again if etcd cut a new snap file meanwhile;
+//! 2. then the member's v3 database through the API snapshot (`Maintenance.Snapshot`, sha256 trailer
+//!    checked): a consistent copy, where copying `member/snap/db` under a running etcd is not.
+//!    Taken after the WAL, it holds every v3 write the copied WAL holds (and maybe a few more);
+//! 3. the installed `etcdctl backup` (etcd 3.4, `ETCDCTL_API=2`; `etcdutl backup` from 3.5) run
+//!    twice on that copy, as the OKD runbook's `etcdctl backup` + `cp member/snap/db` intends:
+//!    `--with-v3` for the database without its membership buckets, and `--with-v3=false` for the
+//!    WAL with new node and cluster IDs, the membership changes and member attribute updates
+//!    dropped, and the v3 entries dropped (the database has them). Run on the live data dir, the
+//!    tool would wait forever for the running etcd to release the database's lock;
+//! 4. etcd 3.4's tool renumbers the entries after each one it drops, and writes the renumbered
+//!    commit index as the consistent index of the empty database it makes with `--with-v3=false`.
+//!    That index is written into the API database ([`crate::source::etcd_bolt`]): with the
+//!    database's own index (the old numbering, higher), etcd would take the first writes after a
+//!    recovery as already applied and skip them.
 //!
 //! The member's settings come from `/etc/etcd/etcd.conf` (a shell-style `KEY=VALUE` file).
 
@@ -208,8 +215,8 @@ pub fn find_tool(given: Option<&Path>) -> Result<(PathBuf, String)> {
     Ok((path, version))
 }
 
-/// Run the tool's `backup --with-v3` from `src` (a data dir copy) into `dest`.
-pub fn run_backup_tool(tool: &Path, src: &Path, dest: &Path) -> Result<()> {
+/// Run the tool's `backup` from `src` (a data dir copy) into `dest`, with or without the v3 data.
+pub fn run_backup_tool(tool: &Path, src: &Path, dest: &Path, with_v3: bool) -> Result<()> {
     let is_etcdutl = tool.file_name().is_some_and(|n| n.to_string_lossy().contains("etcdutl"));
     let mut cmd = std::process::Command::new(tool);
     if !is_etcdutl {
@@ -220,7 +227,7 @@ pub fn run_backup_tool(tool: &Path, src: &Path, dest: &Path) -> Result<()> {
         .arg(src)
         .arg("--backup-dir")
         .arg(dest)
-        .arg("--with-v3");
+        .arg(format!("--with-v3={with_v3}"));
     let out = cmd
         .output()
         .map_err(|e| Error::io(format!("cannot run {}", tool.display())).with_source(e))?;

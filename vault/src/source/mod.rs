@@ -1,3 +1,4 @@
+pub mod etcd_bolt;
 pub mod etcd_datadir;
 pub mod etcd_v2;
 pub mod etcd_v3;
