@@ -1205,6 +1205,8 @@ impl Crafter {
                 skipped: 0,
                 incomplete: false,
             }),
+            etcd_v2: None,
+            etcd_datadir: None,
         };
         vault::ops::backup::commit(&vault, &mut catalog, &manifest)
             .await

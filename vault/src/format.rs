@@ -222,6 +222,11 @@ pub enum PayloadKind {
     EtcdV3,
     /// Host files: a `tree` stream (a [`FileTree`], in tree packs) and a `content` stream.
     Files,
+    /// The etcd v2 keyspace: one `v2-keyspace.json` stream (a [`V2Keyspace`]).
+    EtcdV2,
+    /// A member data directory as `etcdctl backup` lays it out: one stream per file, named by
+    /// its path under the data dir (`member/snap/db`, `member/wal/*.wal`, `member/snap/*.snap`).
+    EtcdDatadir,
     Other(String),
 }
 
@@ -230,6 +235,8 @@ impl PayloadKind {
         match self {
             PayloadKind::EtcdV3 => "etcd-v3",
             PayloadKind::Files => "files",
+            PayloadKind::EtcdV2 => "etcd-v2",
+            PayloadKind::EtcdDatadir => "etcd-datadir",
             PayloadKind::Other(s) => s,
         }
     }
@@ -250,6 +257,8 @@ impl<'de> Deserialize<'de> for PayloadKind {
         Ok(match s.as_str() {
             "etcd-v3" => PayloadKind::EtcdV3,
             "files" => PayloadKind::Files,
+            "etcd-v2" => PayloadKind::EtcdV2,
+            "etcd-datadir" => PayloadKind::EtcdDatadir,
             _ => PayloadKind::Other(s),
         })
     }
@@ -324,6 +333,10 @@ pub struct SnapshotManifest {
     pub etcd_v3: Option<EtcdV3Info>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<FilesInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_v2: Option<EtcdV2Info>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_datadir: Option<EtcdDatadirInfo>,
 }
 
 impl SnapshotManifest {
@@ -339,9 +352,90 @@ impl SnapshotManifest {
                 Some(p) => format!("profile {p}"),
                 None => f.root.clone(),
             },
-            (None, None) => String::new(),
+            (None, None) => match (&self.etcd_v2, &self.etcd_datadir) {
+                (Some(v), _) => format!("v2 keyspace ({})", v.endpoint),
+                (None, Some(d)) => format!("{} data dir {}", d.member_name, d.data_dir),
+                (None, None) => String::new(),
+            },
         }
     }
+}
+
+/// Facts recorded about an `etcd-v2` capture (the keyspace read through the v2 HTTP API).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EtcdV2Info {
+    pub endpoint: String,
+    /// `X-Etcd-Cluster-Id` of the answer.
+    pub cluster_id: String,
+    /// `X-Etcd-Index`: the v2 store index the keyspace was read at.
+    pub etcd_index: u64,
+    /// When the keyspace was read (remaining TTLs are computed from the recorded expirations).
+    pub read_at: chrono::DateTime<chrono::Utc>,
+    pub version: String,
+    pub dirs: u64,
+    pub keys: u64,
+    /// Nodes that carry a TTL.
+    pub with_ttl: u64,
+    /// Hidden nodes (a name starting with `_`; the v2 API never lists them) captured because
+    /// they were named; named ones that did not exist are in `hidden_missing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_missing: Vec<String>,
+}
+
+/// The stream of an `etcd-v2` snapshot: every node, parents before children.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct V2Keyspace {
+    pub etcd_index: u64,
+    pub read_at: chrono::DateTime<chrono::Utc>,
+    pub nodes: Vec<V2Node>,
+}
+
+/// One v2 directory or key as read.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct V2Node {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dir: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// TTL in seconds as etcd reported it when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    /// When the node expires (RFC 3339), as etcd reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Facts recorded about an `etcd-datadir` capture: what a later restore of the member needs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EtcdDatadirInfo {
+    /// The data dir as the host names it (`ETCD_DATA_DIR`), and the etcd.conf it came from.
+    pub data_dir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<String>,
+    pub member_name: String,
+    pub member_id: String,
+    pub cluster_id: String,
+    /// The cluster's members when captured (the backup itself has membership stripped).
+    pub members: Vec<EtcdMember>,
+    /// The etcd server version of the member.
+    pub version: String,
+    /// The endpoint the v3 database was read from (the API snapshot) and its revision.
+    pub endpoint: String,
+    pub revision: i64,
+    /// What made the v2 part (`etcdctl backup --with-v3` and its version).
+    pub tool: String,
+    /// Index of the newest v2 snap file in the member's data dir when copied (0: none).
+    pub snap_index: u64,
+    /// The consistent index given to `member/snap/db`: the commit index of the backup's WAL.
+    #[serde(default)]
+    pub consistent_index: u64,
+    /// sha256 of `member/snap/db` as laid down.
+    pub db_sha256: String,
+    /// Every file of the backup, relative to the data dir (also the stream names).
+    pub layout: Vec<String>,
 }
 
 /// A file-system path as raw bytes: JSON string when UTF-8, `{"b64": ...}` otherwise.

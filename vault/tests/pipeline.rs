@@ -101,6 +101,8 @@ async fn backup(vault: &Vault, catalog: &mut Catalog, data: &[u8]) -> (vault::fo
         stats: ingested.stats,
         etcd_v3: None,
         files: None,
+        etcd_v2: None,
+        etcd_datadir: None,
     };
     (commit(vault, catalog, &m).await.unwrap(), ingested.stats)
 }

@@ -131,6 +131,22 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
             ("exclude", job.exclude.is_some()),
             ("root", job.root.is_some()),
         ];
+        let datadir_keys = [
+            ("hidden", false),
+            ("data_dir", job.data_dir.is_some()),
+            ("etcd_conf", job.etcd_conf.is_some()),
+            ("etcd_tool", job.etcd_tool.is_some()),
+        ];
+        if job.hidden.is_some() && job.kind() != Some(JobKind::EtcdV2) {
+            out.push(loc.problem(key("hidden"), "applies to etcd-v2 jobs only"));
+        }
+        if job.kind() != Some(JobKind::EtcdDatadir) {
+            for (k, set) in &datadir_keys[1..] {
+                if *set {
+                    out.push(loc.problem(key(k), "applies to etcd-datadir jobs only"));
+                }
+            }
+        }
         if job.read_data_percent.is_some() && job.kind().is_some_and(|k| k != JobKind::Verify) {
             out.push(loc.problem(key("read_data_percent"), "applies to verify jobs only"));
         }
@@ -170,6 +186,34 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
                             out.push(loc.problem(key("etcd"), "cert and key go together: set both or neither"));
                         }
                     }
+                }
+            }
+            Some(JobKind::EtcdV2) => {
+                for (k, set) in files_keys.into_iter().chain(datadir_keys) {
+                    if set {
+                        out.push(loc.problem(key(k), "does not apply to etcd-v2 jobs"));
+                    }
+                }
+                match &job.etcd {
+                    None => out.push(loc.problem(
+                        key("kind"),
+                        "an etcd-v2 job needs a [job.etcd] table with endpoints (and cacert, cert, key for TLS)",
+                    )),
+                    Some(e) => out.extend(etcd_access_problems(loc, i, e)),
+                }
+            }
+            Some(JobKind::EtcdDatadir) => {
+                for (k, set) in files_keys
+                    .into_iter()
+                    .filter(|(k, _)| *k != "root")
+                    .chain([("hidden", job.hidden.is_some())])
+                {
+                    if set {
+                        out.push(loc.problem(key(k), "does not apply to etcd-datadir jobs"));
+                    }
+                }
+                if let Some(e) = &job.etcd {
+                    out.extend(etcd_access_problems(loc, i, e));
                 }
             }
             Some(JobKind::Verify) => {
@@ -306,7 +350,7 @@ pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Pat
     for job in &cfg.jobs {
         let i = job.index;
         match job.kind() {
-            Some(JobKind::EtcdV3) => {
+            Some(JobKind::EtcdV3 | JobKind::EtcdV2) => {
                 if let Some(e) = &job.etcd {
                     let files = [
                         ("cacert", &e.cacert, "etcd CA certificate", false),
@@ -329,8 +373,42 @@ pub fn file_problems(cfg: &DaemonConfig, loc: &Locator, config_path: Option<&Pat
                     ));
                 }
             }
+            Some(JobKind::EtcdDatadir) => {
+                let opts = job_datadir_options(job);
+                if let Err(e) = vault::source::etcd_datadir::resolve(&opts) {
+                    out.push(loc.problem(format!("job[{i}].data_dir"), e.to_string()));
+                }
+            }
             Some(JobKind::Verify) | None => {}
         }
+    }
+    out
+}
+
+/// The capture options of an etcd-datadir job.
+pub fn job_datadir_options(job: &config::JobConfig) -> vault::source::etcd_datadir::DatadirOptions {
+    vault::source::etcd_datadir::DatadirOptions {
+        data_dir: job.data_dir.clone(),
+        root: job.root.clone(),
+        conf: job.etcd_conf.clone(),
+        etcd: job.etcd.clone().unwrap_or_default(),
+        tool: job.etcd_tool.clone(),
+    }
+}
+
+/// Problems of a job's `[job.etcd]` table that need no file access.
+fn etcd_access_problems(loc: &Locator, i: usize, e: &vault::source::etcd_v3::EtcdOptions) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (n, ep) in e.endpoints.iter().enumerate() {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            out.push(loc.problem(
+                format!("job[{i}].etcd.endpoints[{n}]"),
+                format!("{ep:?} is not a client URL like https://10.0.0.1:2379"),
+            ));
+        }
+    }
+    if e.cert.is_some() != e.key.is_some() {
+        out.push(loc.problem(format!("job[{i}].etcd"), "cert and key go together: set both or neither"));
     }
     out
 }

@@ -170,7 +170,7 @@ fn duplicate_names_and_unknown_kinds_are_reported() {
         "{HEAD}{}{}{}",
         etcd_job("a"),
         etcd_job("a"),
-        etcd_job("b").replace("etcd-v3", "etcd-v2")
+        etcd_job("b").replace("etcd-v3", "etcd-v9")
     );
     let ps = statics(&text);
     let kl = keys_lines(&ps);
@@ -179,11 +179,11 @@ fn duplicate_names_and_unknown_kinds_are_reported() {
     assert!(dup.message.contains("job[0] (line 4)"), "{}", dup.message);
     let kind = ps.iter().find(|p| p.key == "job[2].kind").unwrap();
     assert!(
-        kind.message.contains("etcd-v2") && kind.message.contains("\"files\""),
+        kind.message.contains("etcd-v9") && kind.message.contains("\"files\""),
         "{}",
         kind.message
     );
-    assert_eq!(kind.line, Some(text.lines().position(|l| l.contains("etcd-v2")).unwrap() + 1));
+    assert_eq!(kind.line, Some(text.lines().position(|l| l.contains("etcd-v9")).unwrap() + 1));
 }
 
 #[test]
@@ -453,4 +453,22 @@ fn verify_jobs_take_only_their_own_settings() {
             ("job[1].read_data_percent".into(), Some(13)),
         ]
     );
+}
+
+#[test]
+fn etcd_v2_and_datadir_jobs_take_only_their_own_keys() {
+    let job = |kind: &str, extra: &str| format!("[[job]]\nname = \"j\"\nkind = \"{kind}\"\nschedule = \"0 */15 * * * *\"\n{extra}");
+    let etcd = "[job.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n";
+    assert!(statics(&format!("{HEAD}{}", job("etcd-v2", &format!("hidden = [\"/_x\"]\n{etcd}")))).is_empty());
+    assert!(statics(&format!("{HEAD}{}", job("etcd-datadir", "data_dir = \"/var/lib/etcd\"\n"))).is_empty());
+    let p = statics(&format!("{HEAD}{}", job("etcd-v2", "")));
+    assert!(p.iter().any(|p| p.message.contains("needs a [job.etcd] table")), "{p:?}");
+    let p = statics(&format!(
+        "{HEAD}{}",
+        job("etcd-v3", &format!("hidden = [\"/_x\"]\ndata_dir = \"/d\"\n{etcd}"))
+    ));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["job[0].hidden", "job[0].data_dir"], "{p:?}");
+    let p = statics(&format!("{HEAD}{}", job("etcd-datadir", "profile = \"etcd\"\n")));
+    assert!(p.iter().any(|p| p.key == "job[0].profile"), "{p:?}");
 }

@@ -128,16 +128,22 @@ pub enum JobKind {
     Files,
     /// Verify the vault's snapshots (structure; with `read_data_percent`, stored objects too).
     Verify,
+    /// The etcd v2 keyspace through the v2 API.
+    EtcdV2,
+    /// This host's etcd member data dir (v2 WAL and snap, v3 database).
+    EtcdDatadir,
 }
 
 impl JobKind {
-    pub const NAMES: &[&str] = &["etcd-v3", "files", "verify"];
+    pub const NAMES: &[&str] = &["etcd-v3", "files", "verify", "etcd-v2", "etcd-datadir"];
 
     pub fn parse(s: &str) -> Option<JobKind> {
         match s {
             "etcd-v3" => Some(JobKind::EtcdV3),
             "files" => Some(JobKind::Files),
             "verify" => Some(JobKind::Verify),
+            "etcd-v2" => Some(JobKind::EtcdV2),
+            "etcd-datadir" => Some(JobKind::EtcdDatadir),
             _ => None,
         }
     }
@@ -192,6 +198,14 @@ pub struct JobConfig {
     pub root: Option<PathBuf>,
     /// verify: also download and check this percentage of the packs (a random sample each run).
     pub read_data_percent: Option<f64>,
+    /// etcd-v2: hidden keys or directories (names starting with `_`) to capture too.
+    pub hidden: Option<Vec<String>>,
+    /// etcd-datadir: the member's data dir (default: ETCD_DATA_DIR of etcd.conf under `root`).
+    pub data_dir: Option<PathBuf>,
+    /// etcd-datadir: the etcd.conf to read (default: /etc/etcd/etcd.conf under `root`).
+    pub etcd_conf: Option<PathBuf>,
+    /// etcd-datadir: etcdutl or etcdctl to run (default: from PATH).
+    pub etcd_tool: Option<PathBuf>,
     /// The job's position among the file's `[[job]]` entries (for key paths like `job[2]`).
     #[serde(skip)]
     pub index: usize,
@@ -221,7 +235,7 @@ impl JobConfig {
             Some("host") => Some(Scope::Host),
             Some(_) => None,
             None => Some(match self.kind() {
-                Some(JobKind::EtcdV3 | JobKind::Verify) => Scope::Cluster,
+                Some(JobKind::EtcdV3 | JobKind::EtcdV2 | JobKind::Verify) => Scope::Cluster,
                 _ => Scope::Host,
             }),
         }

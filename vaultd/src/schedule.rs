@@ -23,6 +23,8 @@ use vault::catalog::Catalog;
 use vault::claim::{ClaimOutcome, lease_end};
 use vault::format::SlotClaim;
 use vault::ops::backup::{BackupOptions, backup_etcd_v3_member};
+use vault::ops::etcd_datadir::{backup_etcd_datadir_of, select_own_member};
+use vault::ops::etcd_v2::backup_etcd_v2_from;
 use vault::ops::files::{FilesOptions, backup_files};
 use vault::ops::verify::{VerifyOptions, VerifyReport, verify};
 use vault::source::etcd_v3;
@@ -616,6 +618,50 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                 new_bytes: r.new_bytes,
                 stored_bytes: r.stored_bytes,
                 incomplete: r.incomplete,
+            }))
+        }
+        Some(JobKind::EtcdV2) => {
+            let etcd = job.etcd.clone().unwrap_or_default();
+            // Reach etcd before claiming, as for etcd-v3.
+            let client = vault::source::etcd_v2::V2Client::connect(&etcd).await?;
+            let held = match claim(d, job, slot, &mut cat).await? {
+                Claim::StandBack(ran) => return Ok(ran),
+                Claim::Held(c) => Some(c),
+                Claim::NotNeeded => None,
+            };
+            let hidden = job.hidden.clone().unwrap_or_default();
+            let r = holding(d, job, held, backup_etcd_v2_from(&d.vault, &mut cat, &client, &hidden, &opts)).await?;
+            Ok(Ran::Captured(Captured {
+                id: r.id,
+                bytes: r.bytes,
+                new_bytes: r.new_bytes,
+                stored_bytes: r.stored_bytes,
+                incomplete: false,
+            }))
+        }
+        Some(JobKind::EtcdDatadir) => {
+            let dopts = crate::check::job_datadir_options(job);
+            let member = vault::source::etcd_datadir::resolve(&dopts)?;
+            let (tool, _) = vault::source::etcd_datadir::find_tool(dopts.tool.as_deref())?;
+            let selected = select_own_member(&member).await?;
+            let held = match claim(d, job, slot, &mut cat).await? {
+                Claim::StandBack(ran) => return Ok(ran),
+                Claim::Held(c) => Some(c),
+                Claim::NotNeeded => None,
+            };
+            let r = holding(
+                d,
+                job,
+                held,
+                backup_etcd_datadir_of(&d.vault, &mut cat, &member, selected, &tool, &opts),
+            )
+            .await?;
+            Ok(Ran::Captured(Captured {
+                id: r.id,
+                bytes: r.bytes,
+                new_bytes: r.new_bytes,
+                stored_bytes: r.stored_bytes,
+                incomplete: false,
             }))
         }
         Some(JobKind::Verify) => {

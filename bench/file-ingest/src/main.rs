@@ -105,6 +105,8 @@ async fn run(repo: &str, writer_key: PathBuf, catalog_path: &std::path::Path, fi
         stats: ingested.stats,
         etcd_v3: None,
         files: None,
+        etcd_v2: None,
+        etcd_datadir: None,
     };
     let id = commit(&vault, &mut catalog, &manifest).await?;
     let s = ingested.stats;

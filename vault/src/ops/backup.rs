@@ -50,6 +50,8 @@ impl BackupOptions {
             stats,
             etcd_v3: None,
             files: None,
+            etcd_v2: None,
+            etcd_datadir: None,
         }
     }
 }

@@ -47,7 +47,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// `(uid, gid)` of a user from /etc/passwd.
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
+pub(crate) fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let passwd = fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
@@ -57,7 +57,7 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     })
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     if fs::symlink_metadata(path)?.is_dir() {
         for e in fs::read_dir(path)? {

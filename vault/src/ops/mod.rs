@@ -1,7 +1,9 @@
 //! Operations: what vaultctl commands and vaultd jobs do, over the vault, catalog and sources.
 
 pub mod backup;
+pub mod etcd_datadir;
 pub mod etcd_restore;
+pub mod etcd_v2;
 pub mod files;
 pub mod pack_health;
 pub mod packing;

@@ -54,7 +54,7 @@ impl EtcdOptions {
         Ok(opts)
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.endpoints.is_empty() {
             return Err(Error::usage("no etcd endpoint given").hint("pass --endpoints https://host:2379[,...]"));
         }

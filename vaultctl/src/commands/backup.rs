@@ -16,6 +16,10 @@ pub enum Kind {
     Etcd(EtcdArgs),
     /// Capture host files (a profile's paths and/or --path) with the installed-package list.
     Files(FilesArgs),
+    /// Capture the etcd v2 keyspace (directories, keys, TTLs) through the v2 API.
+    EtcdV2(super::etcd_v2::BackupArgs),
+    /// Capture this host's etcd member data dir (v2 WAL and snap, v3 database) from a running member.
+    EtcdDatadir(super::etcd_datadir::BackupArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +84,8 @@ pub async fn run(c: &Common, kind: Kind) -> Result<i32> {
     match kind {
         Kind::Etcd(a) => run_etcd(c, a).await,
         Kind::Files(a) => run_files(c, a).await,
+        Kind::EtcdV2(a) => super::etcd_v2::backup(c, a).await,
+        Kind::EtcdDatadir(a) => super::etcd_datadir::backup(c, a).await,
     }
 }
 

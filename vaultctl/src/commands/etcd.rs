@@ -12,6 +12,12 @@ use crate::output;
 pub enum Command {
     /// Build a member data dir from a snapshot (etcdutl/etcdctl snapshot restore).
     Restore(RestoreArgs),
+    /// The etcd v2 keyspace.
+    #[command(subcommand)]
+    V2(super::etcd_v2::Command),
+    /// Member data dir snapshots.
+    #[command(subcommand)]
+    Datadir(super::etcd_datadir::Command),
 }
 
 #[derive(clap::Args)]
@@ -38,7 +44,11 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
-    let Command::Restore(a) = cmd;
+    let a = match cmd {
+        Command::Restore(a) => a,
+        Command::V2(cmd) => return super::etcd_v2::run(c, cmd).await,
+        Command::Datadir(cmd) => return super::etcd_datadir::run(c, cmd).await,
+    };
     let vault = c.vault().await?;
     vault.identities("etcd restore")?;
     let catalog = c.catalog(&vault).await?;

@@ -4,6 +4,8 @@ pub mod completions;
 pub mod daemon;
 pub mod diff;
 pub mod etcd;
+pub mod etcd_datadir;
+pub mod etcd_v2;
 pub mod files;
 pub mod init;
 pub mod key;

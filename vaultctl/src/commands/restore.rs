@@ -114,6 +114,14 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
                 super::files::execute_restart(plan)?;
             }
         }
+        PayloadKind::EtcdV2 => {
+            return Err(Error::usage(format!("snapshot {} is an etcd v2 keyspace", snap.id.short()))
+                .hint("restore it into a running cluster with `vaultctl etcd v2 restore ID --endpoints ... [--dry-run]`"));
+        }
+        PayloadKind::EtcdDatadir => {
+            return Err(Error::usage(format!("snapshot {} is an etcd member data dir", snap.id.short()))
+                .hint("lay it down with `vaultctl etcd datadir restore ID --data-dir DIR`"));
+        }
         PayloadKind::Other(ref k) => {
             return Err(Error::usage(format!(
                 "snapshot {} has kind {k}, which this vaultctl cannot restore",
