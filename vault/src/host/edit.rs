@@ -87,7 +87,7 @@ impl FileEdit {
 /// regular file (an edit replaces the file, which would turn a symlink into a copy). Returns where it
 /// really is and its bytes.
 pub fn read_for_edit(root: &Path, host_path: &Path) -> Result<(PathBuf, Vec<u8>)> {
-    let file = crate::source::files::under_root(root, host_path);
+    let file = super::under_root(root, host_path);
     let cannot_read = |e: io::Error| {
         let err = Error::io(format!("cannot read {} ({})", host_path.display(), file.display())).with_source(e);
         if root == Path::new("/") {

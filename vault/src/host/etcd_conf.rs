@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::edit::FileEdit;
 use super::shell_conf::ShellConf;
+use super::under_root;
 use crate::error::{Error, Result};
-use crate::source::files::under_root;
 
 /// Where OKD 3.x keeps etcd's settings.
 pub const ETCD_CONF: &str = "/etc/etcd/etcd.conf";

@@ -8,8 +8,8 @@
 //! step that already took effect (a file that already says so, a service already stopped) does
 //! nothing and says so, so an interrupted plan can be run again from any step.
 //!
-//! Layering: beside [`crate::source`] (it reads host files the same way, under a `--root`), below
-//! [`crate::ops`] and the front ends, which build plans out of these steps.
+//! Layering: below [`crate::source`] (captures read host files through [`under_root`] and
+//! [`etcd_conf`] too) and [`crate::ops`] and the front ends, which build plans out of these steps.
 
 pub mod command;
 pub mod diff;
@@ -22,11 +22,19 @@ pub mod service;
 pub mod shell_conf;
 
 use std::fmt;
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::Result;
 pub use dropin::DropIn;
 pub use edit::FileEdit;
 pub use service::{Host, ServiceControl, ServiceOp, ServiceState};
+
+/// Map an absolute host path to where it is under `root` (the host tree's `/`: `/` itself, or a
+/// `--root`). Only normal components are kept, so nothing can climb out of `root`.
+pub fn under_root(root: &Path, host_path: &Path) -> PathBuf {
+    let rel: PathBuf = host_path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    root.join(rel)
+}
 
 /// One step a plan takes on a host.
 #[derive(Clone, Debug, PartialEq, Eq)]

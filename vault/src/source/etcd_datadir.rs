@@ -19,41 +19,13 @@
 //!
 //! The member's settings come from `/etc/etcd/etcd.conf` (a shell-style `KEY=VALUE` file).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::host::etcd_conf::{ETCD_CONF, EtcdConf};
+use crate::host::shell_conf::ShellConf;
+use crate::host::under_root;
 use crate::source::etcd_v3::EtcdOptions;
-
-pub const DEFAULT_CONF: &str = "/etc/etcd/etcd.conf";
-
-/// The values of a shell-style `KEY=VALUE` file (etcd.conf, sysconfig files): comments and blank
-/// lines skipped, an `export ` prefix allowed, one level of single or double quotes removed.
-pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let Some((k, v)) = line.split_once('=') else { continue };
-        let k = k.trim();
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            continue;
-        }
-        let v = v.trim();
-        let v = match v.chars().next() {
-            Some(q @ ('"' | '\'')) => match v[1..].find(q) {
-                Some(end) => &v[1..1 + end],
-                None => &v[1..],
-            },
-            _ => v.split(" #").next().unwrap_or(v).trim_end(),
-        };
-        out.insert(k.to_string(), v.to_string());
-    }
-    out
-}
 
 /// What to capture.
 #[derive(Clone, Debug, Default)]
@@ -84,22 +56,19 @@ pub struct Member {
     pub etcd: EtcdOptions,
 }
 
-fn under_root(root: &Path, p: &Path) -> PathBuf {
-    match p.strip_prefix("/") {
-        Ok(rel) => root.join(rel),
-        Err(_) => root.join(p),
-    }
-}
-
 /// Find the member's data dir, name and client access from the options and etcd.conf.
 pub fn resolve(opts: &DatadirOptions) -> Result<Member> {
     let root = opts.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     if !root.is_dir() {
         return Err(Error::usage(format!("--root {} is not a directory", root.display())));
     }
-    let conf_path = opts.conf.clone().unwrap_or_else(|| under_root(&root, Path::new(DEFAULT_CONF)));
-    let conf = match std::fs::read_to_string(&conf_path) {
-        Ok(t) => Some(parse_env_file(&t)),
+    let host_conf = Path::new(ETCD_CONF);
+    let conf_path = opts.conf.clone().unwrap_or_else(|| under_root(&root, host_conf));
+    let conf = match std::fs::read(&conf_path) {
+        Ok(bytes) => {
+            let shell = ShellConf::parse(opts.conf.as_deref().unwrap_or(host_conf), &conf_path, bytes)?;
+            Some(EtcdConf::from_shell(&shell, &root, opts.conf.as_deref().unwrap_or(host_conf))?)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.conf.is_none() && opts.data_dir.is_some() => None,
         Err(e) => {
             return Err(Error::usage(format!("cannot read etcd config {}", conf_path.display()))
@@ -107,10 +76,9 @@ pub fn resolve(opts: &DatadirOptions) -> Result<Member> {
                 .hint("pass --data-dir DIR (and --endpoints) when the host has no etcd.conf, or --root for a host tree"));
         }
     };
-    let get = |k: &str| conf.as_ref().and_then(|c| c.get(k)).filter(|v| !v.is_empty()).cloned();
-    let data_dir = match (&opts.data_dir, get("ETCD_DATA_DIR")) {
+    let data_dir = match (&opts.data_dir, conf.as_ref().and_then(|c| c.data_dir.clone())) {
         (Some(d), _) => d.clone(),
-        (None, Some(d)) => PathBuf::from(d),
+        (None, Some(d)) => d,
         (None, None) => {
             return Err(Error::usage(format!("{} sets no ETCD_DATA_DIR", conf_path.display()))
                 .hint("pass --data-dir DIR, or check that this is the member's etcd.conf"));
@@ -130,8 +98,7 @@ pub fn resolve(opts: &DatadirOptions) -> Result<Member> {
     }
     let mut etcd = opts.etcd.clone();
     if etcd.endpoints.is_empty() {
-        let urls = get("ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default();
-        etcd.endpoints = urls.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        etcd.endpoints = conf.as_ref().map(|c| c.advertise_client_urls.clone()).unwrap_or_default();
         if etcd.endpoints.is_empty() {
             return Err(
                 Error::usage("no client URL for this member: etcd.conf sets no ETCD_ADVERTISE_CLIENT_URLS")
@@ -140,16 +107,16 @@ pub fn resolve(opts: &DatadirOptions) -> Result<Member> {
         }
     }
     if etcd.cacert.is_none() && etcd.cert.is_none() && etcd.key.is_none() && etcd.endpoints.iter().any(|e| e.starts_with("https://")) {
-        let file = |k: &str| get(k).map(|p| under_root(&root, Path::new(&p)));
-        etcd.cacert = file("ETCD_TRUSTED_CA_FILE");
-        etcd.cert = file("ETCD_PEER_CERT_FILE");
-        etcd.key = file("ETCD_PEER_KEY_FILE");
+        let file = |p: Option<&PathBuf>| p.map(|p| under_root(&root, p));
+        etcd.cacert = file(conf.as_ref().and_then(|c| c.trusted_ca_file.as_ref()));
+        etcd.cert = file(conf.as_ref().and_then(|c| c.peer_cert_file.as_ref()));
+        etcd.key = file(conf.as_ref().and_then(|c| c.peer_key_file.as_ref()));
     }
     Ok(Member {
         data_dir,
         data_dir_here,
+        name: conf.as_ref().and_then(|c| c.name.clone()).unwrap_or_default(),
         conf: conf.is_some().then_some(conf_path),
-        name: get("ETCD_NAME").unwrap_or_default(),
         etcd,
     })
 }
@@ -259,19 +226,6 @@ pub fn copy_private(from: &Path, to: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn etcd_conf_values_are_read_like_a_shell_would() {
-        let text = "# comment\nETCD_NAME=master-0.example.com\nETCD_DATA_DIR=\"/var/lib/etcd/\"\n  export ETCD_X='a b'\n\
-                    ETCD_INITIAL_CLUSTER=m0=https://10.0.0.1:2380,m1=https://10.0.0.2:2380\n#ETCD_DATA_DIR=/wrong\nETCD_Y=v # note\nnot a line\n";
-        let c = parse_env_file(text);
-        assert_eq!(c["ETCD_NAME"], "master-0.example.com");
-        assert_eq!(c["ETCD_DATA_DIR"], "/var/lib/etcd/");
-        assert_eq!(c["ETCD_X"], "a b");
-        assert_eq!(c["ETCD_Y"], "v");
-        assert_eq!(c["ETCD_INITIAL_CLUSTER"], "m0=https://10.0.0.1:2380,m1=https://10.0.0.2:2380");
-        assert_eq!(c.len(), 5);
-    }
 
     #[test]
     fn snap_names_give_their_index() {

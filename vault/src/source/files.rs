@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
@@ -52,12 +52,7 @@ impl Names {
     }
 }
 
-/// Map an absolute host path to where it is read from under `root` (only normal components are
-/// kept, so nothing can climb out of `root`).
-pub fn under_root(root: &Path, host_path: &Path) -> PathBuf {
-    let rel: PathBuf = host_path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
-    root.join(rel)
-}
+pub use crate::host::under_root;
 
 /// Where a regular file's content is read from, and its stat stamp (size, mtime, ctime, inode):
 /// an unchanged stamp lets a capture reuse what it read last time.
