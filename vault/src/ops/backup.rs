@@ -84,6 +84,31 @@ pub struct BackupReport {
     pub skipped_endpoints: Vec<String>,
 }
 
+impl BackupReport {
+    /// A committed snapshot's report with a capture's figures; the source facts are left empty
+    /// for the caller to fill in.
+    pub fn committed(id: &Id, kind: PayloadKind, stats: &CaptureStats, sha256: String) -> Self {
+        BackupReport {
+            id: id.hex(),
+            kind: kind.to_string(),
+            bytes: stats.bytes,
+            new_bytes: stats.new_bytes,
+            stored_bytes: stats.stored_bytes,
+            chunks: stats.chunks,
+            new_chunks: stats.new_chunks,
+            packs: stats.packs,
+            seconds: stats.seconds,
+            sha256,
+            revision: None,
+            member: None,
+            member_id: None,
+            endpoint: None,
+            cluster_id: None,
+            skipped_endpoints: Vec::new(),
+        }
+    }
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -226,23 +251,13 @@ pub async fn backup_etcd_v3_member(
         ..opts.manifest(PayloadKind::EtcdV3, vec![ingested.stream.clone()], ingested.stats)
     };
     let id = commit(vault, catalog, &manifest).await?;
-    let s = ingested.stats;
     Ok(BackupReport {
-        id: id.hex(),
-        kind: PayloadKind::EtcdV3.to_string(),
-        bytes: s.bytes,
-        new_bytes: s.new_bytes,
-        stored_bytes: s.stored_bytes,
-        chunks: s.chunks,
-        new_chunks: s.new_chunks,
-        packs: s.packs,
-        seconds: s.seconds,
-        sha256: ingested.stream.sha256,
         revision: Some(info.revision),
         member: Some(info.member_name),
         member_id: Some(info.member_id),
         endpoint: Some(info.endpoint),
         cluster_id: Some(info.cluster_id),
         skipped_endpoints: member.skipped.iter().map(|(e, w)| format!("{e}: {w}")).collect(),
+        ..BackupReport::committed(&id, PayloadKind::EtcdV3, &ingested.stats, ingested.stream.sha256)
     })
 }

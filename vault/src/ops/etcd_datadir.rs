@@ -282,22 +282,12 @@ pub async fn backup_etcd_datadir_of(
     let id = commit(vault, catalog, &manifest).await?;
     drop(staging);
     Ok(BackupReport {
-        id: id.hex(),
-        kind: PayloadKind::EtcdDatadir.to_string(),
-        bytes: stats.bytes,
-        new_bytes: stats.new_bytes,
-        stored_bytes: stats.stored_bytes,
-        chunks: stats.chunks,
-        new_chunks: stats.new_chunks,
-        packs: stats.packs,
-        seconds: stats.seconds,
-        sha256: db_sha256,
         revision: Some(info.revision),
         member: Some(info.member_name),
         member_id: Some(info.member_id),
         endpoint: Some(info.endpoint),
         cluster_id: Some(info.cluster_id),
-        skipped_endpoints: Vec::new(),
+        ..BackupReport::committed(&id, PayloadKind::EtcdDatadir, &stats, db_sha256)
     })
 }
 

@@ -46,24 +46,11 @@ pub async fn backup_etcd_v2_from(
         ..opts.manifest(PayloadKind::EtcdV2, vec![ingested.stream.clone()], ingested.stats)
     };
     let id = commit(vault, catalog, &manifest).await?;
-    let s = ingested.stats;
     Ok(BackupReport {
-        id: id.hex(),
-        kind: PayloadKind::EtcdV2.to_string(),
-        bytes: s.bytes,
-        new_bytes: s.new_bytes,
-        stored_bytes: s.stored_bytes,
-        chunks: s.chunks,
-        new_chunks: s.new_chunks,
-        packs: s.packs,
-        seconds: s.seconds,
-        sha256: ingested.stream.sha256,
         revision: Some(info.etcd_index as i64),
-        member: None,
-        member_id: None,
         endpoint: Some(info.endpoint),
         cluster_id: Some(info.cluster_id),
-        skipped_endpoints: Vec::new(),
+        ..BackupReport::committed(&id, PayloadKind::EtcdV2, &ingested.stats, ingested.stream.sha256)
     })
 }
 
