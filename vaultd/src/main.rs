@@ -52,7 +52,9 @@ fn main() {
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "vaultd", &mut script);
-            if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), &script)
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
                 eprintln!("vaultd: cannot write the completion script to stdout: {e}");
                 std::process::exit(1);
             }

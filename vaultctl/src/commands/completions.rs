@@ -17,8 +17,10 @@ pub fn run(mut cmd: clap::Command, a: Args) -> vault::Result<i32> {
     let name = cmd.get_name().to_string();
     let mut script = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, name, &mut script);
-    std::io::stdout()
-        .write_all(&script)
-        .map_err(|e| Error::io("cannot write the completion script to stdout").with_source(e))?;
-    Ok(0)
+    match std::io::stdout().write_all(&script) {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Error::io("cannot write the completion script to stdout").with_source(e)),
+        Ok(()) => Ok(0),
+    }
 }
