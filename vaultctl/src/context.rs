@@ -78,6 +78,15 @@ impl Common {
         open_vault(self.store()?, &self.keys()?).await
     }
 
+    /// The vault and its up-to-date catalog for a command that reads stored content (`what`):
+    /// refused at once, before any work, when no identity was given.
+    pub async fn restorer(&self, what: &str) -> Result<(Vault, Catalog)> {
+        let vault = self.vault().await?;
+        vault.identities(what)?;
+        let catalog = self.catalog(&vault).await?;
+        Ok((vault, catalog))
+    }
+
     /// Open the catalog and bring it up to date with the vault.
     pub async fn catalog(&self, vault: &Vault) -> Result<Catalog> {
         let cfg = self.file_config()?;

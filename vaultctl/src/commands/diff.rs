@@ -22,9 +22,7 @@ pub struct Args {
 }
 
 pub async fn run(c: &Common, a: Args) -> Result<i32> {
-    let vault = c.vault().await?;
-    vault.identities("diff")?;
-    let catalog = c.catalog(&vault).await?;
+    let (vault, catalog) = c.restorer("diff").await?;
     let old = load_tree(&vault, &catalog, &catalog.resolve_kind(&a.id, &PayloadKind::Files)?).await?;
     let (new_entries, against) = match &a.id2 {
         Some(id2) => (

@@ -49,9 +49,7 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
         Command::V2(cmd) => return super::etcd_v2::run(c, cmd).await,
         Command::Datadir(cmd) => return super::etcd_datadir::run(c, cmd).await,
     };
-    let vault = c.vault().await?;
-    vault.identities("etcd restore")?;
-    let catalog = c.catalog(&vault).await?;
+    let (vault, catalog) = c.restorer("etcd restore").await?;
     let snap = catalog.resolve_kind(&a.id, &vault::format::PayloadKind::EtcdV3)?;
     let pb = output::progress(c.json, Some(snap.manifest.stats.bytes), "fetch snapshot");
     let opts = EtcdRestoreOptions {

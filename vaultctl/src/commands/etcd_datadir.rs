@@ -116,9 +116,7 @@ pub struct RestoreArgs {
 
 pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let Command::Restore(a) = cmd;
-    let vault = c.vault().await?;
-    vault.identities("etcd datadir restore")?;
-    let catalog = c.catalog(&vault).await?;
+    let (vault, catalog) = c.restorer("etcd datadir restore").await?;
     let snap = catalog.resolve_kind(&a.id, &vault::format::PayloadKind::EtcdDatadir)?;
     let report = lay_down_datadir(&vault, &catalog, &snap, &a.data_dir, a.owner.as_deref()).await?;
     if c.json {

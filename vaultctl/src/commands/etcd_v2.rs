@@ -132,9 +132,7 @@ fn action_word(a: Action) -> &'static str {
 pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let Command::Restore(a) = cmd;
     let etcd = a.access.options(c)?;
-    let vault = c.vault().await?;
-    vault.identities("etcd v2 restore")?;
-    let catalog = c.catalog(&vault).await?;
+    let (vault, catalog) = c.restorer("etcd v2 restore").await?;
     let snap = catalog.resolve_kind(&a.id, &vault::format::PayloadKind::EtcdV2)?;
     let opts = V2RestoreOptions {
         prefix: a.prefix,

@@ -19,9 +19,7 @@ pub enum Command {
 
 pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let Command::Diff { id } = cmd;
-    let vault = c.vault().await?;
-    vault.identities("packages diff")?;
-    let catalog = c.catalog(&vault).await?;
+    let (vault, catalog) = c.restorer("packages diff").await?;
     let snap = catalog.resolve_kind(&id, &vault::format::PayloadKind::Files)?;
     let tree = load_tree(&vault, &catalog, &snap).await?;
     let backup: PackageList = serde_json::from_value(

@@ -33,9 +33,7 @@ pub struct Args {
 }
 
 pub async fn run(c: &Common, a: Args) -> Result<i32> {
-    let vault = c.vault().await?;
-    vault.identities("restore")?;
-    let catalog = c.catalog(&vault).await?;
+    let (vault, catalog) = c.restorer("restore").await?;
     let snap = if a.id == "latest" && a.in_place {
         // In place, `latest` must be this host's own files: in a shared vault the newest files
         // snapshot may be another master's.
