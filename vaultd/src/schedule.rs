@@ -451,6 +451,19 @@ struct Captured {
     incomplete: bool,
 }
 
+impl Captured {
+    /// What an etcd capture (v3, v2 or data dir) committed: always complete.
+    fn etcd(r: vault::ops::backup::BackupReport) -> Self {
+        Captured {
+            id: r.id,
+            bytes: r.bytes,
+            new_bytes: r.new_bytes,
+            stored_bytes: r.stored_bytes,
+            incomplete: false,
+        }
+    }
+}
+
 /// A run's claim on its slot.
 enum Claim {
     /// Per-host jobs and API runs take none.
@@ -571,13 +584,7 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                 Claim::NotNeeded => None,
             };
             let r = holding(d, job, held, backup_etcd_v3_member(&d.vault, &mut cat, member, &opts)).await?;
-            Ok(Ran::Captured(Captured {
-                id: r.id,
-                bytes: r.bytes,
-                new_bytes: r.new_bytes,
-                stored_bytes: r.stored_bytes,
-                incomplete: false,
-            }))
+            Ok(Ran::Captured(Captured::etcd(r)))
         }
         Some(JobKind::Files) => {
             let sel = job.selection();
@@ -631,13 +638,7 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
             };
             let hidden = job.hidden.clone().unwrap_or_default();
             let r = holding(d, job, held, backup_etcd_v2_from(&d.vault, &mut cat, &client, &hidden, &opts)).await?;
-            Ok(Ran::Captured(Captured {
-                id: r.id,
-                bytes: r.bytes,
-                new_bytes: r.new_bytes,
-                stored_bytes: r.stored_bytes,
-                incomplete: false,
-            }))
+            Ok(Ran::Captured(Captured::etcd(r)))
         }
         Some(JobKind::EtcdDatadir) => {
             let dopts = crate::check::job_datadir_options(job);
@@ -656,13 +657,7 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                 backup_etcd_datadir_of(&d.vault, &mut cat, &member, selected, &tool, &opts),
             )
             .await?;
-            Ok(Ran::Captured(Captured {
-                id: r.id,
-                bytes: r.bytes,
-                new_bytes: r.new_bytes,
-                stored_bytes: r.stored_bytes,
-                incomplete: false,
-            }))
+            Ok(Ran::Captured(Captured::etcd(r)))
         }
         Some(JobKind::Verify) => {
             let held = match claim(d, job, slot, &mut cat).await? {
