@@ -192,7 +192,11 @@ pub fn disk_space(dir: &Path, shown: &Path, need: u64) -> Check {
 }
 
 fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n => format!("{:.1} KiB", n as f64 / 1024.0),
+    }
 }
 
 /// The member's listen ports are free, or held by this host's etcd, which the plan stops.

@@ -28,7 +28,7 @@ pub async fn plan_recover(opts: &FlowOptions, snap: &SnapshotEntry) -> Result<(P
             info.cluster_id.clone(),
             info.members.clone(),
             info.version.clone(),
-            snap.manifest.stats.bytes,
+            snap.manifest.stats.bytes.max(info.db_size.max(0) as u64),
         ),
         (PayloadKind::EtcdDatadir, _, Some(info)) => (
             info.cluster_id.clone(),
