@@ -88,9 +88,13 @@ fn systemctl(m: &Member, args: &[&str]) {
 fn a_cluster_comes_back_from_a_v3_snapshot_with_recover_and_join() {
     let tmp = tempdir("recovery-smoke");
     let ms = members(tmp.path(), 2);
-    for m in &ms {
-        // both must start before either is healthy (a two-member cluster needs both)
-        Command::new(m.systemctl.program()).args(["start", "etcd"]).spawn().unwrap();
+    // both must start before either is healthy (a two-member cluster needs both)
+    let starting: Vec<_> = ms
+        .iter()
+        .map(|m| Command::new(m.systemctl.program()).args(["start", "etcd"]).spawn().unwrap())
+        .collect();
+    for mut child in starting {
+        child.wait().unwrap();
     }
     for m in &ms {
         wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
