@@ -220,3 +220,72 @@ fn a_member_comes_back_from_a_data_dir_snapshot_through_force_new_cluster() {
     assert!(!cmdline.contains("force-new-cluster"), "runs normally at the end: {cmdline}");
     m.systemctl.kill_all();
 }
+
+/// A bind mount made by the test, undone when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// OKD puts the data dir on a disk of its own: `/var/lib/etcd` is a mount point, which no rename
+/// can move. The flow then replaces its `member` directory (kept as `member.old`) instead.
+#[test]
+fn a_data_dir_that_is_a_mount_point_keeps_its_mount_and_gets_a_new_member_dir() {
+    let tmp = tempdir("recovery-smoke-mount");
+    let ms = members(tmp.path(), 1);
+    let m = &ms[0];
+    let disk = tmp.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let data_dir = m.root.join("var/lib/etcd");
+    let mounted = Command::new("mount").arg("--bind").arg(&disk).arg(&data_dir).output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        println!("SKIPPED: this test needs `mount --bind` (root with CAP_SYS_ADMIN): {mounted:?}");
+        return;
+    }
+    let _mount = Mount(data_dir.clone());
+    systemctl(m, &["start", "etcd"]);
+    wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
+        healthy(&m.client).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not healthy: {}", m.systemctl.unit_log("etcd")));
+    etcdctl(&m.client, &["put", "/registry/before", "snapshot"]);
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let id = s(&ctl.backup(&m.client, &[]), "id");
+    etcdctl(&m.client, &["put", "/registry/after", "lost"]);
+
+    let args: Vec<String> = [
+        "etcd",
+        "recover",
+        &id,
+        "--root",
+        &m.root.display().to_string(),
+        "--systemctl",
+        &m.systemctl.program().display().to_string(),
+        "--execute",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let run = ctl.restorer(&args).ok();
+    assert!(
+        run.text().contains("a mount point: its member/ directory is replaced"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(
+        etcdctl(&m.client, &["get", "--prefix", "/registry/", "--print-value-only"]),
+        "snapshot\n"
+    );
+    assert!(
+        disk.join("member.old/snap/db").is_file(),
+        "the old member dir stays on the disk, aside"
+    );
+    assert!(disk.join("member/snap/db").is_file(), "the new one is on the same disk");
+    let left: Vec<_> = std::fs::read_dir(&disk).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "no staging left behind: {left:?}");
+    m.systemctl.kill_all();
+}

@@ -108,7 +108,7 @@ pub async fn plan_join(opts: &FlowOptions, cluster_urls: &[String]) -> Result<(P
             peer_urls: me.peer_urls.clone(),
             expect: expect.clone(),
         },
-        Step::MoveAside { path: me.data_dir.clone() },
+        Step::MoveAside { path: me.replaced_dir() },
         Step::Host {
             action: HostAction::Edit(edit),
         },

@@ -45,6 +45,9 @@ pub struct LocalMember {
     pub name: String,
     /// In-host path.
     pub data_dir: PathBuf,
+    /// The data dir is a mount point (a disk of its own, as OKD recommends): it cannot be renamed,
+    /// so its `member` directory is moved aside and replaced instead.
+    pub data_dir_is_mount: bool,
     pub peer_urls: Vec<String>,
     /// Its client URLs (`ETCD_ADVERTISE_CLIENT_URLS`).
     pub client_urls: Vec<String>,
@@ -108,6 +111,7 @@ impl FlowOptions {
             key: self.key.clone().or_else(|| https.then(|| in_host(&conf.peer_key_file)).flatten()),
             connect_timeout_secs: Some(5),
         };
+        let data_dir_is_mount = is_mount_point(&conf.host_file(&data_dir));
         let host = Host {
             root: root.clone(),
             systemctl: self.systemctl.clone().unwrap_or_else(|| "systemctl".to_string()),
@@ -118,6 +122,7 @@ impl FlowOptions {
             service: self.service.clone().unwrap_or_else(ServiceControl::etcd_unit),
             name,
             data_dir,
+            data_dir_is_mount,
             peer_urls,
             client_urls,
             tls,
@@ -145,17 +150,37 @@ impl LocalMember {
             .collect()
     }
 
-    /// An in-host staging dir beside the data dir for plan `id`.
+    /// An in-host staging dir for plan `id`, on the data dir's file system (so the new data is
+    /// put in place by a rename): beside the data dir, or inside it when it is a mount point.
     pub fn staging(&self, flow: &str, id: &str) -> PathBuf {
         let name = self
             .data_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if self.data_dir_is_mount {
+            return self.data_dir.join(format!(".vault-{flow}-{id}"));
+        }
         self.data_dir
             .parent()
             .unwrap_or(Path::new("/"))
             .join(format!(".vault-{flow}-{name}-{id}"))
+    }
+
+    /// What is moved aside and replaced: the data dir, or its `member` directory when the data
+    /// dir is a mount point.
+    pub fn replaced_dir(&self) -> PathBuf {
+        if self.data_dir_is_mount {
+            self.data_dir.join("member")
+        } else {
+            self.data_dir.clone()
+        }
+    }
+
+    /// Where the new data is in a staging dir: the whole data dir, or its `member` directory.
+    pub fn staged_dir(&self, staging: &Path) -> PathBuf {
+        let staged = staging.join(crate::ops::etcd_restore::STAGED);
+        if self.data_dir_is_mount { staged.join("member") } else { staged }
     }
 
     /// `restorecon -R DATA_DIR` when SELinux is on and restorecon exists (as the runbook does).
@@ -169,5 +194,61 @@ impl LocalMember {
                 self.host.path(&self.data_dir).display().to_string(),
             ])
         })
+    }
+}
+
+/// Whether `dir` is a mount point: on another device than its parent, or listed in
+/// `/proc/self/mountinfo` (a bind mount of the same file system has the same device).
+pub fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Some(parent)) = (std::fs::symlink_metadata(dir), dir.parent()) else {
+        return false;
+    };
+    if !me.is_dir() {
+        return false;
+    }
+    if std::fs::metadata(parent).is_ok_and(|p| p.dev() != me.dev()) {
+        return true;
+    }
+    let Ok(real) = std::fs::canonicalize(dir) else { return false };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(&unescape_mount(m)) == real)
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.
+fn unescape_mount(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(c as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mount("/var/lib/etcd"), "/var/lib/etcd");
+        assert_eq!(unescape_mount("/mnt/a\\040b"), "/mnt/a b");
+        assert!(is_mount_point(Path::new("/proc")));
+        assert!(!is_mount_point(Path::new("/proc/self")));
     }
 }

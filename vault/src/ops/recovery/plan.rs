@@ -64,8 +64,9 @@ pub enum Step {
     WaitStopped { addrs: Vec<String>, timeout_secs: u64 },
     /// Move a data (or WAL) directory aside to `NAME.old` (or `NAME.old.<time>`); never deleted.
     MoveAside { path: PathBuf },
-    /// Put the staged data dir in place (renamed, never replacing anything).
-    PlaceStaged { staging: PathBuf, data_dir: PathBuf },
+    /// Put the staged data dir `from` in place at `to` (renamed, never replacing anything). When the
+    /// data dir is a mount point, these are its `member` directories instead.
+    PlaceStaged { from: PathBuf, to: PathBuf },
     /// Wait until the member at `endpoint` is healthy.
     WaitHealthy { endpoint: String, timeout_secs: u64 },
     /// Make the member's peer URLs the real ones (a data-dir restore brings back `http://localhost:2380`).
@@ -120,11 +121,7 @@ impl Step {
             Step::Host { action } => action.describe(host),
             Step::WaitStopped { addrs, .. } => format!("wait until nothing listens on {} any more", addrs.join(", ")),
             Step::MoveAside { path } => format!("move {} aside to {}.old (kept, never deleted)", path.display(), path.display()),
-            Step::PlaceStaged { staging, data_dir } => format!(
-                "put the new data dir in place: mv {} {}",
-                staging.join(STAGED).display(),
-                data_dir.display()
-            ),
+            Step::PlaceStaged { from, to } => format!("put the new data in place: mv {} {}", from.display(), to.display()),
             Step::WaitHealthy { endpoint, .. } => format!("wait until etcd at {endpoint} is healthy"),
             Step::FixPeerUrls { name, peer_urls } => format!(
                 "check member {name}'s peer URL is {} (not localhost); if not: etcdctl member update ID {}",
@@ -233,28 +230,27 @@ impl Step {
                     moved.map(|m| in_host(host, &m)).unwrap_or_default()
                 )))
             }
-            Step::PlaceStaged { staging, data_dir } => {
-                let staged = host.path(staging).join(STAGED);
-                let dest = host.path(data_dir);
+            Step::PlaceStaged { from, to } => {
+                let (staged, dest) = (host.path(from), host.path(to));
                 if !staged.is_dir() {
                     if dest.is_dir() {
-                        return Ok(Applied::AlreadyDone(format!("{} is in place", data_dir.display())));
+                        return Ok(Applied::AlreadyDone(format!("{} is in place", to.display())));
                     }
                     return Err(Error::not_found(format!(
-                        "the staged data dir {} is gone and {} does not exist",
-                        staging.join(STAGED).display(),
-                        data_dir.display()
+                        "the staged data {} is gone and {} does not exist",
+                        from.display(),
+                        to.display()
                     ))
                     .hint("plan the flow again (without --resume)"));
                 }
                 let moved = place_staged(&staged, &dest)?;
                 Ok(Applied::Done(match moved {
                     Some(m) => format!(
-                        "put the new data dir in place at {} (what was there is at {})",
-                        data_dir.display(),
+                        "put the new data in place at {} (what was there is at {})",
+                        to.display(),
                         in_host(host, &m)
                     ),
-                    None => format!("put the new data dir in place at {}", data_dir.display()),
+                    None => format!("put the new data in place at {}", to.display()),
                 }))
             }
             Step::WaitHealthy { endpoint, timeout_secs } => {

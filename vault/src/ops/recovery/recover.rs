@@ -77,10 +77,10 @@ pub async fn plan_recover(opts: &FlowOptions, snap: &SnapshotEntry) -> Result<(P
         addrs: me.listen_addrs(),
         timeout_secs: me.timeout_secs,
     });
-    steps.push(Step::MoveAside { path: me.data_dir.clone() });
+    steps.push(Step::MoveAside { path: me.replaced_dir() });
     steps.push(Step::PlaceStaged {
-        staging: staging.clone(),
-        data_dir: me.data_dir.clone(),
+        from: me.staged_dir(&staging),
+        to: me.replaced_dir(),
     });
     if let Some(restorecon) = me.restorecon() {
         steps.push(Step::Host { action: restorecon });
@@ -125,10 +125,15 @@ pub async fn plan_recover(opts: &FlowOptions, snap: &SnapshotEntry) -> Result<(P
     let checks = recover_checks(opts, &me, snap, &cluster_id, &members, &others, &version, db_bytes).await;
     let summary = vec![
         format!(
-            "member {} ({}) on this host, data dir {}, run as {}",
+            "member {} ({}) on this host, data dir {}{}, run as {}",
             me.name,
             me.peer_urls.join(","),
             me.data_dir.display(),
+            if me.data_dir_is_mount {
+                " (a mount point: its member/ directory is replaced)"
+            } else {
+                ""
+            },
             me.service.name()
         ),
         format!(
@@ -237,7 +242,11 @@ async fn recover_checks(
             Err(e) => Check::fail("restore tool", e.to_string(), e.hint.clone().unwrap_or_default()),
         });
     }
-    let data_parent = me.data_dir.parent().unwrap_or(std::path::Path::new("/"));
+    // where the staging dir goes: beside the data dir, or inside it when it is a mount point
+    let data_parent = match me.data_dir_is_mount {
+        true => me.data_dir.as_path(),
+        false => me.data_dir.parent().unwrap_or(std::path::Path::new("/")),
+    };
     checks.push(preflight::disk_space(
         &me.host.path(data_parent),
         data_parent,
