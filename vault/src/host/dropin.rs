@@ -84,10 +84,20 @@ impl DropIn {
 /// unit's) and the unit's effective `ExecStart` with the flag added (inside the closing quote of a
 /// `bash -c "..."` line, as the runbook's sed does). Vault's own drop-ins are not read.
 pub fn force_new_cluster(host: &Host, unit: &str) -> Result<DropIn> {
+    force_new_cluster_with(host, unit, &[])
+}
+
+/// [`force_new_cluster`] with more flags for that one start (e.g. `--snapshot-count=1`).
+pub fn force_new_cluster_with(host: &Host, unit: &str, flags: &[&str]) -> Result<DropIn> {
     let exec = effective_exec_start(host, unit)?;
+    let mut added = String::from(" --force-new-cluster");
+    for f in flags {
+        added.push(' ');
+        added.push_str(f);
+    }
     let exec = match exec.strip_suffix('"') {
-        Some(head) => format!("{head} --force-new-cluster\""),
-        None => format!("{exec} --force-new-cluster"),
+        Some(head) => format!("{head}{added}\""),
+        None => format!("{exec}{added}"),
     };
     Ok(DropIn {
         unit: unit.to_string(),

@@ -60,8 +60,10 @@ pub enum Progress<'a> {
 }
 
 impl Journal {
-    /// The unfinished journal at `path`, if there is one.
+    /// The unfinished journal at `path`, if there is one. A temporary copy left by a write that
+    /// was killed is removed (the journal itself is whole: it is replaced by a rename).
     pub fn open_unfinished(path: &Path) -> Result<Option<Journal>> {
+        remove_killed_writes(path);
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -211,6 +213,19 @@ impl Journal {
     }
 }
 
+/// Remove `.journal.json.vault-edit-*` files beside `path`: what a write killed midway leaves.
+fn remove_killed_writes(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.vault-edit-", name.to_string_lossy());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,7 +273,10 @@ mod tests {
         j.save().unwrap();
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
+        let killed_write = path.with_file_name(".journal.json.vault-edit-0badf00d");
+        std::fs::write(&killed_write, b"{").unwrap();
         assert!(Journal::open_unfinished(&path).unwrap().is_some());
+        assert!(!killed_write.exists(), "a killed write's temporary file is removed");
         // step 2 (moving the data dir aside) counts as a change once it started
         let e = Journal::begin(&path, plan(&root)).err().expect("refused");
         assert!(e.to_string().contains("step 2 of 3 did not complete"), "{e}");

@@ -454,7 +454,17 @@ async fn member_add(plan: &Plan, name: &str, peer_urls: &[String], expect: &[Ini
         ))
         .hint("finish joining that member first, or remove it (`vaultctl etcd member remove ID`)"));
     }
-    let (added, after) = cluster::add(&mut client, peer_urls).await?;
+    // etcd refuses a member add ("unhealthy cluster") until every started member has been
+    // connected for a few seconds, as right after the previous member joined: retry a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (added, after) = loop {
+        match cluster::add(&mut client, peer_urls).await {
+            Err(e) if e.to_string().contains("unhealthy cluster") && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            result => break result?,
+        }
+    };
     let got = as_initial_cluster(&after, name, peer_urls);
     if !same_membership(&got, expect) {
         return Err(Error::source_err(format!(

@@ -92,7 +92,11 @@ pub async fn plan_recover(opts: &FlowOptions, snap: &SnapshotEntry) -> Result<(P
                     .hint("recover from an etcd-v3 snapshot instead, which needs no --force-new-cluster"),
             );
         };
-        let drop_in = dropin::force_new_cluster(&me.host, unit)?;
+        // A raft snapshot at the end of the forced start: after the restart the log begins there,
+        // so members that join get the database sent whole. Without it they would replay the
+        // backup's log, which holds no v3 writes (they are in the database), and stay empty.
+        let flags: &[&str] = if snapshot_count_set(&me)? { &[] } else { &["--snapshot-count=1"] };
+        let drop_in = dropin::force_new_cluster_with(&me.host, unit, flags)?;
         steps.push(Step::Host {
             action: HostAction::WriteDropIn(drop_in.clone()),
         });
@@ -177,6 +181,12 @@ pub async fn plan_recover(opts: &FlowOptions, snap: &SnapshotEntry) -> Result<(P
     Ok((plan, checks))
 }
 
+/// Whether etcd.conf sets ETCD_SNAPSHOT_COUNT (etcd 3.4 refuses that variable together with the flag).
+fn snapshot_count_set(me: &LocalMember) -> Result<bool> {
+    let conf = crate::host::shell_conf::ShellConf::load(&me.host.root, &me.conf.host_path)?;
+    Ok(conf.get("ETCD_SNAPSHOT_COUNT").is_some_and(|v| !v.trim().is_empty()))
+}
+
 /// The other members: those of etcd.conf's ETCD_INITIAL_CLUSTER and of the snapshot, but this one.
 fn other_members(me: &LocalMember, snap_members: &[EtcdMember]) -> Vec<EtcdMember> {
     let mut others: Vec<EtcdMember> = Vec::new();
@@ -256,6 +266,16 @@ async fn recover_checks(
     checks.push(preflight::ports_free(&me.conf, &state));
     checks.push(preflight::others_down(others, members.len().max(me.conf.initial_cluster.len())).await);
     checks.push(preflight::same_cluster(&me.conf, &me.name, cluster_id, members));
+    if snap.manifest.kind == PayloadKind::EtcdDatadir && snapshot_count_set(me).unwrap_or(false) {
+        checks.push(Check::fail(
+            "snapshot count",
+            format!(
+                "{} sets ETCD_SNAPSHOT_COUNT, so the forced start cannot add --snapshot-count=1; members joining later would get no v3 data from the backup's log",
+                me.conf.host_path.display()
+            ),
+            "comment ETCD_SNAPSHOT_COUNT out of etcd.conf for the recovery (put it back afterwards), or recover from an etcd-v3 snapshot",
+        ));
+    }
     if let Some(wal) = &me.conf.wal_dir {
         checks.push(Check::fail(
             "wal dir",
