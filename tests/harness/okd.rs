@@ -399,6 +399,15 @@ impl OkdCluster {
         })
     }
 
+    /// The cluster ID, through member `via`.
+    pub fn cluster_id(&self, via: usize) -> u64 {
+        block_on(async {
+            let mut c = client(&self.hosts[via]).await;
+            let r = c.member_list().await.unwrap_or_else(|e| panic!("member list via host{via}: {e}"));
+            r.header().expect("response header").cluster_id()
+        })
+    }
+
     /// The whole v3 keyspace through member `via`.
     pub fn v3_all(&self, via: usize) -> BTreeMap<String, Vec<u8>> {
         block_on(async {
@@ -514,8 +523,12 @@ fn lay_down(base: &Path, ca: &Ca) -> Vec<OkdHost> {
             }
             std::fs::copy(&ca.cert, etc.join("ca.crt")).expect("copy ca.crt");
             let host = format!("master-{index}.example.com");
-            ca.issue(&etc, "server", &host, &[ip], &[&host]);
-            ca.issue(&etc, "peer", &host, &[ip], &[&host]);
+            // etcd checks a peer's client certificate against the address the connection comes
+            // from, and on loopback every connection comes from 127.0.0.1 whatever address it
+            // goes to: so the certificates of the members on 127.0.0.2 and .3 name 127.0.0.1 too.
+            let ips: Vec<&str> = if ip == "127.0.0.1" { vec![ip] } else { vec![ip, "127.0.0.1"] };
+            ca.issue(&etc, "server", &host, &ips, &[&host]);
+            ca.issue(&etc, "peer", &host, &ips, &[&host]);
             for f in ["ca/ca.key", "server.key", "peer.key"] {
                 std::fs::set_permissions(etc.join(f), std::fs::Permissions::from_mode(0o600)).expect("chmod key");
             }
