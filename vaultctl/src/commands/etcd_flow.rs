@@ -36,8 +36,17 @@ pub struct FlowArgs {
     #[arg(long, conflicts_with = "static_pod")]
     pub service_unit: Option<String>,
     /// etcd runs as this OKD static pod manifest (e.g. /etc/origin/node/pods/etcd.yaml).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "start_command")]
     pub static_pod: Option<PathBuf>,
+    /// etcd is started with this shell command of your own (with --stop-command).
+    #[arg(long, requires = "stop_command", conflicts_with = "service_unit")]
+    pub start_command: Option<String>,
+    /// etcd is stopped with this shell command.
+    #[arg(long, requires = "start_command")]
+    pub stop_command: Option<String>,
+    /// Exits 0 while etcd runs (with --start-command; without it start and stop always run).
+    #[arg(long, requires = "start_command")]
+    pub status_command: Option<String>,
     /// The etcd binary (default: the one the unit's ExecStart runs).
     #[arg(long)]
     pub etcd_binary: Option<PathBuf>,
@@ -69,14 +78,21 @@ pub struct FlowArgs {
 
 impl FlowArgs {
     pub fn options(&self) -> FlowOptions {
-        let service = match (&self.service_unit, &self.static_pod) {
-            (Some(unit), _) => Some(vault::host::ServiceControl::Systemd { unit: unit.clone() }),
-            (None, Some(manifest)) => Some(vault::host::ServiceControl::StaticPod {
+        let sh = |cmd: &str| vec!["/bin/sh".to_string(), "-c".to_string(), cmd.to_string()];
+        let service = match (&self.service_unit, &self.static_pod, &self.start_command) {
+            (Some(unit), _, _) => Some(vault::host::ServiceControl::Systemd { unit: unit.clone() }),
+            (None, Some(manifest), _) => Some(vault::host::ServiceControl::StaticPod {
                 manifest: manifest.clone(),
                 stopped_dir: PathBuf::from(vault::host::service::STOPPED_POD_DIR),
                 settle: Duration::from_secs(30),
             }),
-            (None, None) => None,
+            (None, None, Some(start)) => Some(vault::host::ServiceControl::Commands {
+                start: sh(start),
+                stop: sh(self.stop_command.as_deref().unwrap_or_default()),
+                restart: None,
+                status: self.status_command.as_deref().map(sh),
+            }),
+            (None, None, None) => None,
         };
         FlowOptions {
             root: self.root.clone(),

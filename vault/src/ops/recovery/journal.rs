@@ -1,7 +1,7 @@
 //! The journal a flow keeps on the host: the whole plan and each step's state, written (atomically,
 //! fsynced) before and after every step. `--resume` reads it and continues with the first step
 //! that did not finish; that step runs again, which is safe because every step can tell when it
-//! already took effect. A finished journal is kept beside it as `journal.<time>.json`.
+//! already took effect. A finished journal is kept beside it as `journal.<time>.<plan id>.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -79,7 +79,7 @@ impl Journal {
 
     /// Start a journal for `plan` at `path`. An unfinished journal there is refused (it is a flow
     /// in progress: `--resume` it), unless none of its steps changed anything: then it is kept as
-    /// `journal.<time>.json` and replaced.
+    /// `journal.<time>.<plan id>.json` and replaced.
     pub fn begin(path: &Path, plan: Plan) -> Result<Journal> {
         if let Some(old) = Journal::open_unfinished(path)? {
             let changed = old
@@ -148,10 +148,16 @@ impl Journal {
             .map_err(|e| Error::io(format!("cannot write the recovery journal {}", self.path.display())).with_source(e))
     }
 
-    /// Keep it as `journal.<time>.json` beside where it was.
+    /// Keep it as `journal.<time>.<plan id>.json` beside where it was.
     fn archive(&self) -> Result<PathBuf> {
         let stamp = self.record.started.format("%Y%m%dT%H%M%SZ");
-        let to = self.path.with_file_name(format!("journal.{stamp}.json"));
+        let to = self.path.with_file_name(format!("journal.{stamp}.{}.json", self.record.plan.id));
+        if to.exists() {
+            return Err(Error::new(
+                crate::ErrorKind::AlreadyExists,
+                format!("cannot keep the journal as {}: it exists", to.display()),
+            ));
+        }
         std::fs::rename(&self.path, &to).map_err(|e| Error::io(format!("cannot keep the journal as {}", to.display())).with_source(e))?;
         Ok(to)
     }
@@ -202,5 +208,91 @@ impl Journal {
         self.record.finished = Some(Utc::now());
         self.save()?;
         self.archive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::ops::recovery::plan::Step;
+
+    fn plan(root: &Path) -> Plan {
+        Plan {
+            flow: "etcd recover".into(),
+            id: "0a1b2c3d".into(),
+            made_at: Utc::now(),
+            host: Host::under(root),
+            etcd: Default::default(),
+            snapshot: None,
+            summary: vec![],
+            steps: vec![
+                Step::WaitStopped {
+                    addrs: vec![],
+                    timeout_secs: 1,
+                },
+                Step::MoveAside {
+                    path: PathBuf::from("/var/lib/etcd"),
+                },
+                Step::RemoveStaging {
+                    staging: PathBuf::from("/var/lib/.vault-recover-etcd-0a1b2c3d"),
+                },
+            ],
+            next: vec![],
+        }
+    }
+
+    /// A flow runs each step once, records it, and a resumed run skips what was done; an
+    /// unfinished journal that changed the host blocks a new flow, one that changed nothing does not.
+    #[tokio::test]
+    async fn steps_are_recorded_resumed_and_an_unfinished_flow_blocks_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("host");
+        std::fs::create_dir_all(root.join("var/lib/etcd/member")).unwrap();
+        let path = root.join("var/lib/vault/recovery/journal.json");
+
+        // killed after step 1: nothing changed yet, so a new flow may start over
+        let mut j = Journal::begin(&path, plan(&root)).unwrap();
+        j.record.steps[0].state = StepState::Done;
+        j.record.steps[1].state = StepState::Running;
+        j.save().unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(Journal::open_unfinished(&path).unwrap().is_some());
+        // step 2 (moving the data dir aside) counts as a change once it started
+        let e = Journal::begin(&path, plan(&root)).err().expect("refused");
+        assert!(e.to_string().contains("step 2 of 3 did not complete"), "{e}");
+        assert!(e.hint.unwrap().contains("vaultctl etcd recover --resume"));
+
+        let mut j = Journal::open_unfinished(&path).unwrap().unwrap();
+        let mut seen = Vec::new();
+        j.run(&FlowContext::default(), |p| match p {
+            Progress::Skipped(n, _) => seen.push(format!("skip {n}")),
+            Progress::Started(n, _) => seen.push(format!("run {n}")),
+            Progress::Finished(n, a) => seen.push(format!("{n}: {a}")),
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen[..3], ["skip 1", "run 2", "2: moved /var/lib/etcd aside to /var/lib/etcd.old"]);
+        assert!(root.join("var/lib/etcd.old/member").is_dir());
+        assert!(
+            Journal::open_unfinished(&path).unwrap().is_none(),
+            "finished and kept under another name"
+        );
+
+        // a journal whose steps changed nothing is put away by the next flow
+        let mut first = plan(&root);
+        first.id = "0f1e2d3c".into();
+        drop(Journal::begin(&path, first).unwrap());
+        let mut next = plan(&root);
+        next.id = "1b2c3d4e".into();
+        let mut again = Journal::begin(&path, next).unwrap();
+        again.record.steps[0].state = StepState::Failed;
+        again.save().unwrap();
+        let mut last = plan(&root);
+        last.id = "2c3d4e5f".into();
+        Journal::begin(&path, last).unwrap();
+        let kept = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(kept, 4, "three kept journals and the current one");
     }
 }
