@@ -9,13 +9,14 @@ pub mod daemon;
 pub mod data;
 pub mod etcd;
 pub mod moto;
+pub mod okd;
 pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod systemctl;
 pub mod vaultctl;
 
-pub use certs::Certs;
+pub use certs::{Ca, Certs};
 pub use etcd::{EtcdCluster, EtcdMember};
 pub use moto::Moto;
 pub use ports::free_port;
