@@ -8,6 +8,7 @@ pub mod files;
 pub mod pack_health;
 pub mod packing;
 pub mod read;
+pub mod recovery;
 pub mod repair;
 pub mod restore;
 pub mod safe_fs;
