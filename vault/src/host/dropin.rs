@@ -23,7 +23,7 @@ const UNIT_DIRS: &[&str] = &[
 pub const FORCE_NEW_CLUSTER: &str = "90-vault-force-new-cluster";
 
 /// One drop-in file for one unit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DropIn {
     /// The unit, `etcd` or `etcd.service`.
     pub unit: String,
@@ -110,7 +110,7 @@ fn unit_file_name(unit: &str) -> String {
 
 /// The unit's `ExecStart` after its drop-ins (other than vault's): the last assignment wins, an
 /// empty one clears. Continuation lines (`\` at the end) are joined.
-fn effective_exec_start(host: &Host, unit: &str) -> Result<String> {
+pub(crate) fn effective_exec_start(host: &Host, unit: &str) -> Result<String> {
     let name = unit_file_name(unit);
     let unit_file = UNIT_DIRS
         .iter()

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// A change of one existing file from `old` to `new` bytes. Made by the editors
 /// ([`super::shell_conf`], [`super::master_config`]) without touching the file; [`FileEdit::apply`]
 /// writes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileEdit {
     /// The path as the operator knows it on the host (`/etc/etcd/etcd.conf`), for messages.
     pub host_path: PathBuf,
@@ -22,7 +22,9 @@ pub struct FileEdit {
     pub file: PathBuf,
     /// What it says, e.g. `set ETCD_INITIAL_CLUSTER_STATE=existing`.
     pub summary: String,
+    #[serde(with = "bytes_b64")]
     pub old: Vec<u8>,
+    #[serde(with = "bytes_b64")]
     pub new: Vec<u8>,
 }
 
@@ -80,6 +82,22 @@ impl FileEdit {
             self.summary,
             backup.display()
         )))
+    }
+}
+
+/// File contents in a journal: base64, so any bytes survive JSON.
+mod bytes_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 pub const ETCD_CONF: &str = "/etc/etcd/etcd.conf";
 
 /// One member of `ETCD_INITIAL_CLUSTER` (`name=url`; a name given twice has two peer URLs).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InitialMember {
     pub name: String,
     pub peer_urls: Vec<String>,

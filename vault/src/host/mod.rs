@@ -37,7 +37,8 @@ pub fn under_root(root: &Path, host_path: &Path) -> PathBuf {
 }
 
 /// One step a plan takes on a host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HostAction {
     /// Start, stop or restart a service.
     Service(ServiceControl, ServiceOp),

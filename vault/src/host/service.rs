@@ -19,7 +19,7 @@ pub const STOPPED_POD_DIR: &str = "/etc/origin/node/pods-stopped";
 
 /// The host steps run on: its `/` (`--root`, for tests and mounted disks) and the `systemctl` to
 /// call (normally found on PATH).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Host {
     pub root: PathBuf,
     pub systemctl: String,
@@ -52,7 +52,8 @@ impl Host {
 }
 
 /// How a service is run on the host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ServiceControl {
     /// A systemd unit, by name (`etcd`).
     Systemd { unit: String },
@@ -77,7 +78,8 @@ pub enum ServiceControl {
 }
 
 /// What to do with a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ServiceOp {
     Start,
     Stop,

@@ -15,10 +15,8 @@ use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::format::{CaptureStats, EtcdDatadirInfo, PayloadKind, SnapshotManifest};
 use crate::ops::backup::{BackupOptions, BackupReport, commit, ingest_stream};
-use crate::ops::etcd_restore::{chown_tree, lookup_user};
+use crate::ops::etcd_restore::{STAGED, chown_tree, make_staging_dir, place_staged, resolve_owner};
 use crate::ops::read::read_stream;
-use crate::ops::restore::{move_aside, running_as_root};
-use crate::ops::safe_fs::SafeDir;
 use crate::repo::Vault;
 use crate::source::etcd_bolt;
 use crate::source::etcd_datadir::{self as src, DatadirOptions};
@@ -36,18 +34,8 @@ impl Drop for Staging {
 }
 
 fn make_staging(beside: &Path, what: &str) -> Result<Staging> {
-    let parent = beside.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-    let name = format!(
-        ".vault-{what}-{}-{}",
-        beside.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        hex::encode(crate::crypto::random_bytes::<4>())
-    );
-    let dir = SafeDir::open(parent)?;
-    dir.mkdir(name.as_ref(), 0o700).context(ErrorKind::Io, || {
-        format!("cannot create a staging directory in {}", parent.display())
-    })?;
-    Ok(Staging(parent.join(name)))
+    let suffix = hex::encode(crate::crypto::random_bytes::<4>());
+    Ok(Staging(make_staging_dir(beside, what, &suffix)?))
 }
 
 /// Write the member's API snapshot to `dest` without its sha256 trailer (checked first).
@@ -323,6 +311,23 @@ pub async fn lay_down_datadir(
     dest: &Path,
     owner: Option<&str>,
 ) -> Result<LayDownReport> {
+    let staging = make_staging(dest, "laydown")?;
+    let mut report = stage_datadir(vault, catalog, snap, &staging.0, owner).await?;
+    report.moved_aside = place_staged(&staging.0.join(STAGED), dest)?;
+    report.data_dir = dest.to_path_buf();
+    Ok(report)
+}
+
+/// Fetch an `etcd-datadir` snapshot into `staging` (an existing, private directory) as the data
+/// dir `staging/member-data`, every file checked against its recorded size and sha256, and give it
+/// to its owner. Nothing outside `staging` is touched. [`place_staged`] puts it in place.
+pub async fn stage_datadir(
+    vault: &Vault,
+    catalog: &Catalog,
+    snap: &SnapshotEntry,
+    staging: &Path,
+    owner: Option<&str>,
+) -> Result<LayDownReport> {
     if snap.manifest.kind != PayloadKind::EtcdDatadir {
         return Err(Error::usage(format!(
             "snapshot {} is a {} snapshot, not etcd-datadir",
@@ -331,14 +336,7 @@ pub async fn lay_down_datadir(
         )));
     }
     vault.identities("laying down an etcd data dir")?;
-    let owner = match owner {
-        Some(o) => Some((
-            o.to_string(),
-            lookup_user(o).ok_or_else(|| Error::usage(format!("user {o} does not exist")))?,
-        )),
-        None if running_as_root() => lookup_user("etcd").map(|ids| ("etcd".to_string(), ids)),
-        None => None,
-    };
+    let owner = resolve_owner(owner)?;
     let mut plan = Vec::new();
     for s in &snap.manifest.streams {
         let rel = layout_path(&s.name).ok_or_else(|| {
@@ -353,14 +351,52 @@ pub async fn lay_down_datadir(
     if !plan.iter().any(|(s, _)| s.name == DB_STREAM) {
         return Err(Error::integrity(format!("snapshot {} has no {DB_STREAM}", snap.id.short())));
     }
-    let data_name = dest
-        .file_name()
-        .ok_or_else(|| Error::usage(format!("{} names no directory", dest.display())))?
-        .to_os_string();
-    let staging = make_staging(dest, "laydown")?;
-    let new_dir = staging.0.join("data");
+    let new_dir = staging.join(STAGED);
+    let _ = fs::remove_dir_all(&new_dir); // an unfinished one from an interrupted run
+    let result = fetch_layout(vault, catalog, snap, &plan, &new_dir).await.and_then(|bytes| {
+        fs::set_permissions(&new_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .context(ErrorKind::Io, || format!("cannot set the mode of {}", new_dir.display()))?;
+        if let Some((name, (uid, gid))) = &owner {
+            chown_tree(&new_dir, *uid, *gid)
+                .map_err(|e| Error::io(format!("cannot give the laid down data dir to user {name}")).with_source(e))?;
+        }
+        Ok(bytes)
+    });
+    let bytes = match result {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&new_dir);
+            return Err(e);
+        }
+    };
+    let info = snap.manifest.etcd_datadir.clone().unwrap_or_default();
+    Ok(LayDownReport {
+        snapshot: snap.id.hex(),
+        data_dir: new_dir,
+        moved_aside: None,
+        files: plan.iter().map(|(s, _)| s.name.clone()).collect(),
+        bytes,
+        db_sha256: plan
+            .iter()
+            .find(|(s, _)| s.name == DB_STREAM)
+            .map(|(s, _)| s.sha256.clone())
+            .unwrap_or_default(),
+        owner: owner.map(|(n, _)| n),
+        member_name: info.member_name,
+        cluster_id: info.cluster_id,
+    })
+}
+
+/// Write every stream of the snapshot to its file under `new_dir`, checked; returns the bytes written.
+async fn fetch_layout(
+    vault: &Vault,
+    catalog: &Catalog,
+    snap: &SnapshotEntry,
+    plan: &[(crate::format::Stream, PathBuf)],
+    new_dir: &Path,
+) -> Result<u64> {
     let mut bytes = 0u64;
-    for (stream, rel) in &plan {
+    for (stream, rel) in plan {
         let path = new_dir.join(rel);
         if let Some(d) = path.parent() {
             fs::create_dir_all(d).context(ErrorKind::Io, || format!("cannot create {}", d.display()))?;
@@ -393,46 +429,14 @@ pub async fn lay_down_datadir(
         .await?;
         if n != stream.size || sha != stream.sha256 {
             return Err(Error::integrity(format!(
-                "snapshot {}: {} came back as {n} bytes with another sha256 than recorded; nothing was written to {}",
+                "snapshot {}: {} came back as {n} bytes with another sha256 than recorded; nothing was put in place",
                 snap.id.short(),
-                stream.name,
-                dest.display()
+                stream.name
             )));
         }
         bytes += n;
     }
-    fs::set_permissions(&new_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .context(ErrorKind::Io, || format!("cannot set the mode of {}", new_dir.display()))?;
-    if let Some((name, (uid, gid))) = &owner {
-        chown_tree(&new_dir, *uid, *gid)
-            .map_err(|e| Error::io(format!("cannot give the laid down data dir to user {name}")).with_source(e))?;
-    }
-    let moved_aside = move_aside(dest)?;
-    let parent = SafeDir::open(staging.0.parent().unwrap_or(Path::new(".")))?;
-    SafeDir::open(&staging.0)?
-        .rename_noreplace("data".as_ref(), &parent, &data_name)
-        .context(ErrorKind::Io, || {
-            format!("cannot move the laid down data dir into place at {}", dest.display())
-        })?;
-    parent
-        .sync()
-        .context(ErrorKind::Io, || format!("cannot fsync {}", parent.path().display()))?;
-    let info = snap.manifest.etcd_datadir.clone().unwrap_or_default();
-    Ok(LayDownReport {
-        snapshot: snap.id.hex(),
-        data_dir: dest.to_path_buf(),
-        moved_aside,
-        files: plan.iter().map(|(s, _)| s.name.clone()).collect(),
-        bytes,
-        db_sha256: plan
-            .iter()
-            .find(|(s, _)| s.name == DB_STREAM)
-            .map(|(s, _)| s.sha256.clone())
-            .unwrap_or_default(),
-        owner: owner.map(|(n, _)| n),
-        member_name: info.member_name,
-        cluster_id: info.cluster_id,
-    })
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -67,7 +67,57 @@ pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()>
     Ok(())
 }
 
-pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry, opts: &EtcdRestoreOptions) -> Result<EtcdRestoreReport> {
+/// The name of the built data dir inside a staging directory.
+pub const STAGED: &str = "member-data";
+
+/// The snapshot restore tool to run: `tool` if given, else etcdutl (3.5+), else etcdctl (3.4),
+/// from PATH. Returns its path and name.
+pub fn restore_tool(tool: Option<&Path>) -> Result<(PathBuf, String)> {
+    if let Some(t) = tool {
+        let name = t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        return Ok((t.to_path_buf(), name));
+    }
+    for name in ["etcdutl", "etcdctl"] {
+        if let Some(p) = find_on_path(name) {
+            return Ok((p, name.to_string()));
+        }
+    }
+    Err(Error::usage("neither etcdutl (etcd 3.5+) nor etcdctl (3.4) is on PATH")
+        .hint("install the etcd client tools (Debian: apt-get install etcd-client) or pass --etcd-tool PATH"))
+}
+
+/// The owner to give a restored data dir: `owner`, or `etcd` when it exists and this runs as root.
+pub(crate) fn resolve_owner(owner: Option<&str>) -> Result<Option<(String, (u32, u32))>> {
+    Ok(match owner {
+        Some(o) => Some((
+            o.to_string(),
+            lookup_user(o).ok_or_else(|| Error::usage(format!("user {o} does not exist")))?,
+        )),
+        None if running_as_root() => lookup_user("etcd").map(|ids| ("etcd".to_string(), ids)),
+        None => None,
+    })
+}
+
+/// What [`stage_snapshot_restore`] built.
+#[derive(Clone, Debug, Serialize)]
+pub struct Staged {
+    /// The new data dir: `STAGING/member-data`.
+    pub dir: PathBuf,
+    pub tool: String,
+    pub owner: Option<String>,
+    pub sha256: String,
+}
+
+/// Fetch and verify the snapshot into `staging` (an existing, private directory), build a member
+/// data dir from it with the snapshot restore tool at `staging/member-data` and give it to its
+/// owner. Nothing outside `staging` is touched; on an error what this made in it is removed.
+pub async fn stage_snapshot_restore(
+    vault: &Vault,
+    catalog: &Catalog,
+    snap: &SnapshotEntry,
+    opts: &EtcdRestoreOptions,
+    staging: &Path,
+) -> Result<Staged> {
     if snap.manifest.kind != PayloadKind::EtcdV3 {
         return Err(Error::usage(format!(
             "snapshot {} is a {} snapshot, not etcd-v3",
@@ -85,65 +135,22 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
             return Err(Error::usage(format!("etcd restore needs {flag}")));
         }
     }
-    let (tool, tool_name) = match &opts.tool {
-        Some(t) => (
-            t.clone(),
-            t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        ),
-        None => match find_on_path("etcdutl") {
-            Some(p) => (p, "etcdutl".to_string()),
-            None => match find_on_path("etcdctl") {
-                Some(p) => (p, "etcdctl".to_string()),
-                None => {
-                    return Err(Error::usage("neither etcdutl (etcd 3.5+) nor etcdctl (3.4) is on PATH")
-                        .hint("install the etcd client tools (Debian: apt-get install etcd-client) or pass --etcd-tool PATH"));
-                }
-            },
-        },
-    };
-    let owner = match &opts.owner {
-        Some(o) => Some((
-            o.clone(),
-            lookup_user(o).ok_or_else(|| Error::usage(format!("user {o} does not exist")))?,
-        )),
-        None if running_as_root() => lookup_user("etcd").map(|ids| ("etcd".to_string(), ids)),
-        None => None,
-    };
-
-    let data_dir = &opts.data_dir;
-    let data_name = data_dir
-        .file_name()
-        .ok_or_else(|| Error::usage(format!("--data-dir {} names no directory", data_dir.display())))?;
-    let parent = data_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    fs::create_dir_all(&parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-    let parent_dir = SafeDir::open(&parent)?;
-    let staging_name = format!(
-        ".vault-restore-{}-{}",
-        data_name.to_string_lossy(),
-        hex::encode(crate::crypto::random_bytes::<4>())
-    );
-    let staging = parent.join(&staging_name);
-    // 0700: it holds the snapshot (every Secret of the cluster) until the data dir is in place
-    parent_dir
-        .mkdir(staging_name.as_ref(), 0o700)
-        .context(ErrorKind::Io, || format!("cannot create staging directory {}", staging.display()))?;
-    let cleanup = |staging: &Path| {
-        // Only what this run created: the fetched snapshot copy and an unfinished staging data dir.
-        let _ = fs::remove_dir_all(staging);
-    };
+    let (tool, tool_name) = restore_tool(opts.tool.as_deref())?;
+    let owner = resolve_owner(opts.owner.as_deref())?;
     let snapshot_file = staging.join("snapshot.db");
+    let new_dir = staging.join(STAGED);
+    let cleanup = || {
+        let _ = fs::remove_file(&snapshot_file);
+        let _ = fs::remove_dir_all(&new_dir);
+    };
+    cleanup();
     let restored = match restore_to_file(vault, catalog, snap, &snapshot_file, opts.progress.clone()).await {
         Ok(r) => r,
         Err(e) => {
-            cleanup(&staging);
+            cleanup();
             return Err(e);
         }
     };
-    let new_dir = staging.join("member-data");
     let mut cmd = Command::new(&tool);
     cmd.env("ETCDCTL_API", "3")
         .arg("snapshot")
@@ -162,12 +169,13 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
     let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            cleanup(&staging);
+            cleanup();
             return Err(Error::io(format!("cannot run {}", tool.display())).with_source(e));
         }
     };
+    let _ = fs::remove_file(&snapshot_file);
     if !out.status.success() {
-        cleanup(&staging);
+        cleanup();
         return Err(Error::source_err(format!(
             "{tool_name} snapshot restore failed ({}): {}",
             out.status,
@@ -178,33 +186,81 @@ pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry
     if let Some((name, (uid, gid))) = &owner
         && let Err(e) = chown_tree(&new_dir, *uid, *gid)
     {
-        cleanup(&staging);
+        cleanup();
         return Err(Error::io(format!("cannot give the restored data dir to user {name}")).with_source(e));
     }
+    Ok(Staged {
+        dir: new_dir,
+        tool: tool_name,
+        owner: owner.map(|(n, _)| n),
+        sha256: restored.sha256,
+    })
+}
+
+/// Put the staged data dir `staged` in place at `data_dir`: an existing `data_dir` is moved aside
+/// first (never deleted; returned), the rename never replaces anything, and the parent is fsynced.
+pub fn place_staged(staged: &Path, data_dir: &Path) -> Result<Option<PathBuf>> {
+    let data_name = data_dir
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("{} names no directory", data_dir.display())))?;
+    let parent = data_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent_dir = SafeDir::open(parent)?;
     let moved_aside = move_aside(data_dir)?;
-    let placed = SafeDir::open(&staging).and_then(|staged| {
-        staged
-            .rename_noreplace("member-data".as_ref(), &parent_dir, data_name)
-            .context(ErrorKind::Io, || {
-                format!(
-                    "cannot move the restored data dir into place at {} (it is in {})",
-                    data_dir.display(),
-                    new_dir.display()
-                )
-            })
-    });
-    placed?;
+    let (staging, staged_name) = match (staged.parent(), staged.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => return Err(Error::usage(format!("{} names no directory", staged.display()))),
+    };
+    SafeDir::open(staging)?
+        .rename_noreplace(staged_name, &parent_dir, data_name)
+        .context(ErrorKind::Io, || {
+            format!(
+                "cannot move the restored data dir into place at {} (it is in {})",
+                data_dir.display(),
+                staged.display()
+            )
+        })?;
     parent_dir
         .sync()
         .context(ErrorKind::Io, || format!("cannot fsync {}", parent.display()))?;
-    cleanup(&staging);
-    Ok(EtcdRestoreReport {
-        snapshot: snap.id.hex(),
-        data_dir: data_dir.clone(),
-        moved_aside,
-        tool: tool_name,
-        owner: owner.map(|(n, _)| n),
-        revision: snap.manifest.etcd_v3.as_ref().map(|e| e.revision),
-        sha256: restored.sha256,
-    })
+    Ok(moved_aside)
+}
+
+/// Create a private staging directory beside `data_dir`, named `.vault-WHAT-DATANAME-SUFFIX`.
+pub fn make_staging_dir(data_dir: &Path, what: &str, suffix: &str) -> Result<PathBuf> {
+    let data_name = data_dir
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("--data-dir {} names no directory", data_dir.display())))?;
+    let parent = data_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
+    let name = format!(".vault-{what}-{}-{suffix}", data_name.to_string_lossy());
+    let staging = parent.join(&name);
+    // 0700: it holds the snapshot (every Secret of the cluster) until the data dir is in place
+    match SafeDir::open(parent)?.mkdir(name.as_ref(), 0o700) {
+        Ok(()) => Ok(staging),
+        // a resumed recovery finds its own staging dir (a real directory, not a link to elsewhere)
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir()) => Ok(staging),
+        Err(e) => Err(Error::io(format!("cannot create staging directory {}", staging.display())).with_source(e)),
+    }
+}
+
+pub async fn etcd_restore(vault: &Vault, catalog: &Catalog, snap: &SnapshotEntry, opts: &EtcdRestoreOptions) -> Result<EtcdRestoreReport> {
+    let suffix = hex::encode(crate::crypto::random_bytes::<4>());
+    let staging = make_staging_dir(&opts.data_dir, "restore", &suffix)?;
+    let result = async {
+        let staged = stage_snapshot_restore(vault, catalog, snap, opts, &staging).await?;
+        let moved_aside = place_staged(&staged.dir, &opts.data_dir)?;
+        Ok(EtcdRestoreReport {
+            snapshot: snap.id.hex(),
+            data_dir: opts.data_dir.clone(),
+            moved_aside,
+            tool: staged.tool,
+            owner: staged.owner,
+            revision: snap.manifest.etcd_v3.as_ref().map(|e| e.revision),
+            sha256: staged.sha256,
+        })
+    }
+    .await;
+    // Only what this run created: an unfinished staging data dir (the snapshot copy is gone).
+    let _ = fs::remove_dir_all(&staging);
+    result
 }

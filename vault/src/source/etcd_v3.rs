@@ -26,7 +26,7 @@ pub struct EtcdOptions {
 }
 
 impl EtcdOptions {
-    fn connect_options(&self) -> Result<ConnectOptions> {
+    pub(crate) fn connect_options(&self) -> Result<ConnectOptions> {
         let timeout = Duration::from_secs(self.connect_timeout_secs.unwrap_or(5));
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(timeout)
@@ -81,7 +81,7 @@ pub struct SelectedMember {
 }
 
 /// A short cause for a gRPC failure: tonic's own text repeats every layer of the stack.
-fn grpc_cause(e: &etcd_client::Error) -> String {
+pub(crate) fn grpc_cause(e: &etcd_client::Error) -> String {
     let text = e.to_string();
     for (needle, short) in [
         ("Connection refused", "connection refused"),
@@ -99,7 +99,7 @@ fn grpc_cause(e: &etcd_client::Error) -> String {
     text
 }
 
-fn hex_id(id: u64) -> String {
+pub(crate) fn hex_id(id: u64) -> String {
     format!("{id:x}")
 }
 

@@ -18,6 +18,10 @@ pub enum Command {
     /// Member data dir snapshots.
     #[command(subcommand)]
     Datadir(super::etcd_datadir::Command),
+    /// Bring the cluster back on this host from a snapshot, as a new one-member cluster (flow 1).
+    Recover(super::etcd_recover::RecoverArgs),
+    /// Join this host's member to the recovered cluster (flow 2).
+    Join(super::etcd_recover::JoinArgs),
 }
 
 #[derive(clap::Args)]
@@ -48,6 +52,8 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
         Command::Restore(a) => a,
         Command::V2(cmd) => return super::etcd_v2::run(c, cmd).await,
         Command::Datadir(cmd) => return super::etcd_datadir::run(c, cmd).await,
+        Command::Recover(a) => return super::etcd_recover::recover(c, a).await,
+        Command::Join(a) => return super::etcd_recover::join(c, a).await,
     };
     let (vault, catalog) = c.restorer("etcd restore").await?;
     let snap = catalog.resolve_kind(&a.id, &vault::format::PayloadKind::EtcdV3)?;

@@ -5,6 +5,8 @@ pub mod daemon;
 pub mod diff;
 pub mod etcd;
 pub mod etcd_datadir;
+pub mod etcd_flow;
+pub mod etcd_recover;
 pub mod etcd_v2;
 pub mod files;
 pub mod init;

@@ -1,0 +1,114 @@
+//! `vaultctl etcd recover ID` (flow 1) and `vaultctl etcd join --cluster URL` (flow 2).
+
+use vault::Result;
+use vault::ops::recovery::join::plan_join;
+use vault::ops::recovery::recover::plan_recover;
+use vault::ops::recovery::{FlowContext, Journal};
+
+use super::etcd_flow::{FlowArgs, refuse, resume_journal, run, show};
+use crate::context::Common;
+
+#[derive(clap::Args)]
+pub struct RecoverArgs {
+    /// Snapshot ID (etcd-v3 or etcd-datadir), unique prefix, or `latest` (the newest etcd-v3 one).
+    #[arg(required_unless_present = "resume")]
+    id: Option<String>,
+    #[command(flatten)]
+    flow: FlowArgs,
+    /// etcdutl or etcdctl to restore a v3 snapshot with (default: etcdutl, else etcdctl, from PATH).
+    #[arg(long)]
+    etcd_tool: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// Client URL(s) of the running cluster's members.
+    #[arg(long, value_delimiter = ',', required_unless_present = "resume")]
+    cluster: Vec<String>,
+    #[command(flatten)]
+    flow: FlowArgs,
+}
+
+pub async fn recover(c: &Common, a: RecoverArgs) -> Result<i32> {
+    const FLOW: &str = "etcd recover";
+    if a.flow.resume {
+        let mut journal = resume_journal(&a.flow, FLOW)?;
+        show(c.json, &journal.record.plan, &[], a.flow.force, Some(&journal));
+        let id = journal.record.plan.snapshot.clone().unwrap_or_default();
+        let staged_left = journal.next_step().is_some_and(|n| {
+            journal.record.plan.steps[n..].iter().any(|s| {
+                matches!(
+                    s,
+                    vault::ops::recovery::Step::StageV3 { .. } | vault::ops::recovery::Step::StageDatadir { .. }
+                )
+            })
+        });
+        if staged_left {
+            let (vault, catalog) = c.restorer(FLOW).await?;
+            let snap = catalog.resolve(&id)?;
+            let cx = context(&vault, &catalog, &snap, &a);
+            run(c.json, &mut journal, &cx).await?;
+        } else {
+            run(c.json, &mut journal, &FlowContext::default()).await?;
+        }
+        return Ok(0);
+    }
+    let id = a.id.clone().unwrap_or_default();
+    let (vault, catalog) = c.restorer(FLOW).await?;
+    let snap = catalog.resolve_kind(&id, &vault::format::PayloadKind::EtcdV3)?;
+    let opts = a.flow.options();
+    let (plan, checks) = plan_recover(&opts, &snap).await?;
+    let blocked = show(c.json, &plan, &checks, a.flow.force, None);
+    if !a.flow.execute {
+        if !c.json {
+            println!("\nnothing was changed; run again with --execute to do it");
+        }
+        return Ok(if blocked { 2 } else { 0 });
+    }
+    refuse(&checks, a.flow.force)?;
+    let mut journal = Journal::begin(&a.flow.journal_path(), plan)?;
+    if !c.json {
+        println!("\nexecuting (journal: {}):", journal.path.display());
+    }
+    let cx = context(&vault, &catalog, &snap, &a);
+    run(c.json, &mut journal, &cx).await?;
+    Ok(0)
+}
+
+fn context<'a>(
+    vault: &'a vault::repo::Vault,
+    catalog: &'a vault::catalog::Catalog,
+    snap: &'a vault::catalog::SnapshotEntry,
+    a: &RecoverArgs,
+) -> FlowContext<'a> {
+    FlowContext {
+        vault: Some((vault, catalog, snap)),
+        tool: a.etcd_tool.clone(),
+        progress: None,
+    }
+}
+
+pub async fn join(c: &Common, a: JoinArgs) -> Result<i32> {
+    const FLOW: &str = "etcd join";
+    if a.flow.resume {
+        let mut journal = resume_journal(&a.flow, FLOW)?;
+        show(c.json, &journal.record.plan, &[], a.flow.force, Some(&journal));
+        run(c.json, &mut journal, &FlowContext::default()).await?;
+        return Ok(0);
+    }
+    let (plan, checks) = plan_join(&a.flow.options(), &a.cluster).await?;
+    let blocked = show(c.json, &plan, &checks, a.flow.force, None);
+    if !a.flow.execute {
+        if !c.json {
+            println!("\nnothing was changed; run again with --execute to do it");
+        }
+        return Ok(if blocked { 2 } else { 0 });
+    }
+    refuse(&checks, a.flow.force)?;
+    let mut journal = Journal::begin(&a.flow.journal_path(), plan)?;
+    if !c.json {
+        println!("\nexecuting (journal: {}):", journal.path.display());
+    }
+    run(c.json, &mut journal, &FlowContext::default()).await?;
+    Ok(0)
+}
