@@ -22,7 +22,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::host::etcd_conf::{EtcdConf, InitialMember, parse_initial_cluster};
 use crate::host::master_config::{MASTER_CONFIG, MasterConfig};
 use crate::host::shell_conf::{FLANNEL_ETCD_ENDPOINTS, FLANNELD, ShellConf};
-use crate::host::{Applied, FileEdit, diff, under_root};
+use crate::host::{Applied, FileEdit, Host, HostAction, ServiceControl, ServiceOp, diff, under_root};
+use crate::source::etcd_v3::EtcdOptions;
+
+use super::certs::{self, CertRequest};
+use super::cluster;
+use super::options::{FlowOptions, LocalMember};
+use super::plan::{Plan, Step};
+use super::preflight::Check;
 
 /// Units that serve the OKD master API, in the order they are looked for; the first the host has
 /// is restarted after master-config.yaml changes (the runbook: `atomic-openshift-master-api`, or
@@ -727,6 +734,266 @@ impl NewFile {
             Err(e) => Err(cannot(e)),
         }
     }
+}
+
+/// What `member remove` and `member add` are told besides the host options.
+#[derive(Clone, Debug, Default)]
+pub struct MemberFlow {
+    /// Run the service restarts as plan steps (otherwise they are printed under "then").
+    pub restart: bool,
+    /// `member add`: issue the new member's certificates from the CA (in-host CA dir).
+    pub issue_certs: Option<PathBuf>,
+}
+
+fn to_check(f: Finding) -> Check {
+    let c = match f.verdict {
+        Verdict::Pass => Check::pass(&f.name, f.detail),
+        Verdict::Warn => {
+            let mut c = Check::warn(&f.name, f.detail);
+            c.hint = f.hint;
+            c
+        }
+        Verdict::Fail => Check::fail(&f.name, f.detail, f.hint.unwrap_or_default()),
+    };
+    if f.forcible { c.forcible() } else { c }
+}
+
+/// The cluster's members through this host's member, each asked whether it is healthy.
+async fn members_with_health(etcd: &EtcdOptions) -> Result<Vec<MemberState>> {
+    let mut client = cluster::connect(etcd).await?;
+    let members = cluster::members(&mut client).await?;
+    let mut out = Vec::new();
+    for m in members {
+        let mut healthy = false;
+        for url in &m.client_urls {
+            let quick = EtcdOptions {
+                connect_timeout_secs: Some(2),
+                ..etcd.clone()
+            };
+            if cluster::healthy(url, &quick).await.is_ok() {
+                healthy = true;
+                break;
+            }
+        }
+        out.push(MemberState {
+            id: m.id,
+            name: m.name,
+            peer_urls: m.peer_urls,
+            client_urls: m.client_urls,
+            healthy,
+        });
+    }
+    Ok(out)
+}
+
+fn services_on(host: &Host) -> (Vec<String>, bool) {
+    let known: Vec<String> = MASTER_API_UNITS
+        .iter()
+        .chain(std::iter::once(&FLANNELD_UNIT))
+        .filter(|u| crate::host::service::unit_is_known(host, u).unwrap_or(false))
+        .map(|u| u.to_string())
+        .collect();
+    (known, super::preflight::find_on_path(MASTER_RESTART[0]).is_some())
+}
+
+/// The rewrites as steps (edits that change something), the restarts as steps (`--restart`) or
+/// as lines for "then", and notes for the summary.
+fn rewrite_steps(me: &LocalMember, change: &MemberChange, flow: &MemberFlow) -> Result<(Vec<Step>, Vec<String>, Vec<String>)> {
+    let (known, has_master_restart) = services_on(&me.host);
+    let services = ServicesOnHost {
+        known: &|u| known.iter().any(|k| k == u),
+        has_master_restart,
+    };
+    let rewrites = config_rewrites(&me.host.root, &me.conf.host_path, change, &services)?;
+    let (mut steps, mut restarts, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+    for r in rewrites {
+        match r.edit {
+            None => notes.push(r.note),
+            Some(edit) if edit.is_noop() => notes.push(format!("{} already lists the members as they will be", r.host_path.display())),
+            Some(edit) => steps.push(Step::Host {
+                action: HostAction::Edit(edit),
+            }),
+        }
+        match r.restart {
+            Some(Restart::Unit(unit)) if flow.restart => steps.push(Step::Host {
+                action: HostAction::Service(ServiceControl::Systemd { unit }, ServiceOp::Restart),
+            }),
+            Some(Restart::Command(argv)) if flow.restart => steps.push(Step::Host {
+                action: HostAction::Run(argv),
+            }),
+            Some(other) => restarts.push(other.describe()),
+            None => {}
+        }
+    }
+    Ok((steps, restarts, notes))
+}
+
+fn plan_of(flow: &str, me: &LocalMember, etcd: EtcdOptions, summary: Vec<String>, steps: Vec<Step>, next: Vec<String>) -> Plan {
+    Plan {
+        flow: flow.to_string(),
+        id: hex::encode(crate::crypto::random_bytes::<4>()),
+        made_at: chrono::Utc::now(),
+        host: me.host.clone(),
+        etcd,
+        snapshot: None,
+        summary,
+        steps,
+        next,
+    }
+}
+
+/// `vaultctl etcd member remove NAME|ID`: the plan (member remove through this host's member,
+/// then the three rewrites and their restarts) and its checks. A member that is gone already
+/// (the command run again on another host) leaves only the rewrites.
+pub async fn plan_member_remove(opts: &FlowOptions, target: &str, flow: &MemberFlow) -> Result<(Plan, Vec<Check>)> {
+    let me = opts.local_member()?;
+    let etcd = me.etcd(&me.client_urls);
+    let members = members_with_health(&etcd).await?;
+    let mut checks = Vec::new();
+    let mut steps = Vec::new();
+    let mut summary = vec![format!(
+        "through member {} on this host ({}); members: {}",
+        me.name,
+        me.client_urls.join(","),
+        members
+            .iter()
+            .map(|m| format!("{}{}", m.label(), if m.healthy { "" } else { " DOWN" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    let identity = match find_member(&members, target) {
+        Some(m) => {
+            checks.extend(check_remove(&members, m).into_iter().map(to_check));
+            if m.name == me.name || same_urls(&m.peer_urls, &me.peer_urls) {
+                checks.push(
+                    Check::fail(
+                        "other member",
+                        format!("{} is this host's own member", m.label()),
+                        "run member remove on a host that stays in the cluster",
+                    )
+                    .forcible(),
+                );
+            }
+            steps.push(Step::MemberRemove {
+                id: m.id,
+                name: m.name.clone(),
+            });
+            m.identity()
+        }
+        None => {
+            let known = me.conf.initial_cluster.iter().find(|c| c.name == target);
+            if known.is_none() && u64::from_str_radix(target, 16).is_ok() && target.len() > 8 {
+                return Err(Error::usage(format!("the cluster has no member {target}"))
+                    .hint("give the member's NAME to rewrite this host's files after it was removed"));
+            }
+            summary.push(format!(
+                "{target} is not a member (removed already): only this host's files are rewritten"
+            ));
+            checks.push(Check::pass("member gone", format!("the cluster has no member {target}")));
+            MemberIdentity::new(target, known.map(|k| k.peer_urls.as_slice()).unwrap_or_default())
+        }
+    };
+    let change = MemberChange {
+        removed: Some(identity.clone()),
+        added: None,
+    };
+    let (edits, restarts, notes) = rewrite_steps(&me, &change, flow)?;
+    steps.extend(edits);
+    summary.extend(notes);
+    let mut next: Vec<String> = restarts.into_iter().map(|r| format!("restart: {r}")).collect();
+    next.push(format!(
+        "on every other etcd host and master: vaultctl etcd member remove {} --execute (rewrites its etcd.conf, master-config.yaml and flanneld)",
+        identity.name
+    ));
+    Ok((plan_of("etcd member remove", &me, etcd, summary, steps, next), checks))
+}
+
+/// `vaultctl etcd member add NAME --peer-url U`: the plan (certificates with `--issue-certs`,
+/// member add, the new member's etcd.conf, the three rewrites and their restarts) and its checks.
+pub async fn plan_member_add(opts: &FlowOptions, new: &NewMember, flow: &MemberFlow) -> Result<(Plan, Vec<Check>)> {
+    let me = opts.local_member()?;
+    let etcd = me.etcd(&me.client_urls);
+    let members = members_with_health(&etcd).await?;
+    let mut checks: Vec<Check> = check_add(&members, &new.name, &new.peer_urls).into_iter().map(to_check).collect();
+    let expect = initial_cluster_with(&members, &me.conf.initial_cluster, new)?;
+    let dir = certs::member_dir(&new.name);
+    let mut steps = Vec::new();
+    if let Some(ca_dir) = &flow.issue_certs {
+        let trusted = me.conf.trusted_ca_file.clone().unwrap_or_else(|| PathBuf::from(certs::TRUSTED_CA));
+        let urls: Vec<String> = new.peer_urls.iter().chain(&new.client_urls).cloned().collect();
+        let mut request = CertRequest::new(&new.name, &urls, &trusted)?;
+        request.ca_dir = ca_dir.clone();
+        match request.check(&me.host.root) {
+            Ok(detail) => checks.push(Check::pass("etcd CA", detail)),
+            Err(e) => checks.push(Check::fail("etcd CA", e.what.clone(), e.hint.clone().unwrap_or_default())),
+        }
+        steps.push(Step::IssueCerts { request });
+    }
+    steps.push(Step::MemberAdd {
+        name: new.name.clone(),
+        peer_urls: new.peer_urls.clone(),
+        expect: expect.clone(),
+    });
+    let conf = new_member_conf(&me.host.root, &me.conf.host_path, new, &expect)?;
+    steps.push(Step::WriteFile {
+        file: NewFile {
+            host_path: dir.join("etcd.conf"),
+            content: String::from_utf8(conf).expect("etcd.conf is UTF-8"),
+            mode: 0o644,
+        },
+    });
+    let change = MemberChange {
+        removed: None,
+        added: Some(new.clone()),
+    };
+    let (edits, restarts, notes) = rewrite_steps(&me, &change, flow)?;
+    steps.extend(edits);
+    let mut summary = vec![
+        format!(
+            "adds {} (peer {}, client {}) through member {} on this host",
+            new.name,
+            new.peer_urls.join(","),
+            new.client_urls.join(","),
+            me.name
+        ),
+        format!("members after: {}", EtcdConf::initial_cluster_text(&expect)),
+    ];
+    summary.extend(notes);
+    let shown = dir.display();
+    let mut next = vec![
+        format!(
+            "copy {shown}/ to the new host: tar -czf /tmp/etcd-{0}.tgz -C {shown} . && scp /tmp/etcd-{0}.tgz {0}:/tmp/",
+            new.name
+        ),
+        format!(
+            "on {}: systemctl disable etcd --now; move /var/lib/etcd and /etc/etcd aside; tar -xzf /tmp/etcd-{0}.tgz -C /etc/etcd/; chown -R etcd:etcd /etc/etcd /var/lib/etcd; systemctl enable etcd --now",
+            new.name
+        ),
+    ];
+    if flow.issue_certs.is_none() {
+        next.insert(
+            0,
+            format!("make the new member's server.crt/key, peer.crt/key in {shown}/ with the etcd CA (or run this with --issue-certs), and copy /etc/etcd/ca.crt there"),
+        );
+    }
+    next.extend(restarts.into_iter().map(|r| format!("restart: {r}")));
+    next.push(format!(
+        "on every other etcd host and master: vaultctl etcd member add {} --peer-url {} --execute (rewrites its files; the member is added already)",
+        new.name,
+        new.peer_urls.join(",")
+    ));
+    Ok((plan_of("etcd member add", &me, etcd, summary, steps, next), checks))
+}
+
+/// The `MemberRemove` step: remove the member through the API (already gone: done).
+pub async fn remove_member(plan: &Plan, id: u64, name: &str) -> Result<Applied> {
+    let mut client = cluster::connect(&plan.etcd).await?;
+    let members = cluster::members(&mut client).await?;
+    if !members.iter().any(|m| m.id == id) {
+        return Ok(Applied::AlreadyDone(format!("member {name} ({id:x}) is not in the cluster")));
+    }
+    cluster::remove(&mut client, id).await?;
+    Ok(Applied::Done(format!("removed member {name} ({id:x}) from the cluster")))
 }
 
 #[cfg(test)]
