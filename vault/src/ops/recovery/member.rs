@@ -324,34 +324,36 @@ fn same_urls(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
-/// What identifies a member's entries in config files: its name and the hosts of its URLs.
+/// What identifies a member's entries in config files: its name, and the host and port of each
+/// of its URLs, also with its name as the host (`https://master-2.example.com:2379` is the member
+/// `master-2.example.com` whose client URL is `https://192.168.55.13:2379`). Ports count, so
+/// members sharing a host are told apart.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberIdentity {
     pub name: String,
-    /// Hosts (IP addresses or DNS names, lower case) of its peer and client URLs, and its name.
-    pub hosts: Vec<String>,
+    /// `host:port`s (hosts lower case).
+    pub addrs: Vec<String>,
 }
 
 impl MemberIdentity {
     pub fn new<'a>(name: &str, urls: impl IntoIterator<Item = &'a String>) -> MemberIdentity {
-        let mut hosts: Vec<String> = Vec::new();
-        for h in urls
-            .into_iter()
-            .filter_map(|u| url_host(u))
-            .chain((!name.is_empty()).then(|| name.to_ascii_lowercase()))
-        {
-            if !hosts.contains(&h) {
-                hosts.push(h);
+        let mut addrs: Vec<String> = Vec::new();
+        for (host, port) in urls.into_iter().filter_map(|u| url_host_port(u)) {
+            let by_name = (!name.is_empty()).then(|| format!("{}:{port}", name.to_ascii_lowercase()));
+            for a in std::iter::once(format!("{host}:{port}")).chain(by_name) {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
             }
         }
         MemberIdentity {
             name: name.to_string(),
-            hosts,
+            addrs,
         }
     }
 
     fn owns_url(&self, url: &str) -> bool {
-        url_host(url).is_some_and(|h| self.hosts.contains(&h))
+        url_host_port(url).is_some_and(|(h, p)| self.addrs.contains(&format!("{h}:{p}")))
     }
 
     fn owns_entry(&self, m: &InitialMember) -> bool {
@@ -366,6 +368,10 @@ pub fn url_host(url: &str) -> Option<String> {
         url::Host::Ipv4(ip) => Some(ip.to_string()),
         url::Host::Ipv6(ip) => Some(ip.to_string()),
     }
+}
+
+fn url_host_port(url: &str) -> Option<(String, u16)> {
+    Some((url_host(url)?, url::Url::parse(url).ok()?.port_or_known_default()?))
 }
 
 /// A membership change, as the config files see it.
@@ -614,32 +620,40 @@ pub fn new_member_conf(root: &Path, etcd_conf: &Path, new: &NewMember, members: 
         .filter_map(|u| url_host(u))
         .collect();
     let new_host = url_host(&new.peer_urls[0]).expect("NewMember::new checked the URL");
-    let move_listen = |urls: &[String]| -> Vec<String> {
+    // a listen URL that is an advertised one becomes the new member's; one on this host's address
+    // with another port gets the new host; loopback and wildcard ones stay
+    let move_listen = |urls: &[String], advertised: &[String], replacement: &[String]| -> Vec<String> {
+        let advertised: Vec<(String, u16)> = advertised.iter().filter_map(|u| url_host_port(u)).collect();
         let mut out: Vec<String> = Vec::new();
         for u in urls {
-            let moved = match (url::Url::parse(u), url_host(u)) {
-                (Ok(mut parsed), Some(h)) if own.contains(&h) => {
+            let moved: Vec<String> = match (url::Url::parse(u), url_host_port(u)) {
+                (_, Some(hp)) if advertised.contains(&hp) => replacement.to_vec(),
+                (Ok(mut parsed), Some((h, _))) if own.contains(&h) => {
                     let host = if new_host.contains(':') {
                         format!("[{new_host}]")
                     } else {
                         new_host.clone()
                     };
-                    parsed
-                        .set_host(Some(&host))
-                        .map(|_| parsed.as_str().trim_end_matches('/').to_string())
-                        .unwrap_or(u.clone())
+                    vec![
+                        parsed
+                            .set_host(Some(&host))
+                            .map(|_| parsed.as_str().trim_end_matches('/').to_string())
+                            .unwrap_or(u.clone()),
+                    ]
                 }
-                _ => u.clone(),
+                _ => vec![u.clone()],
             };
-            if !out.contains(&moved) {
-                out.push(moved);
+            for m in moved {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
             }
         }
         out
     };
     conf.set("ETCD_NAME", &new.name)?;
-    let listen_peer = move_listen(&this.listen_peer_urls);
-    let listen_client = move_listen(&this.listen_client_urls);
+    let listen_peer = move_listen(&this.listen_peer_urls, &this.initial_advertise_peer_urls, &new.peer_urls);
+    let listen_client = move_listen(&this.listen_client_urls, &this.advertise_client_urls, &new.client_urls);
     for (key, urls) in [
         ("ETCD_LISTEN_PEER_URLS", &listen_peer),
         ("ETCD_INITIAL_ADVERTISE_PEER_URLS", &new.peer_urls),
@@ -656,10 +670,19 @@ pub fn new_member_conf(root: &Path, etcd_conf: &Path, new: &NewMember, members: 
 }
 
 /// The members' `ETCD_INITIAL_CLUSTER` once `new` is added: every member as the cluster lists it
-/// (an unstarted one by its name in this host's etcd.conf, found by peer URL), then the new one.
+/// (an unstarted one by its name in this host's etcd.conf, found by peer URL), in the order of this
+/// host's etcd.conf (the others after them), then the new one.
 pub fn initial_cluster_with(members: &[MemberState], this_conf: &[InitialMember], new: &NewMember) -> Result<Vec<InitialMember>> {
+    let position = |m: &MemberState| {
+        this_conf
+            .iter()
+            .position(|c| (m.is_started() && c.name == m.name) || same_urls(&c.peer_urls, &m.peer_urls))
+            .unwrap_or(usize::MAX)
+    };
+    let mut members: Vec<&MemberState> = members.iter().collect();
+    members.sort_by_key(|m| position(m));
     let mut out = Vec::new();
-    for m in members.iter().filter(|m| !same_urls(&m.peer_urls, &new.peer_urls)) {
+    for m in members.into_iter().filter(|m| !same_urls(&m.peer_urls, &new.peer_urls)) {
         let name = if m.is_started() {
             m.name.clone()
         } else {

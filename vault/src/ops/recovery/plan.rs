@@ -474,7 +474,17 @@ async fn member_add(plan: &Plan, name: &str, peer_urls: &[String], expect: &[Ini
         ))
         .hint("finish joining that member first, or remove it (`vaultctl etcd member remove ID`)"));
     }
-    let (added, after) = cluster::add(&mut client, peer_urls).await?;
+    // etcd refuses an add ("unhealthy cluster") until every member has been connected for 5 s,
+    // as right after a member remove or a restart: wait that out
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (added, after) = loop {
+        match cluster::add(&mut client, peer_urls).await {
+            Err(e) if e.what.contains("unhealthy cluster") && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            r => break r?,
+        }
+    };
     let got = as_initial_cluster(&after, name, peer_urls);
     if !same_membership(&got, expect) {
         return Err(Error::source_err(format!(
