@@ -22,6 +22,9 @@ pub enum Command {
     Recover(Box<super::etcd_recover::RecoverArgs>),
     /// Join this host's member to the recovered cluster (flow 2).
     Join(Box<super::etcd_recover::JoinArgs>),
+    /// Remove a failed member or add a new one, with the config rewrites (flows 3 and 4).
+    #[command(subcommand)]
+    Member(super::etcd_member::Command),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +57,7 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
         Command::Datadir(cmd) => return super::etcd_datadir::run(c, cmd).await,
         Command::Recover(a) => return super::etcd_recover::recover(c, *a).await,
         Command::Join(a) => return super::etcd_recover::join(c, *a).await,
+        Command::Member(cmd) => return super::etcd_member::run_member(c, cmd).await,
     };
     let (vault, catalog) = c.restorer("etcd restore").await?;
     let snap = catalog.resolve_kind(&a.id, &vault::format::PayloadKind::EtcdV3)?;

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod etcd;
 pub mod etcd_datadir;
 pub mod etcd_flow;
+pub mod etcd_member;
 pub mod etcd_recover;
 pub mod etcd_v2;
 pub mod files;

@@ -81,6 +81,12 @@ pub enum Step {
     WaitCaughtUp { name: String, endpoint: String, timeout_secs: u64 },
     /// Remove the staging directory (what is left in it: nothing the host needs).
     RemoveStaging { staging: PathBuf },
+    /// `member remove` through the API (a member no longer listed: done).
+    MemberRemove { id: u64, name: String },
+    /// Issue a new member's certificates from the etcd CA ([`super::certs`]).
+    IssueCerts { request: super::certs::CertRequest },
+    /// Write a new file (the new member's etcd.conf), never replacing other content.
+    WriteFile { file: super::member::NewFile },
 }
 
 /// What a step needs besides the plan: the vault for staging steps, and the restore tool.
@@ -137,6 +143,12 @@ impl Step {
                 format!("wait until member {name} at {endpoint} is healthy and has caught up with the leader")
             }
             Step::RemoveStaging { staging } => format!("remove the staging directory {}", staging.display()),
+            Step::MemberRemove { id, name } => format!(
+                "remove the member through {}: etcdctl member remove {id:x} ({name})",
+                plan.etcd.endpoints.join(",")
+            ),
+            Step::IssueCerts { request } => request.describe(),
+            Step::WriteFile { file } => file.describe(),
         }
     }
 
@@ -144,6 +156,7 @@ impl Step {
     pub fn diff(&self) -> String {
         match self {
             Step::Host { action } => action.diff(),
+            Step::WriteFile { file } => file.diff(),
             _ => String::new(),
         }
     }
@@ -277,6 +290,9 @@ impl Step {
                 std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("cannot remove {}", staging.display())).with_source(e))?;
                 Ok(Applied::Done(format!("removed {}", staging.display())))
             }
+            Step::MemberRemove { id, name } => super::member::remove_member(plan, *id, name).await,
+            Step::IssueCerts { request } => request.apply(&host.root),
+            Step::WriteFile { file } => file.apply(&host.root),
         }
     }
 }
