@@ -27,6 +27,7 @@ use crate::source::etcd_v3::EtcdOptions;
 
 use super::certs::{self, CertRequest};
 use super::cluster;
+use super::cluster::quorum;
 use super::options::{FlowOptions, LocalMember};
 use super::plan::{Plan, Step};
 use super::preflight::Check;
@@ -90,64 +91,15 @@ pub fn find_member<'a>(members: &'a [MemberState], name_or_id: &str) -> Option<&
     })
 }
 
-/// Votes needed for a cluster of `members` to commit anything.
-pub fn quorum(members: usize) -> usize {
-    members / 2 + 1
-}
-
 /// Members a cluster of `members` can lose and still commit.
 pub fn tolerates(members: usize) -> usize {
     members.saturating_sub(quorum(members))
 }
 
-/// How a finding weighs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    Pass,
-    Warn,
-    Fail,
-}
-
-/// One thing the quorum arithmetic found; a `Fail` that is `forcible` is allowed with `--force`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    pub name: String,
-    pub verdict: Verdict,
-    pub detail: String,
-    pub hint: Option<String>,
-    pub forcible: bool,
-}
-
-impl Finding {
-    fn pass(name: &str, detail: String) -> Finding {
-        Finding {
-            name: name.to_string(),
-            verdict: Verdict::Pass,
-            detail,
-            hint: None,
-            forcible: false,
-        }
-    }
-
-    fn warn(name: &str, detail: String, hint: Option<String>) -> Finding {
-        Finding {
-            name: name.to_string(),
-            verdict: Verdict::Warn,
-            detail,
-            hint,
-            forcible: false,
-        }
-    }
-
-    fn fail(name: &str, detail: String, hint: String, forcible: bool) -> Finding {
-        Finding {
-            name: name.to_string(),
-            verdict: Verdict::Fail,
-            detail,
-            hint: Some(hint),
-            forcible,
-        }
-    }
+/// A failed check, overridable with `--force` when `forcible`.
+fn fail(name: &str, detail: String, hint: String, forcible: bool) -> Check {
+    let c = Check::fail(name, detail, hint);
+    if forcible { c.forcible() } else { c }
 }
 
 fn healthy_count<'a>(members: impl IntoIterator<Item = &'a MemberState>) -> usize {
@@ -157,13 +109,13 @@ fn healthy_count<'a>(members: impl IntoIterator<Item = &'a MemberState>) -> usiz
 /// Whether removing `target` from `members` is safe: refused when the target is healthy (it is
 /// not a failed member) or when the members left cannot form a quorum, both allowed with
 /// `--force`; never when the cluster cannot commit the removal at all, or it is the last member.
-pub fn check_remove(members: &[MemberState], target: &MemberState) -> Vec<Finding> {
+pub fn check_remove(members: &[MemberState], target: &MemberState) -> Vec<Check> {
     const NAME: &str = "quorum";
     let n = members.len();
     let healthy = healthy_count(members);
     let mut out = Vec::new();
     if n <= 1 {
-        out.push(Finding::fail(
+        out.push(fail(
             NAME,
             format!("{} is the cluster's only member", target.label()),
             "a cluster cannot remove its last member; to start over, restore a snapshot with `vaultctl etcd recover`".into(),
@@ -172,7 +124,7 @@ pub fn check_remove(members: &[MemberState], target: &MemberState) -> Vec<Findin
         return out;
     }
     if healthy < quorum(n) {
-        out.push(Finding::fail(
+        out.push(fail(
             NAME,
             format!(
                 "only {healthy} of {n} members are healthy and {} are needed to commit the removal",
@@ -184,7 +136,7 @@ pub fn check_remove(members: &[MemberState], target: &MemberState) -> Vec<Findin
         return out;
     }
     if target.healthy {
-        out.push(Finding::fail(
+        out.push(fail(
             "member down",
             format!("{} is healthy: it is not a failed member", target.label()),
             format!(
@@ -194,12 +146,12 @@ pub fn check_remove(members: &[MemberState], target: &MemberState) -> Vec<Findin
             true,
         ));
     } else {
-        out.push(Finding::pass("member down", format!("{} does not answer", target.label())));
+        out.push(Check::pass("member down", format!("{} does not answer", target.label())));
     }
     let after = n - 1;
     let healthy_after = healthy - usize::from(target.healthy);
     if healthy_after < quorum(after) {
-        out.push(Finding::fail(
+        out.push(fail(
             NAME,
             format!(
                 "after the removal {healthy_after} of {after} members are healthy and {} are needed: the cluster would lose quorum",
@@ -209,7 +161,7 @@ pub fn check_remove(members: &[MemberState], target: &MemberState) -> Vec<Findin
             true,
         ));
     } else {
-        out.push(Finding::pass(
+        out.push(Check::pass(
             NAME,
             format!(
                 "{n} -> {after} members: quorum {}, {healthy_after} healthy, tolerates {} failure(s)",
@@ -229,20 +181,20 @@ pub fn check_remove(members: &[MemberState], target: &MemberState) -> Vec<Findin
 /// would lose quorum until the new member starts (`--force` for that); a warning with the numbers
 /// when the count becomes even. `Pass` "already a member" when exactly this member is there (a
 /// resumed plan, or the rewrite on another host).
-pub fn check_add(members: &[MemberState], name: &str, peer_urls: &[String]) -> Vec<Finding> {
+pub fn check_add(members: &[MemberState], name: &str, peer_urls: &[String]) -> Vec<Check> {
     const NAME: &str = "quorum";
     let mut out = Vec::new();
     if let Some(same) = members.iter().find(|m| same_urls(&m.peer_urls, peer_urls))
         && (same.name == name || !same.is_started())
     {
-        out.push(Finding::pass(
+        out.push(Check::pass(
             "new member",
             format!("{} is already a member with peer URL {}", name, peer_urls.join(",")),
         ));
         return out;
     }
     if let Some(m) = members.iter().find(|m| m.name == name) {
-        out.push(Finding::fail(
+        out.push(fail(
             "new member",
             format!("a member named {name} already exists: {}", m.label()),
             format!("remove it first (`vaultctl etcd member remove {name}`) or choose another name"),
@@ -250,7 +202,7 @@ pub fn check_add(members: &[MemberState], name: &str, peer_urls: &[String]) -> V
         ));
     }
     if let Some(m) = members.iter().find(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u))) {
-        out.push(Finding::fail(
+        out.push(fail(
             "new member",
             format!("peer URL {} is already used by {}", peer_urls.join(","), m.label()),
             "give the new member's own peer URL".into(),
@@ -258,7 +210,7 @@ pub fn check_add(members: &[MemberState], name: &str, peer_urls: &[String]) -> V
         ));
     }
     if let Some(m) = members.iter().find(|m| !m.is_started()) {
-        out.push(Finding::fail(
+        out.push(fail(
             "one at a time",
             format!("{} was added but has not started", m.label()),
             "start that member (or remove it) before adding another; etcd takes members one at a time".into(),
@@ -269,7 +221,7 @@ pub fn check_add(members: &[MemberState], name: &str, peer_urls: &[String]) -> V
     let healthy = healthy_count(members);
     let after = n + 1;
     if healthy < quorum(after) {
-        out.push(Finding::fail(
+        out.push(fail(
             NAME,
             format!(
                 "{healthy} of {n} members are healthy; with {after} members {} are needed, so the cluster would lose quorum until the new member starts",
@@ -279,7 +231,7 @@ pub fn check_add(members: &[MemberState], name: &str, peer_urls: &[String]) -> V
             true,
         ));
     } else {
-        out.push(Finding::pass(
+        out.push(Check::pass(
             NAME,
             format!(
                 "{n} -> {after} members: quorum {}, {healthy} healthy before the new member starts, tolerates {} failure(s) once it runs",
@@ -294,9 +246,9 @@ pub fn check_add(members: &[MemberState], name: &str, peer_urls: &[String]) -> V
     out
 }
 
-fn even_warning(before: usize, after: usize) -> Finding {
+fn even_warning(before: usize, after: usize) -> Check {
     let odd = after + 1;
-    Finding::warn(
+    warn_with_hint(
         "odd member count",
         format!(
             "the cluster will have {after} members: quorum {}, it tolerates {} failure(s), no more than {} members do, and every write waits for one vote more",
@@ -768,17 +720,11 @@ pub struct MemberFlow {
     pub issue_certs: Option<PathBuf>,
 }
 
-fn to_check(f: Finding) -> Check {
-    let c = match f.verdict {
-        Verdict::Pass => Check::pass(&f.name, f.detail),
-        Verdict::Warn => {
-            let mut c = Check::warn(&f.name, f.detail);
-            c.hint = f.hint;
-            c
-        }
-        Verdict::Fail => Check::fail(&f.name, f.detail, f.hint.unwrap_or_default()),
-    };
-    if f.forcible { c.forcible() } else { c }
+fn warn_with_hint(name: &str, detail: String, hint: Option<String>) -> Check {
+    Check {
+        hint,
+        ..Check::warn(name, detail)
+    }
 }
 
 /// The cluster's members through this host's member, each asked whether it is healthy.
@@ -886,7 +832,7 @@ pub async fn plan_member_remove(opts: &FlowOptions, target: &str, flow: &MemberF
     )];
     let identity = match find_member(&members, target) {
         Some(m) => {
-            checks.extend(check_remove(&members, m).into_iter().map(to_check));
+            checks.extend(check_remove(&members, m));
             if m.name == me.name || same_urls(&m.peer_urls, &me.peer_urls) {
                 checks.push(
                     Check::fail(
@@ -937,7 +883,7 @@ pub async fn plan_member_add(opts: &FlowOptions, new: &NewMember, flow: &MemberF
     let me = opts.local_member()?;
     let etcd = me.etcd(&me.client_urls);
     let members = members_with_health(&etcd).await?;
-    let mut checks: Vec<Check> = check_add(&members, &new.name, &new.peer_urls).into_iter().map(to_check).collect();
+    let mut checks: Vec<Check> = check_add(&members, &new.name, &new.peer_urls).into_iter().collect();
     let expect = initial_cluster_with(&members, &me.conf.initial_cluster, new)?;
     let dir = certs::member_dir(&new.name);
     let mut steps = Vec::new();
@@ -1023,6 +969,7 @@ pub async fn remove_member(plan: &Plan, id: u64, name: &str) -> Result<Applied> 
 mod tests {
     use super::*;
     use crate::host::etcd_conf::ETCD_CONF;
+    use crate::ops::recovery::preflight::CheckStatus;
 
     const ETCD: &str = include_str!("../../host/testdata/etcd.conf");
     const FLANNEL: &str = include_str!("../../host/testdata/flanneld");
@@ -1047,8 +994,8 @@ mod tests {
         ]
     }
 
-    fn verdicts(findings: &[Finding]) -> Vec<(&str, Verdict, bool)> {
-        findings.iter().map(|f| (f.name.as_str(), f.verdict, f.forcible)).collect()
+    fn verdicts(findings: &[Check]) -> Vec<(&str, CheckStatus, bool)> {
+        findings.iter().map(|f| (f.name.as_str(), f.status, f.forcible)).collect()
     }
 
     fn host(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -1092,9 +1039,9 @@ mod tests {
         assert_eq!(
             verdicts(&check_remove(&c, &c[2])),
             [
-                ("member down", Verdict::Pass, false),
-                ("quorum", Verdict::Pass, false),
-                ("odd member count", Verdict::Warn, false)
+                ("member down", CheckStatus::Pass, false),
+                ("quorum", CheckStatus::Pass, false),
+                ("odd member count", CheckStatus::Warn, false)
             ]
         );
         let w = &check_remove(&c, &c[2])[2];
@@ -1107,7 +1054,7 @@ mod tests {
         let v = check_remove(&c, &c[0]);
         assert_eq!(
             verdicts(&v)[..2],
-            [("member down", Verdict::Fail, true), ("quorum", Verdict::Fail, true)]
+            [("member down", CheckStatus::Fail, true), ("quorum", CheckStatus::Fail, true)]
         );
         assert!(
             v[0].detail.contains("master-0.example.com (2a529ba1840722c0) is healthy"),
@@ -1124,12 +1071,12 @@ mod tests {
         let mut five = cluster([true, true, true]);
         five.push(member(4, 3, 14, false));
         five.push(member(5, 4, 15, false));
-        assert!(check_remove(&five, &five[3]).iter().all(|f| f.verdict != Verdict::Fail));
+        assert!(check_remove(&five, &five[3]).iter().all(|f| f.status != CheckStatus::Fail));
         // no quorum at all: the removal cannot commit, not even with --force
         let c = cluster([true, false, false]);
-        assert_eq!(verdicts(&check_remove(&c, &c[2])), [("quorum", Verdict::Fail, false)]);
+        assert_eq!(verdicts(&check_remove(&c, &c[2])), [("quorum", CheckStatus::Fail, false)]);
         let one = vec![member(1, 0, 8, false)];
-        assert_eq!(verdicts(&check_remove(&one, &one[0])), [("quorum", Verdict::Fail, false)]);
+        assert_eq!(verdicts(&check_remove(&one, &one[0])), [("quorum", CheckStatus::Fail, false)]);
     }
 
     #[test]
@@ -1140,7 +1087,7 @@ mod tests {
         let v = check_add(&c, &new.name, &new.peer_urls);
         assert_eq!(
             verdicts(&v),
-            [("quorum", Verdict::Pass, false), ("odd member count", Verdict::Warn, false)]
+            [("quorum", CheckStatus::Pass, false), ("odd member count", CheckStatus::Warn, false)]
         );
         assert!(
             v[1].detail
@@ -1155,10 +1102,14 @@ mod tests {
         );
         // 2 of 3 healthy: with 4 members 3 are needed until the new one runs
         let v = check_add(&cluster([true, true, false]), &new.name, &new.peer_urls);
-        assert_eq!(verdicts(&v)[0], ("quorum", Verdict::Fail, true));
+        assert_eq!(verdicts(&v)[0], ("quorum", CheckStatus::Fail, true));
         // the name is taken, the peer URL is taken
         let v = check_add(&c, "master-1.example.com", &["https://192.168.55.13:2380".to_string()]);
-        let failed: Vec<&str> = v.iter().filter(|f| f.verdict == Verdict::Fail).map(|f| f.detail.as_str()).collect();
+        let failed: Vec<&str> = v
+            .iter()
+            .filter(|f| f.status == CheckStatus::Fail)
+            .map(|f| f.detail.as_str())
+            .collect();
         assert_eq!(failed.len(), 2, "{failed:?}");
         assert!(failed[0].contains("a member named master-1.example.com already exists"));
         assert!(failed[1].contains("peer URL https://192.168.55.13:2380 is already used by master-2.example.com"));
@@ -1174,14 +1125,14 @@ mod tests {
         let v = check_add(&pending, &new.name, &new.peer_urls);
         assert!(
             v.iter()
-                .any(|f| f.name == "one at a time" && f.verdict == Verdict::Fail && !f.forcible),
+                .any(|f| f.name == "one at a time" && f.status == CheckStatus::Fail && !f.forcible),
             "{v:?}"
         );
         // this very member added already (a resume, or the rewrite on another host)
         pending[3].peer_urls = new.peer_urls.clone();
         assert_eq!(
             verdicts(&check_add(&pending, &new.name, &new.peer_urls)),
-            [("new member", Verdict::Pass, false)]
+            [("new member", CheckStatus::Pass, false)]
         );
         // bad input
         assert!(NewMember::new("a b", vec!["https://h:2380".into()], vec![]).is_err());
