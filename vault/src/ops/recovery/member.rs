@@ -883,7 +883,7 @@ pub async fn plan_member_add(opts: &FlowOptions, new: &NewMember, flow: &MemberF
     let me = opts.local_member()?;
     let etcd = me.etcd(&me.client_urls);
     let members = members_with_health(&etcd).await?;
-    let mut checks: Vec<Check> = check_add(&members, &new.name, &new.peer_urls).into_iter().collect();
+    let mut checks = check_add(&members, &new.name, &new.peer_urls);
     let expect = initial_cluster_with(&members, &me.conf.initial_cluster, new)?;
     let dir = certs::member_dir(&new.name);
     let mut steps = Vec::new();
