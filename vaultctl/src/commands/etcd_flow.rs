@@ -7,6 +7,7 @@ use std::time::Duration;
 use vault::ops::recovery::{Check, CheckStatus, FlowContext, FlowOptions, JOURNAL, Journal, Plan, Progress, preflight};
 use vault::{Error, ErrorKind, Result};
 
+use crate::context::Common;
 use crate::output;
 
 #[derive(clap::Args, Clone)]
@@ -137,6 +138,33 @@ pub fn resume_journal(args: &FlowArgs, flow: &str) -> Result<Journal> {
         .hint(format!("run `vaultctl {} --resume`", journal.record.plan.flow)));
     }
     Ok(journal)
+}
+
+/// Show the plan and its checks; with `--execute` (and no check blocking) run it through a new
+/// journal. Exit code 2 when only shown and a check would block.
+pub async fn show_or_execute(c: &Common, args: &FlowArgs, plan: Plan, checks: Vec<Check>, cx: &FlowContext<'_>) -> Result<i32> {
+    let blocked = show(c.json, &plan, &checks, args.force, None);
+    if !args.execute {
+        if !c.json {
+            println!("\nnothing was changed; run again with --execute to do it");
+        }
+        return Ok(if blocked { 2 } else { 0 });
+    }
+    refuse(&checks, args.force)?;
+    let mut journal = Journal::begin(&args.journal_path(), plan)?;
+    if !c.json {
+        println!("\nexecuting (journal: {}):", journal.path.display());
+    }
+    run(c.json, &mut journal, cx).await?;
+    Ok(0)
+}
+
+/// `--resume` of a flow whose remaining steps need nothing but the host and the cluster.
+pub async fn resume(c: &Common, args: &FlowArgs, flow: &str) -> Result<i32> {
+    let mut journal = resume_journal(args, flow)?;
+    show(c.json, &journal.record.plan, &[], args.force, Some(&journal));
+    run(c.json, &mut journal, &FlowContext::default()).await?;
+    Ok(0)
 }
 
 /// Print the plan and the checks (text or JSON). Returns whether a check blocks `--execute`.

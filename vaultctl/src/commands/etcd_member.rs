@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use vault::Result;
+use vault::ops::recovery::FlowContext;
 use vault::ops::recovery::member::{MemberFlow, NewMember, plan_member_add, plan_member_remove};
-use vault::ops::recovery::{Check, FlowContext, Journal, Plan};
 
-use super::etcd_flow::{FlowArgs, refuse, resume_journal, run, show};
+use super::etcd_flow::{FlowArgs, resume, show_or_execute};
 use crate::context::Common;
 
 #[derive(clap::Subcommand)]
@@ -68,7 +68,7 @@ pub async fn run_member(c: &Common, cmd: Command) -> Result<i32> {
                 issue_certs: None,
             };
             let (plan, checks) = plan_member_remove(&a.flow.options(), &target, &flow).await?;
-            execute(c, &a.flow, plan, checks).await
+            show_or_execute(c, &a.flow, plan, checks, &FlowContext::default()).await
         }
         Command::Add(a) => {
             const FLOW: &str = "etcd member add";
@@ -89,31 +89,7 @@ pub async fn run_member(c: &Common, cmd: Command) -> Result<i32> {
             let mut opts = a.flow.options();
             opts.peer_urls.clear();
             let (plan, checks) = plan_member_add(&opts, &new, &flow).await?;
-            execute(c, &a.flow, plan, checks).await
+            show_or_execute(c, &a.flow, plan, checks, &FlowContext::default()).await
         }
     }
-}
-
-async fn resume(c: &Common, args: &FlowArgs, flow: &str) -> Result<i32> {
-    let mut journal = resume_journal(args, flow)?;
-    show(c.json, &journal.record.plan, &[], args.force, Some(&journal));
-    run(c.json, &mut journal, &FlowContext::default()).await?;
-    Ok(0)
-}
-
-async fn execute(c: &Common, args: &FlowArgs, plan: Plan, checks: Vec<Check>) -> Result<i32> {
-    let blocked = show(c.json, &plan, &checks, args.force, None);
-    if !args.execute {
-        if !c.json {
-            println!("\nnothing was changed; run again with --execute to do it");
-        }
-        return Ok(if blocked { 2 } else { 0 });
-    }
-    refuse(&checks, args.force)?;
-    let mut journal = Journal::begin(&args.journal_path(), plan)?;
-    if !c.json {
-        println!("\nexecuting (journal: {}):", journal.path.display());
-    }
-    run(c.json, &mut journal, &FlowContext::default()).await?;
-    Ok(0)
 }

@@ -1,11 +1,11 @@
 //! `vaultctl etcd recover ID` (flow 1) and `vaultctl etcd join --cluster URL` (flow 2).
 
 use vault::Result;
+use vault::ops::recovery::FlowContext;
 use vault::ops::recovery::join::plan_join;
 use vault::ops::recovery::recover::plan_recover;
-use vault::ops::recovery::{FlowContext, Journal};
 
-use super::etcd_flow::{FlowArgs, refuse, resume_journal, run, show};
+use super::etcd_flow::{FlowArgs, resume, resume_journal, run, show, show_or_execute};
 use crate::context::Common;
 
 #[derive(clap::Args)]
@@ -56,23 +56,9 @@ pub async fn recover(c: &Common, a: RecoverArgs) -> Result<i32> {
     let id = a.id.clone().unwrap_or_default();
     let (vault, catalog) = c.restorer(FLOW).await?;
     let snap = catalog.resolve_kind(&id, &vault::format::PayloadKind::EtcdV3)?;
-    let opts = a.flow.options();
-    let (plan, checks) = plan_recover(&opts, &snap).await?;
-    let blocked = show(c.json, &plan, &checks, a.flow.force, None);
-    if !a.flow.execute {
-        if !c.json {
-            println!("\nnothing was changed; run again with --execute to do it");
-        }
-        return Ok(if blocked { 2 } else { 0 });
-    }
-    refuse(&checks, a.flow.force)?;
-    let mut journal = Journal::begin(&a.flow.journal_path(), plan)?;
-    if !c.json {
-        println!("\nexecuting (journal: {}):", journal.path.display());
-    }
+    let (plan, checks) = plan_recover(&a.flow.options(), &snap).await?;
     let cx = context(&vault, &catalog, &snap, &a);
-    run(c.json, &mut journal, &cx).await?;
-    Ok(0)
+    show_or_execute(c, &a.flow, plan, checks, &cx).await
 }
 
 fn context<'a>(
@@ -89,26 +75,9 @@ fn context<'a>(
 }
 
 pub async fn join(c: &Common, a: JoinArgs) -> Result<i32> {
-    const FLOW: &str = "etcd join";
     if a.flow.resume {
-        let mut journal = resume_journal(&a.flow, FLOW)?;
-        show(c.json, &journal.record.plan, &[], a.flow.force, Some(&journal));
-        run(c.json, &mut journal, &FlowContext::default()).await?;
-        return Ok(0);
+        return resume(c, &a.flow, "etcd join").await;
     }
     let (plan, checks) = plan_join(&a.flow.options(), &a.cluster).await?;
-    let blocked = show(c.json, &plan, &checks, a.flow.force, None);
-    if !a.flow.execute {
-        if !c.json {
-            println!("\nnothing was changed; run again with --execute to do it");
-        }
-        return Ok(if blocked { 2 } else { 0 });
-    }
-    refuse(&checks, a.flow.force)?;
-    let mut journal = Journal::begin(&a.flow.journal_path(), plan)?;
-    if !c.json {
-        println!("\nexecuting (journal: {}):", journal.path.display());
-    }
-    run(c.json, &mut journal, &FlowContext::default()).await?;
-    Ok(0)
+    show_or_execute(c, &a.flow, plan, checks, &FlowContext::default()).await
 }

@@ -143,17 +143,7 @@ pub async fn plan_join(opts: &FlowOptions, cluster_urls: &[String]) -> Result<(P
                 .join(", ")
         ),
     ];
-    let plan = Plan {
-        flow: "etcd join".to_string(),
-        id: hex::encode(crate::crypto::random_bytes::<4>()),
-        made_at: chrono::Utc::now(),
-        host: me.host.clone(),
-        etcd,
-        snapshot: None,
-        summary,
-        steps,
-        next: Vec::new(),
-    };
+    let plan = Plan::new("etcd join", me.host.clone(), etcd, summary, steps, Vec::new());
     Ok((plan, checks))
 }
 

@@ -797,20 +797,6 @@ fn rewrite_steps(me: &LocalMember, change: &MemberChange, flow: &MemberFlow) -> 
     Ok((steps, restarts, notes))
 }
 
-fn plan_of(flow: &str, me: &LocalMember, etcd: EtcdOptions, summary: Vec<String>, steps: Vec<Step>, next: Vec<String>) -> Plan {
-    Plan {
-        flow: flow.to_string(),
-        id: hex::encode(crate::crypto::random_bytes::<4>()),
-        made_at: chrono::Utc::now(),
-        host: me.host.clone(),
-        etcd,
-        snapshot: None,
-        summary,
-        steps,
-        next,
-    }
-}
-
 /// `vaultctl etcd member remove NAME|ID`: the plan (member remove through this host's member,
 /// then the three rewrites and their restarts) and its checks. A member that is gone already
 /// (the command run again on another host) leaves only the rewrites.
@@ -874,7 +860,7 @@ pub async fn plan_member_remove(opts: &FlowOptions, target: &str, flow: &MemberF
         "on every other etcd host and master: vaultctl etcd member remove {} --execute (rewrites its etcd.conf, master-config.yaml and flanneld)",
         identity.name
     ));
-    Ok((plan_of("etcd member remove", &me, etcd, summary, steps, next), checks))
+    Ok((Plan::new("etcd member remove", me.host.clone(), etcd, summary, steps, next), checks))
 }
 
 /// `vaultctl etcd member add NAME --peer-url U`: the plan (certificates with `--issue-certs`,
@@ -951,7 +937,7 @@ pub async fn plan_member_add(opts: &FlowOptions, new: &NewMember, flow: &MemberF
         new.name,
         new.peer_urls.join(",")
     ));
-    Ok((plan_of("etcd member add", &me, etcd, summary, steps, next), checks))
+    Ok((Plan::new("etcd member add", me.host.clone(), etcd, summary, steps, next), checks))
 }
 
 /// The `MemberRemove` step: remove the member through the API (already gone: done).

@@ -42,6 +42,23 @@ pub struct Plan {
     pub next: Vec<String>,
 }
 
+impl Plan {
+    /// A new plan with a fresh random ID, made now (`snapshot` unset).
+    pub fn new(flow: &str, host: Host, etcd: EtcdOptions, summary: Vec<String>, steps: Vec<Step>, next: Vec<String>) -> Plan {
+        Plan {
+            flow: flow.to_string(),
+            id: hex::encode(crate::crypto::random_bytes::<4>()),
+            made_at: Utc::now(),
+            host,
+            etcd,
+            snapshot: None,
+            summary,
+            steps,
+            next,
+        }
+    }
+}
+
 /// One step of a plan. Paths are in-host paths (under [`Host::root`] when a `--root` was given).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
