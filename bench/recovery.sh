@@ -75,20 +75,22 @@ start_load_sampler
 # the cluster's data: one member loaded with gen_etcd_data.py, saved by etcdctl and by vault
 SRC=http://127.0.0.1:$(free_port)
 SRCPEER=http://127.0.0.1:$(free_port)
-etcd --name src --data-dir "$T/src" --listen-client-urls "$SRC" --advertise-client-urls "$SRC" \
-    --listen-peer-urls "$SRCPEER" --initial-advertise-peer-urls "$SRCPEER" --initial-cluster "src=$SRCPEER" \
+# the cluster's first member m0 (its URLs are host0's in every run below; the others joined later)
+etcd --name m0 --data-dir "$T/src" --listen-client-urls "$SRC" --advertise-client-urls "$SRC" \
+    --listen-peer-urls "$SRCPEER" --initial-advertise-peer-urls "$SRCPEER" --initial-cluster "m0=$SRCPEER" \
     --quota-backend-bytes $((8 << 30)) --logger zap --log-level warn >"$T/src.log" 2>&1 &
 PIDS+=($!)
 wait_healthy "$SRC" 30 || die "the source etcd did not become healthy"
 log "loading $KEYS keys"
 python3 "$GEN" load --endpoint "$SRC" --count "$KEYS" >"$T/load.json"
 fact db_size "$(etcdctl --endpoints "$SRC" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["dbSize"])')"
-etcdctl --endpoints "$SRC" snapshot save "$T/snap.db" >/dev/null
+etcdctl --endpoints "$SRC" snapshot save "$T/snap.db" >/dev/null 2>&1
 "$VAULTCTL" keygen --out "$T/identity" >"$T/recipient" 2>/dev/null
 V=(--repo "$T/vault" --catalog "$T/catalog.sqlite")
 "$VAULTCTL" "${V[@]}" init --recipient "$(cat "$T/recipient")" --writer-key-out "$T/writer.key" >/dev/null
 ID=$("$VAULTCTL" "${V[@]}" --writer-key "$T/writer.key" backup etcd --endpoints "$SRC" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-KEYCOUNT=$(etcdctl --endpoints "$SRC" get "" --prefix --count-only -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
+key_count() { etcdctl --endpoints "$1" get "" --prefix --keys-only --limit 1 -w json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("count", 0))'; }
+KEYCOUNT=$(key_count "$SRC")
 stop_pid "${PIDS[0]}"
 PIDS=()
 fact snapshot_bytes "$(stat -c %s "$T/snap.db")"
@@ -120,11 +122,13 @@ chmod +x "$T/member.sh"
 hosts() {
     local dir=$1 i initial=""
     CLIENT=() PEER=()
-    for i in 0 1 2; do
+    CLIENT[0]=$SRC
+    PEER[0]=$SRCPEER
+    for i in 1 2; do
         CLIENT[i]=http://127.0.0.1:$(free_port)
         PEER[i]=http://127.0.0.1:$(free_port)
-        initial+="${initial:+,}m$i=${PEER[i]}"
     done
+    for i in 0 1 2; do initial+="${initial:+,}m$i=${PEER[i]}"; done
     for i in 0 1 2; do
         mkdir -p "$dir/host$i/etc/etcd" "$dir/host$i/var/lib"
         cat >"$dir/host$i/etc/etcd/etcd.conf" <<CONF
@@ -150,7 +154,7 @@ check_cluster() { # DIR: 3 started members, every key back
     local n count
     n=$(etcdctl --endpoints "${CLIENT[0]}" member list | grep -c ', started, ')
     [[ $n == 3 ]] || die "$1: $n started members, want 3"
-    count=$(etcdctl --endpoints "${CLIENT[2]}" get "" --prefix --count-only -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
+    count=$(key_count "${CLIENT[2]}")
     [[ $count == "$KEYCOUNT" ]] || die "$1: $count keys, want $KEYCOUNT"
 }
 
@@ -167,7 +171,8 @@ by_hand() { # DIR
     "$T/member.sh" start "$dir/host0"
     wait_healthy "${CLIENT[0]}" 300 || die "by hand: m0 not healthy"
     for i in 1 2; do
-        add=$(etcdctl --endpoints "${CLIENT[0]}" member add "m$i" --peer-urls="${PEER[i]}")
+        # etcd refuses an add for ~5 s after the previous member joined ("unhealthy cluster"): retry
+        until add=$(etcdctl --endpoints "${CLIENT[0]}" --command-timeout=500ms member add "m$i" --peer-urls="${PEER[i]}" 2>/dev/null); do sleep 0.2; done
         cluster=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$add")
         sed -i -e "s|^ETCD_INITIAL_CLUSTER=.*|ETCD_INITIAL_CLUSTER=$cluster|" \
             -e 's|^ETCD_INITIAL_CLUSTER_STATE=.*|ETCD_INITIAL_CLUSTER_STATE=existing|' "$dir/host$i/etc/etcd/etcd.conf"

@@ -252,7 +252,7 @@ pub fn refuse(checks: &[Check], force: bool) -> Result<()> {
         ErrorKind::Usage,
         format!("pre-flight check failed, nothing was changed: {}", names.join("; ")),
     )
-    .hint(if forcible {
+    .hint(if forcible && !hints.iter().any(|h| h.contains("--force")) {
         format!("{} (or pass --force)", hints.join("; "))
     } else {
         hints.join("; ")
