@@ -204,10 +204,12 @@ with_vault() { # DIR
     local t1
     t1=$(now)
     printf 'vault\t%s\t%s\n' "$rep" "$(secs "$t0" "$t1")" >>"$TIMES"
+    for i in 0 1 2; do cp "$dir/host$i"/var/lib/vault/recovery/journal.*.json "$T/journals/rep$rep-host$i.json"; done
     check_cluster vault
     stop_hosts "$dir"
 }
 
+mkdir -p "$T/journals"
 for ((rep = 1; rep <= REPS; rep++)); do
     log "rep $rep: by hand"
     by_hand "$T/hand$rep"
@@ -223,8 +225,9 @@ LOAD_PID=
 
 # ---------------------------------------------------------------------------------------------
 OUT=$OUTDIR/recovery-${KEYS}keys-$STAMP
-python3 - "$FACTS" "$TIMES" "$OUT" <<'PY'
-import json, statistics, sys
+python3 - "$FACTS" "$TIMES" "$OUT" "$T/journals" <<'PY'
+import glob, json, os, statistics, sys
+from datetime import datetime
 facts = dict(l.rstrip("\n").split("\t", 1) for l in open(sys.argv[1]) if "\t" in l)
 times = {}
 for l in open(sys.argv[2]):
@@ -239,6 +242,20 @@ md = [f"# Recovery time: {facts['key_count']} keys, db {int(facts['db_size'])/2*
       "", "| | median s | runs (s) |", "|---|---|---|"]
 for k in ("by_hand", "vault"):
     md.append(f"| {k} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in times[k])} |")
+# where vault's time goes: each step's median duration over the reps, from the kept journals
+def t(x):
+    return datetime.fromisoformat(x.replace("Z", "+00:00"))
+steps = {}
+for f in sorted(glob.glob(os.path.join(sys.argv[4], "*.json"))):
+    host = f.rsplit("-", 1)[1].removesuffix(".json")
+    j = json.load(open(f))
+    for i, (st, rec) in enumerate(zip(j["plan"]["steps"], j["steps"])):
+        key = (host, i + 1, st["step"] + (":" + next(iter(st["action"])) if st["step"] == "host" and isinstance(st["action"], dict) else ""))
+        steps.setdefault(key, []).append((t(rec["finished"]) - t(rec["started"])).total_seconds())
+doc["vault_steps"] = {f"{h} {n} {k}": statistics.median(v) for (h, n, k), v in sorted(steps.items())}
+json.dump(doc, open(sys.argv[3] + ".json", "w"), indent=2)
+md += ["", "vault's steps (median s over the reps, from the journals):", "", "| host | step | s |", "|---|---|---|"]
+md += [f"| {h} | {n}. {k} | {statistics.median(v):.2f} |" for (h, n, k), v in sorted(steps.items())]
 md += ["", f"vault / by hand: **{ratio:.2f}x** (goal <= 1.3x)", "",
        "facts: " + ", ".join(f"{k}={v}" for k, v in facts.items())]
 open(sys.argv[3] + ".md", "w").write("\n".join(md) + "\n")
