@@ -161,7 +161,7 @@ check_cluster() { # DIR: 3 started members, every key back
 # ---------------------------------------------------------------------------------------------
 # by hand: the runbook's v3 path as one script, etcdctl only, no checks beyond health
 by_hand() { # DIR
-    local dir=$1 i add cluster
+    local dir=$1 i cluster
     hosts "$dir"
     local t0
     t0=$(now)
@@ -171,9 +171,13 @@ by_hand() { # DIR
     "$T/member.sh" start "$dir/host0"
     wait_healthy "${CLIENT[0]}" 300 || die "by hand: m0 not healthy"
     for i in 1 2; do
-        # etcd refuses an add for ~5 s after the previous member joined ("unhealthy cluster"): retry
-        until add=$(etcdctl --endpoints "${CLIENT[0]}" --command-timeout=500ms member add "m$i" --peer-urls="${PEER[i]}" 2>/dev/null); do sleep 0.2; done
-        cluster=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$add")
+        # etcd refuses an add for ~5 s after the previous member joined ("unhealthy cluster"):
+        # retry; an add that timed out on the client may still have been made, so the member list
+        # is what counts
+        until etcdctl --endpoints "${CLIENT[0]}" --command-timeout=500ms member add "m$i" --peer-urls="${PEER[i]}" >/dev/null 2>&1 ||
+            etcdctl --endpoints "${CLIENT[0]}" member list | grep -q "${PEER[i]}"; do sleep 0.2; done
+        cluster=$(etcdctl --endpoints "${CLIENT[0]}" member list |
+            awk -F', ' -v n="m$i" '{printf "%s%s=%s", (NR > 1 ? "," : ""), ($3 == "" ? n : $3), $4}')
         sed -i -e "s|^ETCD_INITIAL_CLUSTER=.*|ETCD_INITIAL_CLUSTER=$cluster|" \
             -e 's|^ETCD_INITIAL_CLUSTER_STATE=.*|ETCD_INITIAL_CLUSTER_STATE=existing|' "$dir/host$i/etc/etcd/etcd.conf"
         "$T/member.sh" start "$dir/host$i"
