@@ -15,6 +15,8 @@
 //! and a stand-in `systemctl` per host ([`Systemctl`]) that starts the member from its unit. The
 //! stand-in puts the host tree in front of `ETCD_DATA_DIR` and the certificate variables, as if
 //! etcd ran chrooted into the tree. Every member is stopped by PID when the cluster is dropped.
+//! [`OkdCluster::new_host`] lays down one more host that is not a member yet (a scale-up's new
+//! host: unit, systemctl, empty `/etc/etcd` and data dir), for `etcd member add`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -101,6 +103,16 @@ impl OkdHost {
         self.root.join("var/lib/vault/recovery/journal.json")
     }
 
+    /// An in-host path (`/etc/sysconfig/flanneld`) in this host's tree.
+    pub fn path(&self, host_path: &str) -> PathBuf {
+        self.root.join(host_path.trim_start_matches('/'))
+    }
+
+    /// The text of an in-host file; panics naming the file and the host.
+    pub fn read(&self, host_path: &str) -> String {
+        std::fs::read_to_string(self.path(host_path)).unwrap_or_else(|e| panic!("read {host_path} on host{}: {e}", self.index))
+    }
+
     /// `--root hostN` as a string.
     pub fn root_arg(&self) -> String {
         self.root.display().to_string()
@@ -156,6 +168,11 @@ impl OkdHost {
             String::from_utf8_lossy(&out.stderr),
             crate::process::tail(&self.systemctl.state.join("etcd.service.log"), 15)
         ))
+    }
+
+    /// Wait until this member answers healthy; `Err` with its unit log if not.
+    pub fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
+        wait_all_healthy(&[self], timeout)
     }
 
     /// `etcdctl endpoint health` against this member with its own certificates.
@@ -329,6 +346,20 @@ impl OkdCluster {
     /// The test's scratch directory.
     pub fn dir(&self) -> &Path {
         self.tmp.path()
+    }
+
+    /// Host `index` of a scale-up, not a member yet: a tree with the etcd unit, a stand-in
+    /// systemctl, an empty `/etc/etcd` (the runbook copies the new member's
+    /// `generated_certs/etcd-NAME/` there) and an empty data dir, named `master-INDEX.example.com`
+    /// on fresh ports. Its URLs are on 127.0.0.1, not 127.0.0.(INDEX+1): the certificates vault
+    /// issues name only the member's URL hosts, and the peers check a member's certificate
+    /// against 127.0.0.1, where every loopback connection comes from (see the certificates in
+    /// `lay_down`).
+    pub fn new_host(&self, index: usize) -> OkdHost {
+        let ip = "127.0.0.1";
+        let client = format!("https://{ip}:{}", free_port());
+        let peer = format!("https://{ip}:{}", free_port());
+        host_tree(self.dir(), index, &host_name(index), ip, &client, &peer)
     }
 
     /// Every member's client URL, comma separated.
@@ -506,7 +537,7 @@ fn lay_down(base: &Path, ca: &Ca) -> Vec<OkdHost> {
             let ip = format!("127.0.0.{}", i + 1);
             let client = format!("https://{ip}:{}", free_port());
             let peer = format!("https://{ip}:{}", free_port());
-            (format!("master-{i}.example.com"), ip, client, peer)
+            (host_name(i), ip, client, peer)
         })
         .collect();
     let initial_cluster: Vec<String> = spec.iter().map(|(n, _, _, p)| format!("{n}={p}")).collect();
@@ -515,41 +546,54 @@ fn lay_down(base: &Path, ca: &Ca) -> Vec<OkdHost> {
     spec.iter()
         .enumerate()
         .map(|(index, (name, ip, client, peer))| {
-            let root = base.join(format!("host{index}"));
-            let etc = root.join("etc/etcd");
+            let host = host_tree(base, index, name, ip, client, peer);
+            let etc = host.root.join("etc/etcd");
             std::fs::create_dir_all(etc.join("ca")).expect("create etc/etcd/ca");
             for f in ["ca.crt", "ca.key"] {
                 std::fs::copy(ca.dir.join(f), etc.join("ca").join(f)).expect("copy CA");
             }
             std::fs::copy(&ca.cert, etc.join("ca.crt")).expect("copy ca.crt");
-            let host = format!("master-{index}.example.com");
             // etcd checks a peer's client certificate against the address the connection comes
             // from, and on loopback every connection comes from 127.0.0.1 whatever address it
             // goes to: so the certificates of the members on 127.0.0.2 and .3 name 127.0.0.1 too.
             let ips: Vec<&str> = if ip == "127.0.0.1" { vec![ip] } else { vec![ip, "127.0.0.1"] };
-            ca.issue(&etc, "server", &host, &ips, &[&host]);
-            ca.issue(&etc, "peer", &host, &ips, &[&host]);
+            ca.issue(&etc, "server", name, &ips, &[name]);
+            ca.issue(&etc, "peer", name, &ips, &[name]);
             for f in ["ca/ca.key", "server.key", "peer.key"] {
                 std::fs::set_permissions(etc.join(f), std::fs::Permissions::from_mode(0o600)).expect("chmod key");
             }
             std::fs::write(etc.join("etcd.conf"), etcd_conf(name, client, peer, &initial_cluster)).expect("write etcd.conf");
-            write_okd_files(&root, &clients);
-            std::fs::create_dir_all(root.join("var/lib/etcd")).expect("create data dir");
-            std::fs::set_permissions(root.join("var/lib/etcd"), std::fs::Permissions::from_mode(0o700)).expect("chmod data dir");
-            let systemctl = Systemctl::install(&root, &base.join(format!("systemctl-host{index}")));
-            systemctl.add_unit("etcd", &etcd_unit(ETCD_EXEC_START));
-            systemctl.root_paths(&ROOTED_VARS);
-            OkdHost {
-                index,
-                name: name.clone(),
-                ip: ip.clone(),
-                root,
-                client_url: client.clone(),
-                peer_url: peer.clone(),
-                systemctl,
-            }
+            write_okd_files(&host.root, &clients);
+            host
         })
         .collect()
+}
+
+/// `ETCD_NAME` of host N.
+fn host_name(index: usize) -> String {
+    format!("master-{index}.example.com")
+}
+
+/// `base/hostN` with an empty `/etc/etcd`, an empty data dir (0700), the etcd unit and a stand-in
+/// systemctl (`base/systemctl-hostN`) that roots [`ROOTED_VARS`].
+fn host_tree(base: &Path, index: usize, name: &str, ip: &str, client: &str, peer: &str) -> OkdHost {
+    let root = base.join(format!("host{index}"));
+    std::fs::create_dir_all(root.join("etc/etcd")).expect("create etc/etcd");
+    let data_dir = root.join("var/lib/etcd");
+    std::fs::create_dir_all(&data_dir).expect("create data dir");
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod data dir");
+    let systemctl = Systemctl::install(&root, &base.join(format!("systemctl-host{index}")));
+    systemctl.add_unit("etcd", &etcd_unit(ETCD_EXEC_START));
+    systemctl.root_paths(&ROOTED_VARS);
+    OkdHost {
+        index,
+        name: name.to_string(),
+        ip: ip.to_string(),
+        root,
+        client_url: client.to_string(),
+        peer_url: peer.to_string(),
+        systemctl,
+    }
 }
 
 /// etcd.conf in openshift-ansible 3.x's layout (vault/src/host/testdata/etcd.conf), with fast raft
