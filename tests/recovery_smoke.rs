@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use vault_e2e::okd::{ETCD_EXEC_START, etcd_unit};
 use vault_e2e::{Ctl, Systemctl, free_port, s, tempdir, wait_for};
-
-const ETCD_UNIT: &str = "[Unit]\nDescription=Etcd Server (test)\n\n[Service]\nType=notify\nWorkingDirectory=/var/lib/etcd/\n\
-    EnvironmentFile=-/etc/etcd/etcd.conf\nExecStart=/bin/bash -c \"GOMAXPROCS=2 /usr/bin/etcd\"\nRestart=on-failure\n";
 
 struct Member {
     name: String,
@@ -66,7 +64,7 @@ fn members(tmp: &Path, n: usize) -> Vec<Member> {
             )
             .unwrap();
             let systemctl = Systemctl::install(&root, &tmp.join(format!("systemctl{i}")));
-            systemctl.add_unit("etcd", ETCD_UNIT);
+            systemctl.add_unit("etcd", &etcd_unit(ETCD_EXEC_START));
             systemctl.root_paths(&["ETCD_DATA_DIR"]);
             Member {
                 name: format!("m{i}"),
@@ -77,6 +75,24 @@ fn members(tmp: &Path, n: usize) -> Vec<Member> {
             }
         })
         .collect()
+}
+
+/// `--root <its tree> --systemctl <its stand-in>`: the member's host for a flow.
+fn host_args(m: &Member) -> Vec<String> {
+    vec![
+        "--root".into(),
+        m.root.display().to_string(),
+        "--systemctl".into(),
+        m.systemctl.program().display().to_string(),
+    ]
+}
+
+/// `etcd recover ID` on the member's host, then `extra`.
+fn recover_args(id: &str, m: &Member, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["etcd".to_string(), "recover".into(), id.to_string()];
+    args.extend(host_args(m));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 fn systemctl(m: &Member, args: &[&str]) {
@@ -116,18 +132,7 @@ fn a_cluster_comes_back_from_a_v3_snapshot_with_recover_and_join() {
         systemctl(m, &["stop", "etcd"]);
         std::fs::rename(m.root.join("var/lib/etcd"), m.root.join("var/lib/etcd.lost")).unwrap();
     }
-    let flow = |m: &Member| -> Vec<String> {
-        vec![
-            "--root".into(),
-            m.root.display().to_string(),
-            "--systemctl".into(),
-            m.systemctl.program().display().to_string(),
-            "--timeout".into(),
-            "60".into(),
-        ]
-    };
-    let mut plan_args: Vec<String> = vec!["etcd".into(), "recover".into(), id.clone()];
-    plan_args.extend(flow(&ms[0]));
+    let mut plan_args = recover_args(&id, &ms[0], &["--timeout", "60"]);
     let plan = ctl.restorer(&plan_args).ok();
     let text = plan.text();
     println!("{text}");
@@ -146,8 +151,8 @@ fn a_cluster_comes_back_from_a_v3_snapshot_with_recover_and_join() {
     assert_eq!(journals.len(), 1, "the finished journal is kept");
 
     let mut join: Vec<String> = vec!["etcd".into(), "join".into(), "--cluster".into(), ms[0].client.clone()];
-    join.extend(flow(&ms[1]));
-    join.push("--execute".into());
+    join.extend(host_args(&ms[1]));
+    join.extend(["--timeout".into(), "60".into(), "--execute".into()]);
     let run = ctl.run(&join).ok();
     println!("{}", run.text());
     assert!(run.text().contains("caught up"), "{}", run.text());
@@ -191,20 +196,7 @@ fn a_member_comes_back_from_a_data_dir_snapshot_through_force_new_cluster() {
     systemctl(m, &["stop", "etcd"]);
     std::fs::remove_dir_all(m.root.join("var/lib/etcd/member")).unwrap();
 
-    let args: Vec<String> = [
-        "etcd",
-        "recover",
-        &id,
-        "--root",
-        &root,
-        "--systemctl",
-        &m.systemctl.program().display().to_string(),
-        "--execute",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let run = ctl.restorer(&args).ok();
+    let run = ctl.restorer(&recover_args(&id, m, &["--execute"])).ok();
     println!("{}", run.text());
     assert!(run.text().contains("--force-new-cluster"), "{}", run.text());
     assert_eq!(etcdctl(&m.client, &["get", "--prefix", "/registry/"]), before);
@@ -257,20 +249,7 @@ fn a_data_dir_that_is_a_mount_point_keeps_its_mount_and_gets_a_new_member_dir() 
     let id = s(&ctl.backup(&m.client, &[]), "id");
     etcdctl(&m.client, &["put", "/registry/after", "lost"]);
 
-    let args: Vec<String> = [
-        "etcd",
-        "recover",
-        &id,
-        "--root",
-        &m.root.display().to_string(),
-        "--systemctl",
-        &m.systemctl.program().display().to_string(),
-        "--execute",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let run = ctl.restorer(&args).ok();
+    let run = ctl.restorer(&recover_args(&id, m, &["--execute"])).ok();
     assert!(
         run.text().contains("a mount point: its member/ directory is replaced"),
         "{}",
