@@ -212,7 +212,12 @@ fn plan_group(
         .find(|s| !is_future(s) && verified(s))
         .map(|s| (s.id, true))
         .or_else(|| members.iter().find(|s| !is_future(s)).map(|s| (s.id, false)));
-    let cutoff = |span: Span| span.before(now, tz);
+    // The oldest time each window reaches, counted back from now on the zone's calendar.
+    let within_since = policy.keep_within().map(|span| (span, span.before(now, tz)));
+    let bucket_since: BTreeMap<Unit, (Span, DateTime<Utc>)> = Unit::ALL
+        .iter()
+        .filter_map(|&u| policy.within(u).map(|span| (u, (span, span.before(now, tz)))))
+        .collect();
 
     let mut last_used = 0u32;
     let mut counts: BTreeMap<Unit, BucketState> = BTreeMap::new();
@@ -248,14 +253,13 @@ fn plan_group(
                     None => {}
                 }
             }
-            if let Some(span) = policy.keep_within()
-                && m.time >= cutoff(span)
+            if let Some((span, since)) = within_since
+                && m.time >= since
             {
                 keep.push(Reason::new("within", format!("within {span}")));
             }
-            for unit in Unit::ALL {
-                let Some(span) = policy.within(unit) else { continue };
-                if m.time < cutoff(span) {
+            for (&unit, &(span, since)) in &bucket_since {
+                if m.time < since {
                     continue;
                 }
                 let bucket = unit.bucket(m.time, tz);
