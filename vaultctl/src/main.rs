@@ -35,6 +35,8 @@ enum Command {
     Snapshots(commands::snapshots::Args),
     /// Check snapshots: structure, stored objects, and (with an identity) content.
     Verify(commands::verify::Args),
+    /// What a retention policy keeps and removes, per group, with every reason (--dry-run).
+    Forget(commands::forget::Args),
     /// Restore a snapshot to a file.
     Restore(commands::restore::Args),
     /// Bring the index in line with the packs that exist; say which snapshots are whole again.
@@ -93,6 +95,7 @@ fn main() {
             Command::Backup(k) => commands::backup::run(&c, k).await,
             Command::Snapshots(a) => commands::snapshots::run(&c, a).await,
             Command::Verify(a) => commands::verify::run(&c, a).await,
+            Command::Forget(a) => commands::forget::run(&c, a).await,
             Command::Restore(a) => commands::restore::run(&c, a).await,
             Command::Repair(a) => commands::repair::run(&c, a).await,
             Command::Etcd(cmd) => commands::etcd::run(&c, cmd).await,

@@ -11,6 +11,7 @@ pub mod read;
 pub mod recovery;
 pub mod repair;
 pub mod restore;
+pub mod retention;
 pub mod safe_fs;
 pub mod verify;
 

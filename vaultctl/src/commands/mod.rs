@@ -10,6 +10,7 @@ pub mod etcd_member;
 pub mod etcd_recover;
 pub mod etcd_v2;
 pub mod files;
+pub mod forget;
 pub mod init;
 pub mod key;
 pub mod keygen;

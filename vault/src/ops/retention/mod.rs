@@ -1,0 +1,16 @@
+//! Retention: which snapshots a policy keeps, and why (plan-then-apply, like `repair.rs`; this is
+//! the plan half, applying it with tombstones comes later).
+//!
+//! [`policy`] the `RetentionPolicy` (CLI flags, vaultd config and library alike), [`group`] the
+//! group a snapshot is counted in (cluster + job for etcd, host + job for host jobs), [`plan`]
+//! `plan_retention`: every snapshot with its decision and every reason, floors included.
+
+pub mod group;
+pub mod plan;
+pub mod policy;
+#[cfg(test)]
+mod tests;
+
+pub use group::{Group, Scope, Source};
+pub use plan::{Decision, GroupPlan, Hold, Reason, RetentionPlan, SnapshotDecision, plan_retention};
+pub use policy::{RetentionPolicy, Span, Unit};
