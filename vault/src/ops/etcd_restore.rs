@@ -231,14 +231,23 @@ pub fn make_staging_dir(data_dir: &Path, what: &str, suffix: &str) -> Result<Pat
         .file_name()
         .ok_or_else(|| Error::usage(format!("--data-dir {} names no directory", data_dir.display())))?;
     let parent = data_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let staging = parent.join(format!(".vault-{what}-{}-{suffix}", data_name.to_string_lossy()));
+    private_staging_dir(&staging)?;
+    Ok(staging)
+}
+
+/// Create the staging directory `staging` 0700 (it holds the snapshot, every Secret of the
+/// cluster, until the data dir is in place), its parents as needed. One that exists already is
+/// fine when it is a real directory, not a link to elsewhere (a resumed recovery finds its own).
+pub fn private_staging_dir(staging: &Path) -> Result<()> {
+    let (parent, name) = match (staging.parent().filter(|p| !p.as_os_str().is_empty()), staging.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => return Err(Error::usage(format!("{} names no directory", staging.display()))),
+    };
     fs::create_dir_all(parent).context(ErrorKind::Io, || format!("cannot create {}", parent.display()))?;
-    let name = format!(".vault-{what}-{}-{suffix}", data_name.to_string_lossy());
-    let staging = parent.join(&name);
-    // 0700: it holds the snapshot (every Secret of the cluster) until the data dir is in place
-    match SafeDir::open(parent)?.mkdir(name.as_ref(), 0o700) {
-        Ok(()) => Ok(staging),
-        // a resumed recovery finds its own staging dir (a real directory, not a link to elsewhere)
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir()) => Ok(staging),
+    match SafeDir::open(parent)?.mkdir(name, 0o700) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && fs::symlink_metadata(staging).is_ok_and(|m| m.is_dir()) => Ok(()),
         Err(e) => Err(Error::io(format!("cannot create staging directory {}", staging.display())).with_source(e)),
     }
 }

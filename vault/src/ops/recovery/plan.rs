@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::host::etcd_conf::{EtcdConf, InitialMember};
 use crate::host::{Applied, Host, HostAction};
 use crate::ops::etcd_datadir::stage_datadir;
-use crate::ops::etcd_restore::{EtcdRestoreOptions, STAGED, place_staged, stage_snapshot_restore};
+use crate::ops::etcd_restore::{EtcdRestoreOptions, STAGED, place_staged, private_staging_dir, stage_snapshot_restore};
 use crate::ops::restore::move_aside;
 use crate::repo::Vault;
 use crate::source::etcd_v3::EtcdOptions;
@@ -322,15 +322,7 @@ fn need_vault<'a>(cx: &FlowContext<'a>) -> Result<(&'a Vault, &'a Catalog, &'a S
 /// The staging dir (in-host `staging`) as a real path, created private if missing.
 fn prepare_staging(host: &Host, staging: &Path) -> Result<PathBuf> {
     let real = host.path(staging);
-    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let parent = real.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("cannot create {}", parent.display())).with_source(e))?;
-    let dir = crate::ops::safe_fs::SafeDir::open(parent)?;
-    match dir.mkdir(name.as_ref(), 0o700) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) => {}
-        Err(e) => return Err(Error::io(format!("cannot create staging directory {}", staging.display())).with_source(e)),
-    }
+    private_staging_dir(&real)?;
     Ok(real)
 }
 
