@@ -18,6 +18,7 @@ pub const INDEX_PREFIX: &str = "index/";
 pub const SNAPSHOT_PREFIX: &str = "snapshots/";
 pub const CLAIM_PREFIX: &str = "claims/";
 pub const KEY_HISTORY_PREFIX: &str = "keys/history/";
+pub const HOLD_PREFIX: &str = "holds/";
 
 pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
 pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
@@ -587,6 +588,7 @@ pub enum MetaKind {
     PackTrailer = 3,
     SlotClaim = 4,
     KeyHistory = 5,
+    HoldEvent = 6,
 }
 
 /// One generation of the claim on a schedule slot of a cluster-wide job (section 3a): whoever
@@ -621,9 +623,62 @@ pub fn claim_name(job_tag: &str, slot: &chrono::DateTime<chrono::Utc>, generatio
     }
 }
 
+/// What a hold event does (section 8a).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldAction {
+    Hold,
+    Release,
+}
+
+/// One hold or release of a snapshot (section 8a), stored once under [`hold_event_name`] and never
+/// rewritten: a snapshot's hold state is its latest event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HoldEvent {
+    pub snapshot: Id,
+    pub action: HoldAction,
+    pub reason: String,
+    /// A hold ends by itself at this time (for good when absent); always absent on a release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    pub host: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// The object of a hold event: `holds/<snapshot id hex>/<UTC time, 20261125T220000.412Z>-<8 random
+/// hex digits>`, so the events of one snapshot list together and in time order.
+pub fn hold_event_name(snapshot: &Id, time: &chrono::DateTime<chrono::Utc>, random: u32) -> String {
+    format!("{HOLD_PREFIX}{snapshot}/{}-{random:08x}", time.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+/// The snapshot a hold event's object name is about, if the name is one.
+pub fn hold_event_snapshot(name: &str) -> Option<Id> {
+    let rest = name.strip_prefix(HOLD_PREFIX)?;
+    let (id, event) = rest.split_once('/')?;
+    if event.is_empty() || event.contains('/') {
+        return None;
+    }
+    Id::parse(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_event_names_sort_by_time_and_name_their_snapshot() {
+        let id = Id::of_stored(b"snap");
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let a = hold_event_name(&id, &t("2026-11-25T22:00:00.412Z"), 0xdead);
+        assert_eq!(a, format!("holds/{id}/20261125T220000.412Z-0000dead"));
+        let b = hold_event_name(&id, &t("2026-11-25T22:00:01Z"), 1);
+        assert!(a < b, "{a} sorts before {b}");
+        assert_eq!(hold_event_snapshot(&a), Some(id));
+        assert_eq!(hold_event_snapshot(&format!("holds/{id}")), None);
+        assert_eq!(hold_event_snapshot(&format!("holds/{id}/x/y")), None);
+        assert_eq!(hold_event_snapshot("holds/abc/x"), None);
+        assert_eq!(hold_event_snapshot(&format!("snapshots/{id}")), None);
+    }
 
     #[test]
     fn id_round_trips_and_names() {

@@ -3,9 +3,11 @@
 //!
 //! [`policy`] the `RetentionPolicy` (CLI flags, vaultd config and library alike), [`group`] the
 //! group a snapshot is counted in (cluster + job for etcd, host + job for host jobs), [`plan`]
-//! `plan_retention`: every snapshot with its decision and every reason, floors included.
+//! `plan_retention`: every snapshot with its decision and every reason, floors included, [`holds`]
+//! the hold and release events stored in the vault and the holds they give.
 
 pub mod group;
+pub mod holds;
 pub mod plan;
 pub mod policy;
 #[cfg(test)]
