@@ -1,6 +1,6 @@
 //! End-to-end: `vaultctl forget --dry-run --json` on a small real local vault (a few
-//! `backup files` captures), and `forget` without `--dry-run` refused. Run `cargo build -p
-//! vaultctl` first.
+//! `backup files` captures), and `forget` without `--dry-run` refused; `hold`, `release` and
+//! `holds` with the events stored sealed in the vault. Run `cargo build -p vaultctl` first.
 
 use std::fs;
 
@@ -117,4 +117,115 @@ fn forget_dry_run_lists_every_snapshot_with_its_reasons_and_changes_nothing() {
         .mentions(&["Europe/Berln", "IANA"]);
     assert_eq!(vault_e2e::objects(&repo), objects_before, "a dry run changed the vault");
     assert_eq!(ctl.snapshots().len(), 5);
+}
+
+#[test]
+fn a_held_snapshot_is_kept_until_released_and_the_events_are_sealed_in_the_vault() {
+    let tmp = tempdir("holds");
+    let repo = tmp.path().join("vault");
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &repo.display().to_string(), Vec::new());
+    ctl.setup(&[]);
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("etc/origin")).unwrap();
+    let root_arg = root.display().to_string();
+    let capture = |content: &str| -> String {
+        fs::write(root.join("etc/origin/master-config.yaml"), content).unwrap();
+        let args = [
+            "backup",
+            "files",
+            "--json",
+            "--root",
+            &root_arg,
+            "--path",
+            "/etc/origin",
+            "--no-packages",
+            "--job",
+            "nightly",
+        ];
+        s(&ctl.writer(&args).ok().json(), "id")
+    };
+    let oldest = capture("a: 1\n");
+    let newest = capture("a: 2\n");
+    let dry_run = || {
+        let plan = ctl.writer(&["--json", "forget", "--dry-run", "--keep-last", "1"]).ok().json();
+        plan["groups"][0].clone()
+    };
+    assert_eq!(s(decision(&dry_run(), &oldest), "decision"), "remove", "nothing holds it yet");
+
+    // refused: an unknown snapshot, an until in the past, no reason
+    ctl.writer(&["hold", "abcdef12", "--reason", "CHG-1234"])
+        .failed()
+        .mentions(&["no snapshot abcdef12"]);
+    ctl.writer(&["hold", &oldest[..8], "--reason", "CHG-1234", "--until", "2020-01-01T00:00:00Z"])
+        .code(2)
+        .mentions(&["not in the future"]);
+    ctl.writer(&["hold", &oldest[..8], "--reason", " "]).code(2).mentions(&["reason"]);
+    ctl.writer(&["release", &oldest[..8], "--reason", "x"])
+        .failed()
+        .mentions(&["no active hold"]);
+    assert!(vault_e2e::objects(&repo.join("holds")).is_empty(), "a refused hold wrote something");
+
+    // held (with the writer key, by prefix): forget keeps it, with the hold as its reason
+    let held = ctl
+        .writer(&["--json", "hold", &oldest[..8], "--reason", "CHG-1234 audit"])
+        .ok()
+        .json();
+    assert_eq!(s(&held, "snapshot"), oldest);
+    assert_eq!(s(&held, "action"), "hold");
+    let d = dry_run();
+    let d = decision(&d, &oldest);
+    assert_eq!(s(d, "decision"), "keep", "{d}");
+    assert_eq!(d["held"], true, "{d}");
+    assert_eq!(reasons(d), ["hold: CHG-1234 audit until released"]);
+    ctl.writer(&["forget", "--dry-run", "--keep-last", "1"])
+        .ok()
+        .mentions(&[&oldest[..8], "hold: CHG-1234 audit until released"]);
+    let active = ctl.restorer(&["--json", "holds"]).ok().json();
+    let active = active.as_array().unwrap();
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(
+        (s(&active[0], "snapshot"), s(&active[0], "reason")),
+        (oldest.clone(), "CHG-1234 audit".into())
+    );
+    ctl.writer(&["holds"])
+        .ok()
+        .mentions(&[&oldest[..8], "CHG-1234 audit", "until released"]);
+
+    // a hold on the newest too, ending in 30 days: its until is shown
+    ctl.writer(&["hold", &newest, "--reason", "CHG-9", "--until", "30d"]).ok();
+    let d = dry_run();
+    let texts = reasons(decision(&d, &newest));
+    assert!(texts.iter().any(|t| t.starts_with("hold: CHG-9 until 20")), "{texts:?}");
+
+    // released (with the identity): the next dry run removes it again
+    ctl.restorer(&["release", &oldest[..8], "--reason", "audit closed"]).ok();
+    let d = dry_run();
+    let d = decision(&d, &oldest);
+    assert_eq!(s(d, "decision"), "remove", "{d}");
+    assert_eq!(d["held"], false, "{d}");
+    let active = ctl.writer(&["--json", "holds"]).ok().json();
+    assert_eq!(active.as_array().unwrap().len(), 1, "only the newest's hold: {active}");
+    let all = ctl.writer(&["--json", "holds", "--all"]).ok().json();
+    let actions: Vec<String> = all.as_array().unwrap().iter().map(|e| s(e, "action")).collect();
+    assert_eq!(actions, ["hold", "hold", "release"], "{all}");
+
+    // nothing is deleted: both events of the oldest stay, each sealed metadata of kind 6
+    let events = vault_e2e::objects(&repo.join("holds").join(&oldest));
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        let bytes = fs::read(e).unwrap();
+        assert_eq!(&bytes[..8], b"VLTMETA1", "{}", e.display());
+        assert_eq!(bytes[8], 6, "{}: metadata kind", e.display());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("CHG-1234") && !text.contains("audit"),
+            "{} is not sealed",
+            e.display()
+        );
+    }
+    // a damaged event counts as a hold of its snapshot (it can keep, never release)
+    fs::write(&events[1], b"junk").unwrap();
+    ctl.writer(&["--json", "forget", "--dry-run", "--keep-last", "1"])
+        .ok()
+        .mentions(&["DAMAGED hold event", "unreadable hold event"]);
 }

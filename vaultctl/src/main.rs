@@ -37,6 +37,12 @@ enum Command {
     Verify(commands::verify::Args),
     /// What a retention policy keeps and removes, per group, with every reason (--dry-run).
     Forget(commands::forget::Args),
+    /// Keep a snapshot whatever the retention policy says (a hold stored in the vault).
+    Hold(commands::hold::Args),
+    /// End a snapshot's hold.
+    Release(commands::release::Args),
+    /// The active holds (--all: every hold and release event).
+    Holds(commands::holds::Args),
     /// Restore a snapshot to a file.
     Restore(commands::restore::Args),
     /// Bring the index in line with the packs that exist; say which snapshots are whole again.
@@ -96,6 +102,9 @@ fn main() {
             Command::Snapshots(a) => commands::snapshots::run(&c, a).await,
             Command::Verify(a) => commands::verify::run(&c, a).await,
             Command::Forget(a) => commands::forget::run(&c, a).await,
+            Command::Hold(a) => commands::hold::run(&c, a).await,
+            Command::Release(a) => commands::release::run(&c, a).await,
+            Command::Holds(a) => commands::holds::run(&c, a).await,
             Command::Restore(a) => commands::restore::run(&c, a).await,
             Command::Repair(a) => commands::repair::run(&c, a).await,
             Command::Etcd(cmd) => commands::etcd::run(&c, cmd).await,

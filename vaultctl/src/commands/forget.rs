@@ -1,9 +1,9 @@
 //! `vaultctl forget --dry-run [--json] [--keep-* ...] [--job J] [--group G] [--timezone TZ]`:
 //! what a retention policy keeps and removes, per group, with every reason. Reads metadata only
-//! (writer key or identity). Applying the plan (tombstones) is not built yet.
+//! (writer key or identity), and the holds stored in the vault (`vaultctl hold`). Applying the plan (tombstones) is not built yet.
 
 use chrono::SecondsFormat;
-use vault::ops::retention::{self, Decision, RetentionPlan, RetentionPolicy, Scope, Span};
+use vault::ops::retention::{self, Decision, RetentionPlan, RetentionPolicy, Scope, Span, holds};
 use vault::{Error, Result};
 
 use crate::context::Common;
@@ -118,8 +118,16 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     let vault = c.vault().await?;
     let catalog = c.catalog(&vault).await?;
     let snapshots = catalog.snapshots()?;
-    // Holds stored in the vault come with `vaultctl hold`; none can exist yet.
-    let plan = retention::plan_retention(&snapshots, &policy, chrono::Utc::now(), &[])?.restrict(&scope)?;
+    let now = chrono::Utc::now();
+    let events = holds::read_events(&vault).await?;
+    for e in events.iter().filter(|e| e.unreadable.is_some()) {
+        eprintln!(
+            "vaultctl: warning: DAMAGED hold event {} counted as a hold of {} (see `vaultctl holds --all`)",
+            e.name,
+            e.event.snapshot.short()
+        );
+    }
+    let plan = retention::plan_retention(&snapshots, &policy, now, &holds::plan_holds(&events, now))?.restrict(&scope)?;
     if c.json {
         output::json(&plan);
     } else {
