@@ -134,6 +134,22 @@ pub fn default_path(vault_id: &str) -> PathBuf {
     base.join("vault").join(format!("{vault_id}.sqlite"))
 }
 
+/// Run `f` again while SQLite answers "database is locked" at once (as it does where waiting could
+/// deadlock), for up to 30 s.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn db_err(path: &Path) -> impl FnOnce() -> String + '_ {
     move || format!("catalog {} failed", path.display())
 }
@@ -144,28 +160,34 @@ impl Catalog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).context(ErrorKind::Io, || format!("cannot create catalog directory {}", dir.display()))?;
         }
-        let conn = Connection::open(path).context(ErrorKind::Io, || format!("cannot open catalog {}", path.display()))?;
+        let mut conn = Connection::open(path).context(ErrorKind::Io, || format!("cannot open catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .context(ErrorKind::Io, db_err(path))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .context(ErrorKind::Io, db_err(path))?;
-        conn.execute_batch(SCHEMA).context(ErrorKind::Io, db_err(path))?;
-        let existing: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key='vault_id'", [], |r| r.get(0))
-            .optional()
-            .context(ErrorKind::Io, db_err(path))?;
-        match existing {
-            Some(v) if v != vault_id => {
-                return Err(
-                    Error::usage(format!("catalog {} belongs to vault {v}, not {vault_id}", path.display()))
-                        .hint("pass another --catalog, or remove this file (it is only a cache)"),
-                );
+        // Several connections may open a new catalog at once (a daemon's jobs). Switching to WAL
+        // and reading the schema before writing it can fail at once with "database is locked"
+        // (SQLite does not wait there: it would deadlock), so those steps are retried; the schema
+        // and the vault ID are written in one transaction that takes the write lock first.
+        let existing = retry_busy(|| {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            let existing: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key='vault_id'", [], |r| r.get(0))
+                .optional()?;
+            if existing.is_none() {
+                tx.execute("INSERT INTO meta(key, value) VALUES('vault_id', ?1)", [vault_id])?;
             }
-            Some(_) => {}
-            None => {
-                conn.execute("INSERT INTO meta(key, value) VALUES('vault_id', ?1)", [vault_id])
-                    .context(ErrorKind::Io, db_err(path))?;
-            }
+            tx.commit()?;
+            Ok(existing)
+        })
+        .context(ErrorKind::Io, db_err(path))?;
+        if let Some(v) = existing
+            && v != vault_id
+        {
+            return Err(
+                Error::usage(format!("catalog {} belongs to vault {v}, not {vault_id}", path.display()))
+                    .hint("pass another --catalog, or remove this file (it is only a cache)"),
+            );
         }
         Ok(Catalog {
             conn,
