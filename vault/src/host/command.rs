@@ -64,6 +64,11 @@ pub fn argv<S: AsRef<str>>(words: &[S]) -> Vec<String> {
     words.iter().map(|w| w.as_ref().to_string()).collect()
 }
 
+/// The first file called `name` in a directory of `PATH`.
+pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

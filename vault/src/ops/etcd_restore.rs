@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::format::PayloadKind;
+use crate::host::command::find_on_path;
 use crate::ops::restore::{move_aside, restore_to_file, running_as_root};
 use crate::ops::safe_fs::SafeDir;
 use crate::repo::Vault;
@@ -40,10 +41,6 @@ pub struct EtcdRestoreReport {
     pub owner: Option<String>,
     pub revision: Option<i64>,
     pub sha256: String,
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 /// `(uid, gid)` of a user from /etc/passwd.

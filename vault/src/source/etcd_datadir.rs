@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::host::command::find_on_path;
 use crate::host::etcd_conf::{ETCD_CONF, EtcdConf};
 use crate::host::shell_conf::ShellConf;
 use crate::host::under_root;
@@ -149,10 +150,6 @@ pub fn v2_files(data_dir: &Path) -> Result<(Vec<PathBuf>, u64)> {
     }
     files.sort();
     Ok((files, newest))
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 /// The backup tool: etcdutl (3.5+) or etcdctl (3.4), and its version line.

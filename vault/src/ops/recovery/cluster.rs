@@ -30,6 +30,15 @@ impl Member {
     }
 }
 
+/// Whether two lists hold the same URLs, in any order (a member's peer URLs as the cluster lists
+/// them against those in etcd.conf).
+pub fn same_urls(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
 /// The smallest number of members that makes a quorum of `n`.
 pub fn quorum(n: usize) -> usize {
     n / 2 + 1

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::host::etcd_conf::{InitialMember, join_edit};
 use crate::host::{HostAction, ServiceOp};
 
-use super::cluster;
+use super::cluster::{self, same_urls};
 use super::options::FlowOptions;
 use super::plan::{Plan, Step, as_initial_cluster};
 use super::preflight::{self, Check};
@@ -35,7 +35,7 @@ pub async fn plan_join(opts: &FlowOptions, cluster_urls: &[String]) -> Result<(P
             me.name
         )));
     }
-    let mine_added = members.iter().any(|m| m.is_unstarted() && same(&m.peer_urls, &me.peer_urls));
+    let mine_added = members.iter().any(|m| m.is_unstarted() && same_urls(&m.peer_urls, &me.peer_urls));
     let mut expect = as_initial_cluster(&members, &me.name, &me.peer_urls);
     if !mine_added {
         expect.push(InitialMember {
@@ -43,7 +43,7 @@ pub async fn plan_join(opts: &FlowOptions, cluster_urls: &[String]) -> Result<(P
             peer_urls: me.peer_urls.clone(),
         });
     }
-    match members.iter().find(|m| m.is_unstarted() && !same(&m.peer_urls, &me.peer_urls)) {
+    match members.iter().find(|m| m.is_unstarted() && !same_urls(&m.peer_urls, &me.peer_urls)) {
         Some(m) => checks.push(Check::fail(
             "one member at a time",
             format!("member {} ({}) was added but has not started", m.id_hex(), m.peer_urls.join(",")),
@@ -145,11 +145,4 @@ pub async fn plan_join(opts: &FlowOptions, cluster_urls: &[String]) -> Result<(P
     ];
     let plan = Plan::new("etcd join", me.host.clone(), etcd, summary, steps, Vec::new());
     Ok((plan, checks))
-}
-
-fn same(a: &[String], b: &[String]) -> bool {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    a.sort();
-    b.sort();
-    a == b
 }

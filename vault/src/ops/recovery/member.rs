@@ -26,8 +26,7 @@ use crate::host::{Applied, FileEdit, Host, HostAction, ServiceControl, ServiceOp
 use crate::source::etcd_v3::EtcdOptions;
 
 use super::certs::{self, CertRequest};
-use super::cluster;
-use super::cluster::quorum;
+use super::cluster::{self, quorum, same_urls};
 use super::options::{FlowOptions, LocalMember};
 use super::plan::{Plan, Step};
 use super::preflight::Check;
@@ -266,14 +265,6 @@ fn even_warning(before: usize, after: usize) -> Check {
             tolerates(odd)
         )),
     )
-}
-
-fn same_urls(a: &[String], b: &[String]) -> bool {
-    let mut a = a.to_vec();
-    let mut b = b.to_vec();
-    a.sort();
-    b.sort();
-    a == b
 }
 
 /// What identifies a member's entries in config files: its name, and the host and port of each
@@ -762,7 +753,7 @@ fn services_on(host: &Host) -> (Vec<String>, bool) {
         .filter(|u| crate::host::service::unit_is_known(host, u).unwrap_or(false))
         .map(|u| u.to_string())
         .collect();
-    (known, super::preflight::find_on_path(MASTER_RESTART[0]).is_some())
+    (known, crate::host::command::find_on_path(MASTER_RESTART[0]).is_some())
 }
 
 /// The rewrites as steps (edits that change something), the restarts as steps (`--restart`) or

@@ -186,7 +186,7 @@ impl LocalMember {
     /// `restorecon -R DATA_DIR` when SELinux is on and restorecon exists (as the runbook does).
     pub fn restorecon(&self) -> Option<crate::host::HostAction> {
         let on = Path::new("/sys/fs/selinux/enforce").exists();
-        let tool = super::preflight::find_on_path("restorecon")?;
+        let tool = crate::host::command::find_on_path("restorecon")?;
         on.then(|| {
             crate::host::HostAction::Run(vec![
                 tool.display().to_string(),

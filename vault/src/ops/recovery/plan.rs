@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::cluster;
+use super::cluster::{self, same_urls};
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{Error, Result};
 use crate::host::etcd_conf::{EtcdConf, InitialMember};
@@ -397,10 +397,7 @@ async fn fix_peer_urls(plan: &Plan, name: &str, peer_urls: &[String]) -> Result<
         .iter()
         .find(|m| m.name == name)
         .ok_or_else(|| Error::source_err(format!("the cluster has no member named {name}")))?;
-    let (mut have, mut want) = (me.peer_urls.clone(), peer_urls.to_vec());
-    have.sort();
-    want.sort();
-    if have == want {
+    if same_urls(&me.peer_urls, peer_urls) {
         return Ok(Applied::AlreadyDone(format!("member {name}'s peer URL is {}", peer_urls.join(","))));
     }
     cluster::update_peer_urls(&mut client, me.id, peer_urls).await?;
@@ -411,13 +408,6 @@ async fn fix_peer_urls(plan: &Plan, name: &str, peer_urls: &[String]) -> Result<
         me.id_hex(),
         peer_urls.join(",")
     )))
-}
-
-fn same_urls(a: &[String], b: &[String]) -> bool {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    a.sort();
-    b.sort();
-    a == b
 }
 
 /// The membership as `ETCD_INITIAL_CLUSTER` wants it, `name` standing in for an unstarted member

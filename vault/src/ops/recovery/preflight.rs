@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::cluster::quorum;
 use super::plan::{port_in_use, url_addr};
 use crate::format::EtcdMember;
+use crate::host::command::find_on_path;
 use crate::host::etcd_conf::EtcdConf;
 use crate::host::{Host, ServiceControl, ServiceState};
 
@@ -152,10 +153,6 @@ fn binary_in(exec: &str) -> Option<PathBuf> {
                 find_on_path(w).unwrap_or_else(|| PathBuf::from(w))
             }
         })
-}
-
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 /// Free space for `need` bytes (twice the database) where `dir` (a real path; its nearest
