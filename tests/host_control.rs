@@ -3,12 +3,11 @@
 //! drop-ins honoured after daemon-reload), and `vaultctl restore --in-place --restart` runs its
 //! restart plan through whatever `systemctl` is on PATH.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
 use vault::host::{Applied, DropIn, Host, HostAction, ServiceControl, ServiceOp, ServiceState, dropin, etcd_conf};
+use vault_e2e::etcd::http_healthy;
 use vault_e2e::{Ctl, Systemctl, free_port, s, tempdir, wait_for};
 
 /// The test unit: etcd configured by its env file alone (as if chrooted into the host tree: the
@@ -16,23 +15,9 @@ use vault_e2e::{Ctl, Systemctl, free_port, s, tempdir, wait_for};
 const ETCD_UNIT: &str = "[Unit]\nDescription=Etcd Server (test)\n\n[Service]\nType=notify\nWorkingDirectory=/var/lib/etcd/\n\
     EnvironmentFile=-/etc/etcd/etcd.conf\nExecStart=/bin/bash -c \"GOMAXPROCS=2 \\\n  /usr/bin/etcd\"\nRestart=on-failure\n";
 
-fn healthy(client_url: &str) -> bool {
-    let Some(addr) = client_url.strip_prefix("http://") else {
-        return false;
-    };
-    let Ok(mut s) = TcpStream::connect(addr) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if write!(s, "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.contains(r#""health":"true""#)
-}
-
 fn wait_healthy(systemctl: &Systemctl, client_url: &str) {
     wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
-        healthy(client_url).then_some(())
+        http_healthy(client_url).then_some(())
     })
     .unwrap_or_else(|| panic!("etcd not healthy at {client_url}:\n{}", systemctl.unit_log("etcd")));
 }
@@ -82,7 +67,7 @@ fn a_real_etcd_is_stopped_started_and_forced_into_a_new_cluster_through_a_drop_i
     let pid = systemctl.main_pid("etcd").expect("running");
     apply(&stop, &host);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || systemctl.main_pid("etcd").is_none());
-    assert!(!healthy(&client));
+    assert!(!http_healthy(&client));
     assert!(matches!(apply(&stop, &host), Applied::AlreadyDone(_)));
 
     // the runbook's force-new-cluster steps: seen only after daemon-reload, gone after the next

@@ -3,9 +3,41 @@
 //! `holds` with the events stored sealed in the vault. Run `cargo build -p vaultctl` first.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use vault_e2e::{Ctl, s, tempdir};
+
+/// A new local vault and a host tree with `/etc/origin` to capture from.
+fn vault_and_host(label: &str) -> (tempfile::TempDir, PathBuf, Ctl, PathBuf) {
+    let tmp = tempdir(label);
+    let repo = tmp.path().join("vault");
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &repo.display().to_string(), Vec::new());
+    ctl.setup(&[]);
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("etc/origin")).unwrap();
+    (tmp, repo, ctl, root)
+}
+
+/// `backup files` of `/etc/origin` under `root` with master-config.yaml saying `content`; its ID.
+fn capture_files(ctl: &Ctl, root: &Path, job: &str, content: &str, extra: &[&str]) -> String {
+    fs::write(root.join("etc/origin/master-config.yaml"), content).unwrap();
+    let root_arg = root.display().to_string();
+    let mut args = vec![
+        "backup",
+        "files",
+        "--json",
+        "--root",
+        root_arg.as_str(),
+        "--path",
+        "/etc/origin",
+        "--no-packages",
+        "--job",
+        job,
+    ];
+    args.extend_from_slice(extra);
+    s(&ctl.writer(&args).ok().json(), "id")
+}
 
 fn decision<'a>(group: &'a Value, id: &str) -> &'a Value {
     group["snapshots"]
@@ -22,31 +54,8 @@ fn reasons(d: &Value) -> Vec<String> {
 
 #[test]
 fn forget_dry_run_lists_every_snapshot_with_its_reasons_and_changes_nothing() {
-    let tmp = tempdir("retention");
-    let repo = tmp.path().join("vault");
-    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &repo.display().to_string(), Vec::new());
-    ctl.setup(&[]);
-    let root = tmp.path().join("root");
-    fs::create_dir_all(root.join("etc/origin")).unwrap();
-    let root_arg = root.display().to_string();
-    let capture = |job: &str, content: &str, extra: &[&str]| -> String {
-        fs::write(root.join("etc/origin/master-config.yaml"), content).unwrap();
-        let mut args = vec![
-            "backup",
-            "files",
-            "--json",
-            "--root",
-            root_arg.as_str(),
-            "--path",
-            "/etc/origin",
-            "--no-packages",
-            "--job",
-            job,
-        ];
-        args.extend_from_slice(extra);
-        let v = ctl.writer(&args).ok().json();
-        s(&v, "id")
-    };
+    let (_tmp, repo, ctl, root) = vault_and_host("retention");
+    let capture = |job: &str, content: &str, extra: &[&str]| capture_files(&ctl, &root, job, content, extra);
     let oldest = capture("nightly", "a: 1\n", &[]);
     let tagged = capture("nightly", "a: 2\n", &["--tag", "change=CHG-1"]);
     let middle = capture("nightly", "a: 3\n", &[]);
@@ -121,29 +130,8 @@ fn forget_dry_run_lists_every_snapshot_with_its_reasons_and_changes_nothing() {
 
 #[test]
 fn a_held_snapshot_is_kept_until_released_and_the_events_are_sealed_in_the_vault() {
-    let tmp = tempdir("holds");
-    let repo = tmp.path().join("vault");
-    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &repo.display().to_string(), Vec::new());
-    ctl.setup(&[]);
-    let root = tmp.path().join("root");
-    fs::create_dir_all(root.join("etc/origin")).unwrap();
-    let root_arg = root.display().to_string();
-    let capture = |content: &str| -> String {
-        fs::write(root.join("etc/origin/master-config.yaml"), content).unwrap();
-        let args = [
-            "backup",
-            "files",
-            "--json",
-            "--root",
-            &root_arg,
-            "--path",
-            "/etc/origin",
-            "--no-packages",
-            "--job",
-            "nightly",
-        ];
-        s(&ctl.writer(&args).ok().json(), "id")
-    };
+    let (_tmp, repo, ctl, root) = vault_and_host("holds");
+    let capture = |content: &str| capture_files(&ctl, &root, "nightly", content, &[]);
     let oldest = capture("a: 1\n");
     let newest = capture("a: 2\n");
     let dry_run = || {

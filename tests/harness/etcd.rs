@@ -92,7 +92,7 @@ fn spawn_member(s: &Spec) -> EtcdMember {
 }
 
 /// `GET /health` over plain HTTP says healthy.
-fn http_healthy(url: &str) -> bool {
+pub fn http_healthy(url: &str) -> bool {
     let Some(addr) = url.strip_prefix("http://") else { return false };
     let Ok(mut s) = TcpStream::connect(addr) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
