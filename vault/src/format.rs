@@ -589,6 +589,16 @@ pub enum MetaKind {
     SlotClaim = 4,
     KeyHistory = 5,
     HoldEvent = 6,
+    /// A record of the deletion log (`log/<seq>`, section 8b).
+    LogRecord = 7,
+    /// A job's schedule and retention policy as recorded by vaultd (`policies/...`).
+    PolicyRecord = 8,
+    /// The result of one verification of a snapshot (`verifications/...`).
+    VerifyRecord = 9,
+    /// The prune lock (`locks/prune`).
+    PruneLock = 10,
+    /// A prune pass's set of pending (unused) packs (`prune/pending/...`).
+    PrunePending = 11,
 }
 
 /// One generation of the claim on a schedule slot of a cluster-wide job (section 3a): whoever
