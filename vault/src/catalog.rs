@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS snapshots(id TEXT PRIMARY KEY, time TEXT NOT NULL, ki
 CREATE TABLE IF NOT EXISTS verifications(snapshot TEXT NOT NULL, time TEXT NOT NULL, level TEXT NOT NULL,
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS verifications_by_snapshot ON verifications(snapshot, time);
+CREATE TABLE IF NOT EXISTS verify_records(name TEXT PRIMARY KEY, snapshot TEXT NOT NULL, time TEXT NOT NULL,
+    level TEXT NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL, host TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS verify_records_by_snapshot ON verify_records(snapshot, level, time);
 CREATE TABLE IF NOT EXISTS bad_packs(id TEXT PRIMARY KEY, fault TEXT NOT NULL, time TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS file_cache(root TEXT NOT NULL, path BLOB NOT NULL, stamp TEXT NOT NULL,
     blake3 TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY(root, path));
@@ -49,6 +52,25 @@ pub struct Verification {
     pub level: String,
     pub ok: bool,
     pub detail: String,
+}
+
+/// When a snapshot was last verified, structurally and with data read ([`Catalog::verification_coverage`]).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Coverage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub structure: Option<VerifiedAt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<VerifiedAt>,
+}
+
+/// One verification: when, whether it found the snapshot whole, and from which host (empty for
+/// this host's catalog history).
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifiedAt {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 /// What is wrong with a pack ([`Catalog::bad_packs`]).
@@ -687,6 +709,90 @@ impl Catalog {
             }
         }
         tx.commit().context(ErrorKind::Io, db_err(&path))
+    }
+
+    /// The names of the verification records (docs/FORMAT.md section 8d) the catalog holds.
+    pub fn verify_record_names(&self) -> Result<HashSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM verify_records")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        rows.collect::<rusqlite::Result<_>>().context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    /// Cache verification records read from the vault (by object name).
+    pub fn add_verify_records(&mut self, records: &[(String, format::VerifyRecord)]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().context(ErrorKind::Io, db_err(&path))?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO verify_records(name, snapshot, time, level, ok, detail, host) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .context(ErrorKind::Io, db_err(&path))?;
+            for (name, r) in records {
+                put.execute(params![
+                    name,
+                    r.snapshot.hex(),
+                    r.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    r.level,
+                    r.ok,
+                    r.detail,
+                    r.host
+                ])
+                .context(ErrorKind::Io, db_err(&path))?;
+            }
+        }
+        tx.commit().context(ErrorKind::Io, db_err(&path))
+    }
+
+    /// For every snapshot verified at all: its last structural and last data verification, from
+    /// the records of every host and this host's own history, in two queries.
+    pub fn verification_coverage(&self) -> Result<HashMap<Id, Coverage>> {
+        let mut out: HashMap<Id, Coverage> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT snapshot, CASE WHEN level = 'structure' THEN 'structure' ELSE 'data' END, time, ok, host FROM verify_records
+                 UNION ALL
+                 SELECT snapshot, CASE WHEN level = 'structure' THEN 'structure' ELSE 'data' END, time, ok, '' FROM verifications",
+            )
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        for r in rows {
+            let (id, level, time, ok, host) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            let (Some(id), Ok(time)) = (Id::parse(&id), chrono::DateTime::parse_from_rfc3339(&time)) else {
+                continue;
+            };
+            let at = VerifiedAt {
+                time: time.to_utc(),
+                ok,
+                host,
+            };
+            let c = out.entry(id).or_default();
+            let slot = if level == "structure" { &mut c.structure } else { &mut c.data };
+            // The newest wins; at equal times the record from the vault (it names its host).
+            if slot
+                .as_ref()
+                .is_none_or(|s| (at.time, !at.host.is_empty()) > (s.time, !s.host.is_empty()))
+            {
+                *slot = Some(at);
+            }
+        }
+        Ok(out)
     }
 
     pub fn record_verification(&self, snapshot: &Id, level: &str, ok: bool, detail: &str) -> Result<()> {

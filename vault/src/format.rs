@@ -19,6 +19,8 @@ pub const SNAPSHOT_PREFIX: &str = "snapshots/";
 pub const CLAIM_PREFIX: &str = "claims/";
 pub const KEY_HISTORY_PREFIX: &str = "keys/history/";
 pub const HOLD_PREFIX: &str = "holds/";
+pub const POLICY_PREFIX: &str = "policies/";
+pub const VERIFY_RECORD_PREFIX: &str = "verifications/";
 
 pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
 pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
@@ -669,6 +671,34 @@ pub fn hold_event_snapshot(name: &str) -> Option<Id> {
         return None;
     }
     Id::parse(id)
+}
+
+/// The object of a job's policy record (section 8c; the record itself is
+/// `ops::retention::policy_records::PolicyRecord`, as it holds a `RetentionPolicy`):
+/// <UTC time, 20261125T220000.412Z>-<8 random hex digits>`.
+pub fn policy_record_name(job_tag: &str, time: &chrono::DateTime<chrono::Utc>, random: u32) -> String {
+    format!("{POLICY_PREFIX}{job_tag}/{}-{random:08x}", time.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+/// One verification of a snapshot (section 8d), stored once under [`verify_record_name`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VerifyRecord {
+    pub snapshot: Id,
+    /// `structure` (manifests and index) or `data` (stored objects read back).
+    pub level: String,
+    pub ok: bool,
+    /// The exact check (`structure`, `stored-objects`, `content`) and the problems found, short.
+    pub detail: String,
+    pub host: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// `verifications/<snapshot id hex>/<UTC time>-<8 random hex digits>`.
+pub fn verify_record_name(snapshot: &Id, time: &chrono::DateTime<chrono::Utc>, random: u32) -> String {
+    format!(
+        "{VERIFY_RECORD_PREFIX}{snapshot}/{}-{random:08x}",
+        time.format("%Y%m%dT%H%M%S%.3fZ")
+    )
 }
 
 #[cfg(test)]

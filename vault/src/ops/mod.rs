@@ -1,5 +1,6 @@
 //! Operations: what vaultctl commands and vaultd jobs do, over the vault, catalog and sources.
 
+pub mod audit;
 pub mod backup;
 pub mod etcd_datadir;
 pub mod etcd_restore;
@@ -14,6 +15,7 @@ pub mod restore;
 pub mod retention;
 pub mod safe_fs;
 pub mod verify;
+pub mod verify_records;
 
 /// Run CPU- or SQLite-bound work from async code without stalling the runtime's other tasks (the
 /// daemon's API, other jobs): on a multi-threaded runtime the worker hands its tasks over first.

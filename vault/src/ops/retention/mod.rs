@@ -4,12 +4,14 @@
 //! [`policy`] the `RetentionPolicy` (CLI flags, vaultd config and library alike), [`group`] the
 //! group a snapshot is counted in (cluster + job for etcd, host + job for host jobs), [`plan`]
 //! `plan_retention`: every snapshot with its decision and every reason, floors included, [`holds`]
-//! the hold and release events stored in the vault and the holds they give.
+//! the hold and release events stored in the vault and the holds they give, [`policy_records`]
+//! each job's schedule and policy as vaultd recorded them in the vault.
 
 pub mod group;
 pub mod holds;
 pub mod plan;
 pub mod policy;
+pub mod policy_records;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,333 @@
+//! The retention audit (`vaultctl audit`, vaultd's `GET /v1/audit`): per job and group, schedule
+//! adherence ([`slots`]), retention compliance and verification coverage ([`retention`]), and
+//! controls with a status each ([`controls`]); [`render`] writes it as CSV or one HTML page.
+//!
+//! Everything comes from the catalog (snapshots, and verification records synced into it) and
+//! from the policy records, listed once: no per-snapshot store reads, so an audit of thousands
+//! of snapshots takes well under a second. [`audit`] is pure over an [`AuditInput`], so the
+//! judgement is tested on a fake clock.
+
+pub mod controls;
+pub mod render;
+pub mod retention;
+pub mod slots;
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Coverage};
+use crate::error::Result;
+use crate::format::Id;
+use crate::ops::retention::Group;
+use crate::ops::retention::policy_records::{self, PolicyRecord, StoredPolicy};
+use crate::repo::Vault;
+pub use controls::{Control, ControlStatus, Thresholds};
+pub use retention::RuleCheck;
+pub use slots::{AuditSnapshot, SlotResult, SlotStatus};
+
+/// The audit window when `--since` is not given.
+pub const DEFAULT_WINDOW_DAYS: i64 = 30;
+
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// Start of the window (default: 30 days before `now`); never before a job's first record.
+    pub since: Option<DateTime<Utc>>,
+    /// Only this job.
+    pub job: Option<String>,
+    pub thresholds: Thresholds,
+    pub now: DateTime<Utc>,
+}
+
+/// What the audit judges: read by [`gather`], or made up by tests.
+#[derive(Clone, Debug, Default)]
+pub struct AuditInput {
+    pub policies: Vec<StoredPolicy>,
+    /// Ascending by time.
+    pub snapshots: Vec<AuditSnapshot>,
+    pub coverage: HashMap<Id, Coverage>,
+    /// How many recipients the vault's content keys are wrapped to.
+    pub recipients: usize,
+    /// Records and catalog entries that could not be read.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditReport {
+    pub generated: DateTime<Utc>,
+    pub since: DateTime<Utc>,
+    /// False when any control is non-compliant.
+    pub compliant: bool,
+    pub jobs: Vec<JobAudit>,
+    pub controls: Vec<Control>,
+    pub deletion_log: DeletionLogSection,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The deletion log (docs/FORMAT.md section 8b): not read by this version of the audit.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeletionLogSection {
+    pub available: bool,
+    pub note: String,
+}
+
+impl Default for DeletionLogSection {
+    fn default() -> Self {
+        DeletionLogSection {
+            available: false,
+            note: "the deletion log is not audited by this version of vault: its records are not listed here".into(),
+        }
+    }
+}
+
+/// One recorded policy, as the report shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyShown {
+    pub since: DateTime<Utc>,
+    pub host: String,
+    pub schedule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The retention rules (`daily 7, weekly 4, zone UTC`), or "none: nothing is removed".
+    pub retention: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JobAudit {
+    pub job: String,
+    pub kind: String,
+    pub scope: String,
+    /// The schedule in force now.
+    pub schedule: String,
+    /// The longest gap between the current schedule's slots (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_interval_secs: Option<i64>,
+    /// A snapshot later than this after its slot is late (seconds).
+    pub late_after_secs: i64,
+    pub policies: Vec<PolicyShown>,
+    pub groups: Vec<GroupAudit>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SlotCounts {
+    pub expected: usize,
+    pub taken: usize,
+    pub late: usize,
+    pub covered: usize,
+    pub missed: usize,
+}
+
+/// A kept snapshot and when it was last verified.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeptSnapshot {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub host: String,
+    #[serde(flatten)]
+    pub coverage: Coverage,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupAudit {
+    pub group: String,
+    pub counts: SlotCounts,
+    /// The slot list stopped at [`slots::MAX_SLOTS`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    pub slots: Vec<SlotResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest: Option<DateTime<Utc>>,
+    pub retention: Vec<RuleCheck>,
+    pub snapshots: Vec<KeptSnapshot>,
+}
+
+/// Read what the audit needs: the catalog's snapshots (synced by the caller), the verification
+/// records (synced into the catalog here) and the policy records.
+pub async fn gather(vault: &Vault, catalog: &mut Catalog) -> Result<AuditInput> {
+    let mut warnings: Vec<String> = catalog.unreadable().iter().map(|u| format!("unreadable: {u}")).collect();
+    warnings.extend(
+        crate::ops::verify_records::sync(vault, catalog)
+            .await?
+            .into_iter()
+            .map(|u| format!("unreadable verification record {u}")),
+    );
+    let (policies, bad) = policy_records::read_all(vault).await?;
+    warnings.extend(bad.into_iter().map(|u| format!("unreadable policy record {u}")));
+    let snapshots = catalog
+        .snapshots()?
+        .into_iter()
+        .map(|s| AuditSnapshot {
+            id: s.id,
+            time: s.manifest.time,
+            host: s.manifest.host.clone(),
+            job: s.manifest.job.clone(),
+            group: Group::of(&s.manifest).to_string(),
+            slot: s.manifest.slot,
+        })
+        .collect();
+    Ok(AuditInput {
+        policies,
+        snapshots,
+        coverage: catalog.verification_coverage()?,
+        recipients: vault.config.recipients.len(),
+        warnings,
+    })
+}
+
+/// Gather and judge.
+pub async fn run(vault: &Vault, catalog: &mut Catalog, opts: &AuditOptions) -> Result<AuditReport> {
+    let input = gather(vault, catalog).await?;
+    audit(&input, opts)
+}
+
+/// Judge `input` (pure; `opts.now` is the clock).
+pub fn audit(input: &AuditInput, opts: &AuditOptions) -> Result<AuditReport> {
+    let now = opts.now;
+    let since = opts.since.unwrap_or(now - TimeDelta::days(DEFAULT_WINDOW_DAYS));
+    let mut warnings = input.warnings.clone();
+    // Jobs: those with records, and those with snapshots (manual or from before recording).
+    let mut jobs: BTreeMap<&str, ()> = BTreeMap::new();
+    for p in &input.policies {
+        jobs.insert(&p.record.job, ());
+    }
+    for s in &input.snapshots {
+        jobs.insert(&s.job, ());
+    }
+    if let Some(j) = &opts.job
+        && !jobs.contains_key(j.as_str())
+    {
+        let known: Vec<&str> = jobs.keys().copied().collect();
+        return Err(
+            crate::Error::usage(format!("no job {j:?} in the vault's policy records or snapshots")).hint(if known.is_empty() {
+                "the vault holds no policy records and no snapshots yet".to_string()
+            } else {
+                format!("the jobs are: {}", known.join(", "))
+            }),
+        );
+    }
+    let mut out_jobs = Vec::new();
+    for job in jobs.keys().filter(|j| opts.job.as_deref().is_none_or(|o| o == **j)) {
+        out_jobs.push(audit_job(input, job, since, now, &opts.thresholds, &mut warnings));
+    }
+    let controls = controls::evaluate(&out_jobs, input, now, &opts.thresholds);
+    Ok(AuditReport {
+        generated: now,
+        since,
+        compliant: controls.iter().all(|c| c.status != ControlStatus::NonCompliant),
+        jobs: out_jobs,
+        controls,
+        deletion_log: DeletionLogSection::default(),
+        warnings,
+    })
+}
+
+fn audit_job(
+    input: &AuditInput,
+    job: &str,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    th: &Thresholds,
+    warnings: &mut Vec<String>,
+) -> JobAudit {
+    let records: Vec<&PolicyRecord> = input.policies.iter().map(|p| &p.record).filter(|r| r.job == job).collect();
+    let newest = records.last().copied();
+    let interval = newest
+        .and_then(|r| slots::RecordedSchedule::parse(r).ok())
+        .and_then(|s| s.expected_interval(now));
+    let late_after = th.late_after.unwrap_or_else(|| slots::default_late_after(interval));
+    let cluster_wide = newest.is_some_and(|r| r.is_cluster_wide());
+    let snaps: Vec<&AuditSnapshot> = input.snapshots.iter().filter(|s| s.job == job).collect();
+
+    // Groups: those the snapshots fall in; for a host job also each recording host without any.
+    let mut groups: BTreeMap<String, Vec<&AuditSnapshot>> = BTreeMap::new();
+    for s in &snaps {
+        groups.entry(s.group.clone()).or_default().push(s);
+    }
+    if groups.is_empty() && cluster_wide {
+        groups.insert(format!("job:{job}"), Vec::new());
+    }
+    if !cluster_wide {
+        for r in &records {
+            let name = format!("host:{}/{job}", r.host);
+            if !snaps.iter().any(|s| s.group == name) {
+                groups.entry(name).or_default();
+            }
+        }
+    }
+    // Slots stop `late_after` before now: a run may still be on its way.
+    let to = now - late_after;
+    let mut out_groups = Vec::new();
+    for (group, gsnaps) in groups {
+        let host = group.strip_prefix("host:").and_then(|g| g.rsplit_once('/')).map(|(h, _)| h);
+        // A host group follows its host's records (other hosts' when it has none).
+        let mine: Vec<&PolicyRecord> = match host {
+            Some(h) if !cluster_wide && records.iter().any(|r| r.host == h) => records.iter().copied().filter(|r| r.host == h).collect(),
+            _ => records.clone(),
+        };
+        let (expected, truncated) = slots::expected_slots(&mine, since, to, warnings);
+        let slot_times: Vec<DateTime<Utc>> = expected.iter().map(|(t, _)| *t).collect();
+        let judged = slots::judge(&slot_times, &gsnaps, late_after);
+        let mut counts = SlotCounts {
+            expected: judged.len(),
+            ..Default::default()
+        };
+        for r in &judged {
+            match r.status {
+                SlotStatus::Taken => counts.taken += 1,
+                SlotStatus::Late => counts.late += 1,
+                SlotStatus::Covered => counts.covered += 1,
+                SlotStatus::Missed => counts.missed += 1,
+            }
+        }
+        let policy_now = mine.last().and_then(|r| r.retention.as_ref());
+        let rules = retention::check(policy_now, &gsnaps, &judged, now);
+        let kept = gsnaps
+            .iter()
+            .map(|s| KeptSnapshot {
+                id: s.id.hex(),
+                time: s.time,
+                host: s.host.clone(),
+                coverage: input.coverage.get(&s.id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        out_groups.push(GroupAudit {
+            group,
+            counts,
+            truncated,
+            slots: judged,
+            newest: gsnaps.iter().map(|s| s.time).filter(|t| *t <= now).max(),
+            retention: rules,
+            snapshots: kept,
+        });
+    }
+    JobAudit {
+        job: job.to_string(),
+        kind: newest.map_or_else(
+            || snaps.first().map(|_| "unrecorded".to_string()).unwrap_or_default(),
+            |r| r.kind.clone(),
+        ),
+        scope: newest.map_or_else(|| "unrecorded".to_string(), |r| r.scope.clone()),
+        schedule: newest.map_or_else(String::new, |r| r.schedule.clone()),
+        expected_interval_secs: interval.map(|i| i.num_seconds()),
+        late_after_secs: late_after.num_seconds(),
+        policies: records
+            .iter()
+            .map(|r| PolicyShown {
+                since: r.time,
+                host: r.host.clone(),
+                schedule: r.schedule.clone(),
+                timezone: r.timezone.clone(),
+                retention: r
+                    .retention
+                    .as_ref()
+                    .map_or_else(|| "none: nothing is removed".to_string(), |p| p.describe()),
+            })
+            .collect(),
+        groups: out_groups,
+    }
+}
+
+#[cfg(test)]
+mod tests;
