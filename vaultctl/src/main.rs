@@ -37,6 +37,9 @@ enum Command {
     Verify(commands::verify::Args),
     /// What a retention policy keeps and removes, per group, with every reason (--dry-run).
     Forget(commands::forget::Args),
+    /// Retention audit: schedule adherence, retention compliance, verification coverage and
+    /// controls (exit 3 when a control fails).
+    Audit(commands::audit::Args),
     /// Keep a snapshot whatever the retention policy says (a hold stored in the vault).
     Hold(commands::hold::Args),
     /// End a snapshot's hold.
@@ -102,6 +105,7 @@ fn main() {
             Command::Snapshots(a) => commands::snapshots::run(&c, a).await,
             Command::Verify(a) => commands::verify::run(&c, a).await,
             Command::Forget(a) => commands::forget::run(&c, a).await,
+            Command::Audit(a) => commands::audit::run(&c, a).await,
             Command::Hold(a) => commands::hold::run(&c, a).await,
             Command::Release(a) => commands::release::run(&c, a).await,
             Command::Holds(a) => commands::holds::run(&c, a).await,

@@ -1,5 +1,5 @@
 //! The HTTP API (axum): /healthz, /readyz, /metrics, /v1/jobs, /v1/jobs/{name},
-//! POST /v1/jobs/{name}/run, /v1/runs, /v1/runs/{id}, /v1/snapshots. Everything but /healthz needs the bearer token (and
+//! POST /v1/jobs/{name}/run, /v1/runs, /v1/runs/{id}, /v1/snapshots, /v1/audit. Everything but /healthz needs the bearer token (and
 //! /metrics unless `http.metrics_public`); without a token file the API answers 403.
 
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{id}", get(run))
         .route("/v1/snapshots", get(snapshots))
+        .route("/v1/audit", get(audit))
         .with_state(d)
 }
 
@@ -107,11 +108,11 @@ async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
     }
     let stats = d.stats.lock().expect("stats lock").clone();
     let vault = d.vault_stats.lock().expect("vault stats lock").clone();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render_metrics(&stats, vault.as_ref()),
-    )
-        .into_response()
+    let mut text = render_metrics(&stats, vault.as_ref());
+    if let Some(r) = crate::audit::cached(&d).await {
+        text += &crate::audit::render_metrics(&r);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// GET /readyz: the vault answers.
@@ -184,6 +185,27 @@ async fn snapshots(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response
             axum::Json(rows).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("catalog: {e}\n")).into_response(),
+    }
+}
+
+/// GET /v1/audit[?since=RFC3339&job=NAME]: the retention audit, as `vaultctl audit --json`.
+async fn audit(
+    State(d): State<Arc<Daemon>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = d.check_auth("GET /v1/audit", &headers) {
+        return r;
+    }
+    let since = match q.get("since").map(|s| chrono::DateTime::parse_from_rfc3339(s)) {
+        None => None,
+        Some(Ok(t)) => Some(t.to_utc()),
+        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "since must be an RFC 3339 time\n").into_response(),
+    };
+    match crate::audit::report(&d, since, q.get("job").cloned()).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) if e.kind == vault::ErrorKind::Usage => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("audit: {e}\n")).into_response(),
     }
 }
 

@@ -120,6 +120,16 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
         if job.timeout_secs == 0 {
             out.push(loc.problem(key("timeout_secs"), "must be at least 1 second"));
         }
+        if let Some(r) = &job.retention {
+            if job.kind() == Some(JobKind::Verify) {
+                out.push(loc.problem(
+                    key("retention"),
+                    "a verify job takes no snapshots and so no retention policy: put [job.retention] under the capture jobs",
+                ));
+            } else if let Err(e) = r.check() {
+                out.push(loc.problem(key("retention"), e));
+            }
+        }
         for k in job.tags.keys() {
             if k.is_empty() {
                 out.push(loc.problem(key("tags"), "a tag has an empty name"));

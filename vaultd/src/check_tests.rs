@@ -472,3 +472,32 @@ fn etcd_v2_and_datadir_jobs_take_only_their_own_keys() {
     let p = statics(&format!("{HEAD}{}", job("etcd-datadir", "profile = \"etcd\"\n")));
     assert!(p.iter().any(|p| p.key == "job[0].profile"), "{p:?}");
 }
+
+#[test]
+fn a_jobs_retention_table_is_parsed_and_checked() {
+    let good = format!(
+        "{HEAD}{}[job.retention]\nkeep_daily = 7\nkeep_within = \"2d\"\ntimezone = \"Europe/Berlin\"\n",
+        etcd_job("etcd")
+    );
+    let p = parse(&good);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let r = p.config.as_ref().unwrap().jobs[0].retention.clone().unwrap();
+    assert_eq!(r.keep_daily, Some(7));
+    assert!(statics(&good).is_empty());
+
+    // Keeps nothing; an unknown zone; an unknown key: each named with its key and line.
+    let nothing = format!("{HEAD}{}[job.retention]\nkeep_daily = 0\n", etcd_job("etcd"));
+    let ps = statics(&nothing);
+    assert_eq!(keys_lines(&ps), [("job[0].retention".to_string(), Some(9))]);
+    assert!(ps[0].message.contains("keeps nothing"), "{ps:?}");
+    let zone = format!(
+        "{HEAD}{}[job.retention]\nkeep_last = 3\ntimezone = \"Mars/Olympus\"\n",
+        etcd_job("etcd")
+    );
+    let ps = statics(&zone);
+    assert!(ps[0].message.contains("Mars/Olympus"), "{ps:?}");
+    let typo = format!("{HEAD}{}[job.retention]\nkeep_dayly = 3\n", etcd_job("etcd"));
+    let p = parse(&typo);
+    assert_eq!(p.problems[0].key, "job[0].retention.keep_dayly", "{:?}", p.problems);
+    assert!(p.problems[0].message.contains("keep_daily"), "{:?}", p.problems);
+}

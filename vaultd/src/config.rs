@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
+use vault::ops::retention::RetentionPolicy;
 use vault::source::etcd_v3::EtcdOptions;
 use vault::source::selection::FilesSelection;
 use vault::store::S3Options;
@@ -206,6 +207,9 @@ pub struct JobConfig {
     pub etcd_conf: Option<PathBuf>,
     /// etcd-datadir: etcdutl or etcdctl to run (default: from PATH).
     pub etcd_tool: Option<PathBuf>,
+    /// `[job.retention]`: which snapshots of the job's groups to keep (the fields of
+    /// `vault::ops::retention::RetentionPolicy`); recorded in the vault with the schedule.
+    pub retention: Option<RetentionPolicy>,
     /// The job's position among the file's `[[job]]` entries (for key paths like `job[2]`).
     #[serde(skip)]
     pub index: usize,
@@ -483,6 +487,15 @@ pub fn parse(text: &str) -> Parsed {
                 strip_unknown(&locator, t, &prefix, fields_of::<JobConfig>(), &mut problems);
                 if let Some(e) = subtable(t, "etcd") {
                     strip_unknown(&locator, e, &format!("{prefix}.etcd"), fields_of::<EtcdOptions>(), &mut problems);
+                }
+                if let Some(r) = subtable(t, "retention") {
+                    strip_unknown(
+                        &locator,
+                        r,
+                        &format!("{prefix}.retention"),
+                        fields_of::<RetentionPolicy>(),
+                        &mut problems,
+                    );
                 }
             }
         }

@@ -3,12 +3,14 @@
 //! would need lives in the `vault` library (e.g. `vault::source::selection` for files jobs).
 
 pub mod api;
+pub mod audit;
 pub mod check;
 pub mod config;
 pub mod daemon_id;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
+pub mod policy_record;
 pub mod run;
 pub mod runs;
 pub mod schedule;

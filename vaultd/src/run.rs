@@ -52,6 +52,8 @@ pub struct Daemon {
     /// One lock per job name, held for the whole of a run: even a loop replaced by a reload and
     /// a new one never run the same job at once.
     pub(crate) run_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last audit, reused by /metrics for a minute.
+    pub(crate) audit_cache: crate::audit::AuditCache,
 }
 
 /// Settings outside `[[job]]` that a reload applies at once: the API token (re-read, so a
@@ -182,6 +184,7 @@ pub async fn open(cfg: DaemonConfig, profile_dirs: Vec<PathBuf>) -> Result<Arc<D
         profile_dirs,
         loops: Mutex::new(BTreeMap::new()),
         detached: Mutex::new(Vec::new()),
+        audit_cache: Default::default(),
         run_locks: Mutex::new(BTreeMap::new()),
     }))
 }

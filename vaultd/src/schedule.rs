@@ -43,6 +43,7 @@ pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio
             return;
         }
     };
+    crate::policy_record::record(&d, &job).await;
     let now = Utc::now();
     match missed_run(&d, &job, &schedule, now).await {
         Ok(Some(last)) => {
@@ -670,6 +671,9 @@ async fn capture(d: &Daemon, job: &JobConfig, slot: Option<DateTime<Utc>>) -> Re
                 read_data_percent: job.read_data_percent,
             };
             let report = holding(d, job, held, verify(&d.vault, &mut cat, &snapshots, &opts)).await?;
+            for w in vault::ops::verify_records::record_report(&d.vault, &report, &d.host, Utc::now()).await {
+                tracing::warn!("job {}: {w}", job.name);
+            }
             if !report.ok {
                 let failed = report.failed();
                 for f in &failed {

@@ -1,9 +1,11 @@
 //! `vaultctl forget --dry-run [--json] [--keep-* ...] [--job J] [--group G] [--timezone TZ]`:
 //! what a retention policy keeps and removes, per group, with every reason. Reads metadata only
 //! (writer key or identity), and the holds stored in the vault (`vaultctl hold`). Applying the plan (tombstones) is not built yet.
+//! Without keep flags, each job's newest policy recorded in the vault by vaultd applies to its
+//! groups (`policies/`, docs/FORMAT.md section 8c).
 
 use chrono::SecondsFormat;
-use vault::ops::retention::{self, Decision, RetentionPlan, RetentionPolicy, Scope, Span, holds};
+use vault::ops::retention::{self, Decision, RetentionPlan, RetentionPolicy, Scope, Span, holds, policy_records};
 use vault::{Error, Result};
 
 use crate::context::Common;
@@ -109,8 +111,11 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         .hint("run `vaultctl forget --dry-run` with the same flags to see what the policy keeps and removes, and why"));
     }
     let policy = a.policy.policy();
+    let recorded = !policy.keeps_something();
     // Refuse a policy that keeps nothing, or a bad zone, before opening the vault.
-    policy.check()?;
+    if !recorded {
+        policy.check()?;
+    }
     let scope = Scope {
         job: a.job,
         group: a.group,
@@ -127,13 +132,102 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
             e.event.snapshot.short()
         );
     }
-    let plan = retention::plan_retention(&snapshots, &policy, now, &holds::plan_holds(&events, now))?.restrict(&scope)?;
+    let plan_holds = holds::plan_holds(&events, now);
+    if !recorded {
+        let plan = retention::plan_retention(&snapshots, &policy, now, &plan_holds)?.restrict(&scope)?;
+        if c.json {
+            output::json(&plan);
+        } else {
+            print_plan(&plan);
+        }
+        return Ok(0);
+    }
+    let plans = recorded_plans(&vault, &snapshots, &scope, now, &plan_holds).await?;
     if c.json {
-        output::json(&plan);
+        output::json(&serde_json::json!({ "policies": "recorded", "plans": plans }));
     } else {
-        print_plan(&plan);
+        println!("no keep flags given: each job's newest retention policy recorded in the vault applies (vaultd records them)");
+        for p in &plans {
+            println!();
+            println!("== job {}", p.job);
+            match &p.plan {
+                Some(plan) => print_plan(plan),
+                None => println!("{}", p.note),
+            }
+        }
+        if plans.is_empty() {
+            println!("no snapshot group in scope");
+        }
     }
     Ok(0)
+}
+
+/// One job's plan under its recorded policy (`None` when it has none, `note` saying so).
+#[derive(serde::Serialize)]
+struct JobPlan {
+    job: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<RetentionPlan>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    note: String,
+}
+
+async fn recorded_plans(
+    vault: &vault::repo::Vault,
+    snapshots: &[vault::catalog::SnapshotEntry],
+    scope: &Scope,
+    now: chrono::DateTime<chrono::Utc>,
+    plan_holds: &[retention::Hold],
+) -> Result<Vec<JobPlan>> {
+    let (records, unreadable) = policy_records::read_all(vault).await?;
+    for u in &unreadable {
+        eprintln!("vaultctl: warning: unreadable policy record {u}");
+    }
+    scope.check(
+        snapshots
+            .iter()
+            .map(|s| retention::Group::of(&s.manifest))
+            .collect::<Vec<_>>()
+            .iter(),
+    )?;
+    let mut jobs: Vec<&str> = snapshots.iter().map(|s| s.manifest.job.as_str()).collect();
+    jobs.sort();
+    jobs.dedup();
+    let mut out = Vec::new();
+    for job in jobs {
+        let covered = snapshots
+            .iter()
+            .any(|s| s.manifest.job == job && scope.covers(&retention::Group::of(&s.manifest)));
+        if !covered {
+            continue;
+        }
+        let newest = policy_records::in_force(&records, job, None, now);
+        let Some(policy) = newest.and_then(|r| r.record.retention.clone()) else {
+            out.push(JobPlan {
+                job: job.to_string(),
+                plan: None,
+                note: match newest {
+                    None => "no policy recorded for this job: every snapshot is kept (give --keep-* flags to plan anyway)".into(),
+                    Some(_) => "the recorded policy has no retention: every snapshot is kept".into(),
+                },
+            });
+            continue;
+        };
+        let job_scope = Scope {
+            job: Some(job.to_string()),
+            group: scope.group.clone(),
+        };
+        // Planned over every snapshot (so that holds are matched), then cut to this job's groups.
+        let mut plan = retention::plan_retention(snapshots, &policy, now, plan_holds)?;
+        plan.groups.retain(|g| job_scope.covers(&g.group));
+        plan.needs_confirm = plan.groups.iter().any(|g| g.needs_confirm);
+        out.push(JobPlan {
+            job: job.to_string(),
+            plan: Some(plan),
+            note: String::new(),
+        });
+    }
+    Ok(out)
 }
 
 fn print_plan(plan: &RetentionPlan) {

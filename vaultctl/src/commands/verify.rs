@@ -1,6 +1,7 @@
 //! `vaultctl verify [ID...|--all] [--read-data[=PERCENT]] [--identity FILE]`
 
 use vault::ops::verify::{VerifyOptions, verify};
+use vault::ops::verify_records;
 use vault::{Error, Result};
 
 use crate::context::Common;
@@ -44,6 +45,12 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         a.ids.iter().map(|i| catalog.resolve(i)).collect::<Result<Vec<_>>>()?
     };
     let report = verify(&vault, &mut catalog, &selected, &VerifyOptions { read_data_percent }).await?;
+    // Recorded in the vault too, so that an audit from any host sees it; a failure to write is a
+    // warning (the catalog has the result).
+    let host = vault::ops::backup::hostname();
+    for w in verify_records::record_report(&vault, &report, &host, chrono::Utc::now()).await {
+        eprintln!("vaultctl: warning: {w}");
+    }
     if c.json {
         output::json(&report);
     } else {
