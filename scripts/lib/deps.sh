@@ -32,6 +32,8 @@ install_demo_deps() {
 install_test_deps() {
   install_demo_deps
   apt_want openssl openssl
+  # tests/audit.rs renders the audit's HTML page in headless Chromium
+  apt_want chromium chromium
   apt_install
   if ! command -v moto_server >/dev/null 2>&1; then
     local venv="${XDG_CACHE_HOME:-$HOME/.cache}/vault-test-venv"

@@ -143,6 +143,12 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         return Ok(0);
     }
     let plans = recorded_plans(&vault, &snapshots, &scope, now, &plan_holds).await?;
+    if plans.iter().all(|p| p.plan.is_none()) {
+        return Err(Error::usage(
+            "no keep flags given and no job in scope has a retention policy recorded in the vault: the retention policy keeps nothing",
+        )
+        .hint("give at least one rule: --keep-last N, --keep-daily N (hourly, weekly, monthly, yearly), --keep-within 30d, --keep-within-daily 90d or --keep-tag T; or set [job.retention] in vaultd's config (vaultd records it)"));
+    }
     if c.json {
         output::json(&serde_json::json!({ "policies": "recorded", "plans": plans }));
     } else {

@@ -154,6 +154,7 @@ pub fn html(r: &AuditReport) -> String {
             );
             calendar(&mut h, &g.slots);
             if !g.retention.is_empty() {
+                h += "<p>Retention: what the policy in force now promises (the buckets or slots the recorded schedule expected, newest first) against the snapshots the vault holds; a shortfall is a missed slot or a removed snapshot.</p>";
                 h += "<table><tr><th>retention rule</th><th>promised</th><th>held</th><th>status</th><th>shortfall</th></tr>";
                 for rc in &g.retention {
                     let _ = write!(
