@@ -50,7 +50,10 @@ fn parse_args() -> Args {
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(!a.repo.is_empty() && !a.writer_key.as_os_str().is_empty(), "--repo and --writer-key are required");
+    assert!(
+        !a.repo.is_empty() && !a.writer_key.as_os_str().is_empty(),
+        "--repo and --writer-key are required"
+    );
     a
 }
 

@@ -167,3 +167,41 @@ pub async fn undelete(
     };
     log::append(vault, new, now).await
 }
+
+/// What an unattended run (vaultd, after a job's successful capture) did.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnattendedForget {
+    pub report: ForgetReport,
+    /// Groups left alone because the plan would remove more than the policy's share of them: an
+    /// operator decides with `vaultctl forget --confirm`.
+    pub needs_confirm: Vec<String>,
+}
+
+/// Apply `policy` to the groups of `job` as a daemon does: nobody is there to confirm, so groups
+/// that would lose more than the policy's share are left out of the plan and named, and the rest
+/// is applied.
+pub async fn apply_unattended(
+    vault: &Vault,
+    catalog: &Catalog,
+    policy: &RetentionPolicy,
+    job: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<UnattendedForget> {
+    let scope = Scope {
+        job: Some(job.to_string()),
+        group: None,
+    };
+    let mut report = plan(vault, catalog, policy, &scope, now).await?;
+    let needs_confirm: Vec<String> = report
+        .plan
+        .groups
+        .iter()
+        .filter(|g| g.needs_confirm)
+        .map(|g| format!("{} ({} of {})", g.group, g.remove, g.snapshots.len()))
+        .collect();
+    report.plan.groups.retain(|g| !g.needs_confirm);
+    report.plan.needs_confirm = false;
+    apply(vault, catalog, &mut report, false, actor, now).await?;
+    Ok(UnattendedForget { report, needs_confirm })
+}
