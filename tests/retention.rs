@@ -256,7 +256,11 @@ async fn tombstones_and_tamper_checks(ctl: &Ctl, root: &Path, store: &Store) {
     assert_eq!(&record[..8], b"VLTMETA1");
     assert_eq!(record[8], 7, "metadata kind of a log record");
     assert!(!String::from_utf8_lossy(&record).contains("older than"), "the record is not sealed");
-    assert_eq!(ctl.snapshots().len(), 4, "forget deletes nothing");
+    let listed = ctl.snapshots();
+    assert_eq!(listed.len(), 4, "forget deletes nothing");
+    let marked: Vec<String> = listed.iter().filter(|r| r["forgotten"] == true).map(|r| s(r, "id")).collect();
+    assert_eq!(marked.len(), 2, "{listed:?}");
+    assert!(gone.iter().all(|g| marked.contains(g)), "{marked:?} vs {gone:?}");
 
     // forgotten snapshots are no longer counted: a second run removes nothing
     let again = ctl.writer(&["--json", "forget", "--keep-last", "2"]).ok().json();
