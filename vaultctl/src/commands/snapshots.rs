@@ -37,8 +37,8 @@ struct Row {
 
 pub async fn run(c: &Common, _a: Args) -> Result<i32> {
     let vault = c.vault().await?;
-    let catalog = c.catalog(&vault).await?;
-    let forgotten = vault::ops::retention::log::read(&vault).await?.forgotten();
+    let mut catalog = c.catalog(&vault).await?;
+    let forgotten = vault::ops::retention::log::read_cached(&vault, &mut catalog).await?.forgotten();
     let rows: Vec<Row> = catalog
         .snapshots()?
         .into_iter()
