@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS verify_records(name TEXT PRIMARY KEY, snapshot TEXT N
     level TEXT NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL, host TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS verify_records_by_snapshot ON verify_records(snapshot, level, time);
 CREATE TABLE IF NOT EXISTS bad_packs(id TEXT PRIMARY KEY, fault TEXT NOT NULL, time TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_records(seq INTEGER PRIMARY KEY, size INTEGER NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vanished(id TEXT PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL, host TEXT NOT NULL,
+    job TEXT NOT NULL, seen_gone TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS file_cache(root TEXT NOT NULL, path BLOB NOT NULL, stamp TEXT NOT NULL,
     blake3 TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY(root, path));
 ";
@@ -104,6 +107,19 @@ pub struct BadPack {
     /// When it was found (RFC 3339).
     pub time: String,
     pub detail: String,
+}
+
+/// A snapshot the catalog knew and a later sync found gone from the vault (kept, like verification
+/// results, through `catalog rebuild`): the deletion log's check asks whether a record removed it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VanishedSnapshot {
+    pub id: Id,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub kind: String,
+    pub host: String,
+    pub job: String,
+    /// The sync that found it gone.
+    pub seen_gone: chrono::DateTime<chrono::Utc>,
 }
 
 /// A snapshot as the catalog knows it.
@@ -222,11 +238,14 @@ impl Catalog {
         &self.path
     }
 
-    /// Drop everything derived from the vault (verification history and the packs found missing
-    /// or damaged are kept: they are what reading the vault found, not what its index says).
+    /// Drop everything derived from the vault (verification history, the packs found missing
+    /// or damaged and the snapshots seen vanishing are kept: they are what reading the vault
+    /// found, not what its index says).
     pub fn clear(&mut self) -> Result<()> {
         self.conn
-            .execute_batch("DELETE FROM index_segments; DELETE FROM packs; DELETE FROM chunks; DELETE FROM snapshots;")
+            .execute_batch(
+                "DELETE FROM index_segments; DELETE FROM packs; DELETE FROM chunks; DELETE FROM snapshots; DELETE FROM log_records;",
+            )
             .context(ErrorKind::Io, db_err(&self.path))
     }
 
@@ -277,7 +296,14 @@ impl Catalog {
             tx.execute("DELETE FROM index_segments WHERE id=?1", [&g])
                 .context(ErrorKind::Io, db_err(&path))?;
         }
+        let seen_gone = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for gone in known_snaps.difference(&listed_snaps) {
+            tx.execute(
+                "INSERT OR IGNORE INTO vanished(id, time, kind, host, job, seen_gone)
+                 SELECT id, time, kind, host, job, ?2 FROM snapshots WHERE id=?1",
+                params![gone.hex(), seen_gone],
+            )
+            .context(ErrorKind::Io, db_err(&path))?;
             tx.execute("DELETE FROM snapshots WHERE id=?1", [gone.hex()])
                 .context(ErrorKind::Io, db_err(&path))?;
         }
@@ -513,6 +539,101 @@ impl Catalog {
                 id,
                 manifest,
                 verification,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The deletion-log records this catalog has read (seq -> stored size, hash of the stored
+    /// bytes, record JSON): records are immutable, so a listing that shows the same size needs no
+    /// new read (`deletion-log` and the audit read every record anyway, to check them).
+    pub fn cached_log_records(&self) -> Result<HashMap<u64, (u64, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, size, hash, record FROM log_records")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        rows.collect::<rusqlite::Result<_>>().context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    /// Remember deletion-log records read from the vault: (seq, stored size, hash, record JSON).
+    pub fn cache_log_records(&mut self, records: &[(u64, u64, String, String)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        for (seq, size, hash, json) in records {
+            tx.execute(
+                "INSERT OR REPLACE INTO log_records(seq, size, hash, record) VALUES(?1, ?2, ?3, ?4)",
+                params![*seq as i64, *size as i64, hash, json],
+            )
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        }
+        tx.commit().context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    /// The snapshots syncs found gone from the vault, oldest first.
+    pub fn vanished(&self) -> Result<Vec<VanishedSnapshot>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, time, kind, host, job, seen_gone FROM vanished ORDER BY seen_gone, id")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let time = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.to_utc())
+                .map_err(|e| Error::integrity("catalog holds a malformed time").with_source(e))
+        };
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, t, kind, host, job, gone) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            out.push(VanishedSnapshot {
+                id: Id::parse(&id).ok_or_else(|| Error::integrity("catalog holds a malformed snapshot id"))?,
+                time: time(&t)?,
+                kind,
+                host,
+                job,
+                seen_gone: time(&gone)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` snapshots of `job` (from `host` only, when given), newest first.
+    pub fn recent_snapshots(&self, job: &str, host: Option<&str>, limit: u32) -> Result<Vec<SnapshotEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, manifest FROM snapshots WHERE job=?1 AND (?2 IS NULL OR host=?2) ORDER BY time DESC, id DESC LIMIT ?3")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![job, host, limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, manifest) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            out.push(SnapshotEntry {
+                id: Id::parse(&id).ok_or_else(|| Error::integrity("catalog holds a malformed snapshot id"))?,
+                manifest: serde_json::from_str(&manifest)
+                    .map_err(|e| Error::integrity("catalog holds an unreadable manifest").with_source(e))?,
+                verification: None,
             });
         }
         Ok(out)

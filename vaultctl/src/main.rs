@@ -35,11 +35,15 @@ enum Command {
     Snapshots(commands::snapshots::Args),
     /// Check snapshots: structure, stored objects, and (with an identity) content.
     Verify(commands::verify::Args),
-    /// What a retention policy keeps and removes, per group, with every reason (--dry-run).
+    /// Apply a retention policy: forget what it removes (tombstones in the deletion log), with every reason.
     Forget(commands::forget::Args),
     /// Retention audit: schedule adherence, retention compliance, verification coverage and
     /// controls (exit 3 when a control fails).
     Audit(commands::audit::Args),
+    /// Bring forgotten snapshots back, until prune deletes their data.
+    Undelete(commands::undelete::Args),
+    /// The deletion log (every forget, undelete and prune) and its tamper checks.
+    DeletionLog(commands::deletion_log::Args),
     /// Keep a snapshot whatever the retention policy says (a hold stored in the vault).
     Hold(commands::hold::Args),
     /// End a snapshot's hold.
@@ -106,6 +110,8 @@ fn main() {
             Command::Verify(a) => commands::verify::run(&c, a).await,
             Command::Forget(a) => commands::forget::run(&c, a).await,
             Command::Audit(a) => commands::audit::run(&c, a).await,
+            Command::Undelete(a) => commands::undelete::run(&c, a).await,
+            Command::DeletionLog(a) => commands::deletion_log::run(&c, a).await,
             Command::Hold(a) => commands::hold::run(&c, a).await,
             Command::Release(a) => commands::release::run(&c, a).await,
             Command::Holds(a) => commands::holds::run(&c, a).await,

@@ -1,11 +1,14 @@
-//! `vaultctl forget --dry-run [--json] [--keep-* ...] [--job J] [--group G] [--timezone TZ]`:
-//! what a retention policy keeps and removes, per group, with every reason. Reads metadata only
-//! (writer key or identity), and the holds stored in the vault (`vaultctl hold`). Applying the plan (tombstones) is not built yet.
-//! Without keep flags, each job's newest policy recorded in the vault by vaultd applies to its
-//! groups (`policies/`, docs/FORMAT.md section 8c).
+//! `vaultctl forget [--dry-run] [--confirm] [--json] [--keep-* ...] [--job J] [--group G]
+//! [--timezone TZ]`: what a retention policy keeps and removes, per group, with every reason;
+//! without `--dry-run` the removed snapshots are forgotten: one record in the deletion log (their
+//! tombstones), undone by `vaultctl undelete` until `vaultctl prune` deletes their data. Metadata
+//! only (writer key or identity), with the holds stored in the vault (`vaultctl hold`).
+//! Without keep flags, each job's newest policy recorded in the vault by vaultd (`policies/`,
+//! docs/FORMAT.md section 8c) applies to that job's groups, and the output says so.
 
 use chrono::SecondsFormat;
-use vault::ops::retention::{self, Decision, RetentionPlan, RetentionPolicy, Scope, Span, holds, policy_records};
+use vault::ops::retention::forget::{self as forgetting, Actor, ForgetReport};
+use vault::ops::retention::{Decision, Group, RetentionPlan, RetentionPolicy, Scope, Span, policy_records};
 use vault::{Error, Result};
 
 use crate::context::Common;
@@ -13,9 +16,12 @@ use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Show the plan and change nothing (required for now: applying retention is not built yet).
+    /// Show the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Apply a plan that removes more than --max-remove-percent of a group.
+    #[arg(long)]
+    confirm: bool,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Only the groups of this job.
@@ -104,141 +110,147 @@ impl PolicyArgs {
 }
 
 pub async fn run(c: &Common, a: Args) -> Result<i32> {
-    if !a.dry_run {
-        return Err(Error::usage(
-            "forget without --dry-run would apply the retention plan, and applying retention (tombstones) is not built yet",
-        )
-        .hint("run `vaultctl forget --dry-run` with the same flags to see what the policy keeps and removes, and why"));
-    }
     let policy = a.policy.policy();
-    let recorded = !policy.keeps_something();
-    // Refuse a policy that keeps nothing, or a bad zone, before opening the vault.
-    if !recorded {
-        policy.check()?;
-    }
     let scope = Scope {
         job: a.job,
         group: a.group,
     };
+    if !policy.keeps_something() {
+        return run_recorded(c, a.dry_run, a.confirm, &scope).await;
+    }
+    // Refuse a bad policy (a bad zone, ...) before opening the vault.
+    policy.check()?;
     let vault = c.vault().await?;
-    let catalog = c.catalog(&vault).await?;
-    let snapshots = catalog.snapshots()?;
+    let mut catalog = c.catalog(&vault).await?;
     let now = chrono::Utc::now();
-    let events = holds::read_events(&vault).await?;
-    for e in events.iter().filter(|e| e.unreadable.is_some()) {
-        eprintln!(
-            "vaultctl: warning: DAMAGED hold event {} counted as a hold of {} (see `vaultctl holds --all`)",
-            e.name,
-            e.event.snapshot.short()
-        );
+    let mut report = forgetting::plan(&vault, &mut catalog, &policy, &scope, now).await?;
+    for d in &report.damaged_holds {
+        eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
     }
-    let plan_holds = holds::plan_holds(&events, now);
-    if !recorded {
-        let plan = retention::plan_retention(&snapshots, &policy, now, &plan_holds)?.restrict(&scope)?;
-        if c.json {
-            output::json(&plan);
-        } else {
-            print_plan(&plan);
-        }
-        return Ok(0);
+    if !a.dry_run {
+        let actor = Actor {
+            host: vault::ops::backup::hostname(),
+            command: "vaultctl forget".into(),
+        };
+        forgetting::apply(&vault, &mut catalog, &mut report, a.confirm, &actor, now).await?;
     }
-    let plans = recorded_plans(&vault, &snapshots, &scope, now, &plan_holds).await?;
-    if plans.iter().all(|p| p.plan.is_none()) {
+    if c.json {
+        output::json(&report);
+    } else {
+        print_report(&report);
+    }
+    Ok(0)
+}
+
+/// One job's forget under its recorded policy.
+#[derive(serde::Serialize)]
+struct RecordedForget {
+    job: String,
+    /// The record the policy comes from (`policies/...`).
+    policy_record: String,
+    #[serde(flatten)]
+    report: ForgetReport,
+}
+
+/// `forget` without keep flags: each job's newest recorded policy, applied to its groups.
+async fn run_recorded(c: &Common, dry_run: bool, confirm: bool, scope: &Scope) -> Result<i32> {
+    let vault = c.vault().await?;
+    let mut catalog = c.catalog(&vault).await?;
+    let now = chrono::Utc::now();
+    let (records, unreadable) = policy_records::read_all(&vault).await?;
+    for u in &unreadable {
+        eprintln!("vaultctl: warning: unreadable policy record {u}");
+    }
+    let groups: Vec<Group> = catalog.snapshots()?.iter().map(|s| Group::of(&s.manifest)).collect();
+    scope.check(groups.iter())?;
+    let newest = policy_records::newest_per_job(&records);
+    let with_policy: Vec<_> = newest
+        .iter()
+        .filter(|r| r.record.retention.is_some() && scope.job.as_ref().is_none_or(|j| j == &r.record.job))
+        .collect();
+    if with_policy.is_empty() {
         return Err(Error::usage(
             "no keep flags given and no job in scope has a retention policy recorded in the vault: the retention policy keeps nothing",
         )
-        .hint("give at least one rule: --keep-last N, --keep-daily N (hourly, weekly, monthly, yearly), --keep-within 30d, --keep-within-daily 90d or --keep-tag T; or set [job.retention] in vaultd's config (vaultd records it)"));
+        .hint("give at least one rule: --keep-last N, --keep-daily N (hourly, weekly, monthly, yearly), --keep-within 30d, --keep-within-daily 90d or --keep-tag T; or set [job.retention] in vaultd's config (vaultd records it in the vault)"));
     }
+    let mut done = Vec::new();
+    for r in with_policy {
+        let job = &r.record.job;
+        let job_scope = Scope {
+            job: Some(job.clone()),
+            group: scope.group.clone(),
+        };
+        if !groups.iter().any(|g| job_scope.covers(g)) {
+            continue;
+        }
+        let policy = r.record.retention.clone().expect("filtered");
+        let mut report = forgetting::plan(&vault, &mut catalog, &policy, &job_scope, now).await?;
+        for d in &report.damaged_holds {
+            eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
+        }
+        if !dry_run {
+            let actor = Actor {
+                host: vault::ops::backup::hostname(),
+                command: "vaultctl forget".into(),
+            };
+            forgetting::apply(&vault, &mut catalog, &mut report, confirm, &actor, now).await?;
+        }
+        done.push(RecordedForget {
+            job: job.clone(),
+            policy_record: r.name.clone(),
+            report,
+        });
+    }
+    let without: Vec<&str> = newest
+        .iter()
+        .filter(|r| r.record.retention.is_none())
+        .map(|r| r.record.job.as_str())
+        .collect();
     if c.json {
-        output::json(&serde_json::json!({ "policies": "recorded", "plans": plans }));
+        output::json(&serde_json::json!({ "policies": "recorded", "jobs": done, "jobs_without_policy": without }));
     } else {
         println!("no keep flags given: each job's newest retention policy recorded in the vault applies (vaultd records them)");
-        for p in &plans {
+        for d in &done {
             println!();
-            println!("== job {}", p.job);
-            match &p.plan {
-                Some(plan) => print_plan(plan),
-                None => println!("{}", p.note),
-            }
+            println!("== job {} (recorded policy {})", d.job, d.policy_record);
+            print_report(&d.report);
         }
-        if plans.is_empty() {
-            println!("no snapshot group in scope");
+        if !without.is_empty() {
+            println!();
+            println!(
+                "jobs whose recorded policy has no retention (every snapshot kept): {}",
+                without.join(", ")
+            );
         }
     }
     Ok(0)
 }
 
-/// One job's plan under its recorded policy (`None` when it has none, `note` saying so).
-#[derive(serde::Serialize)]
-struct JobPlan {
-    job: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plan: Option<RetentionPlan>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    note: String,
+fn print_report(report: &ForgetReport) {
+    print_plan(&report.plan, report.applied);
+    if report.already_forgotten > 0 {
+        println!(
+            "note: {} snapshot(s) forgotten earlier are not counted (`vaultctl deletion-log` lists them)",
+            report.already_forgotten
+        );
+    }
+    match (&report.record, report.applied) {
+        (Some(r), _) => println!(
+            "forgot {} snapshot(s): deletion-log record {} ({}); `vaultctl undelete ID --reason TEXT` brings one back until `vaultctl prune` deletes its data",
+            report.plan.removed().count(),
+            r.seq,
+            r.name
+        ),
+        (None, true) => println!("nothing to forget"),
+        (None, false) => {}
+    }
 }
 
-async fn recorded_plans(
-    vault: &vault::repo::Vault,
-    snapshots: &[vault::catalog::SnapshotEntry],
-    scope: &Scope,
-    now: chrono::DateTime<chrono::Utc>,
-    plan_holds: &[retention::Hold],
-) -> Result<Vec<JobPlan>> {
-    let (records, unreadable) = policy_records::read_all(vault).await?;
-    for u in &unreadable {
-        eprintln!("vaultctl: warning: unreadable policy record {u}");
-    }
-    scope.check(
-        snapshots
-            .iter()
-            .map(|s| retention::Group::of(&s.manifest))
-            .collect::<Vec<_>>()
-            .iter(),
-    )?;
-    let mut jobs: Vec<&str> = snapshots.iter().map(|s| s.manifest.job.as_str()).collect();
-    jobs.sort();
-    jobs.dedup();
-    let mut out = Vec::new();
-    for job in jobs {
-        let covered = snapshots
-            .iter()
-            .any(|s| s.manifest.job == job && scope.covers(&retention::Group::of(&s.manifest)));
-        if !covered {
-            continue;
-        }
-        let newest = policy_records::in_force(&records, job, None, now);
-        let Some(policy) = newest.and_then(|r| r.record.retention.clone()) else {
-            out.push(JobPlan {
-                job: job.to_string(),
-                plan: None,
-                note: match newest {
-                    None => "no policy recorded for this job: every snapshot is kept (give --keep-* flags to plan anyway)".into(),
-                    Some(_) => "the recorded policy has no retention: every snapshot is kept".into(),
-                },
-            });
-            continue;
-        };
-        let job_scope = Scope {
-            job: Some(job.to_string()),
-            group: scope.group.clone(),
-        };
-        // Planned over every snapshot (so that holds are matched), then cut to this job's groups.
-        let mut plan = retention::plan_retention(snapshots, &policy, now, plan_holds)?;
-        plan.groups.retain(|g| job_scope.covers(&g.group));
-        plan.needs_confirm = plan.groups.iter().any(|g| g.needs_confirm);
-        out.push(JobPlan {
-            job: job.to_string(),
-            plan: Some(plan),
-            note: String::new(),
-        });
-    }
-    Ok(out)
-}
-
-fn print_plan(plan: &RetentionPlan) {
+fn print_plan(plan: &RetentionPlan, applied: bool) {
     println!(
-        "retention plan (dry run, nothing changed) at {}: {}",
+        "retention plan{} at {}: {}",
+        if applied { "" } else { " (dry run, nothing changed)" },
         plan.now.to_rfc3339_opts(SecondsFormat::Secs, true),
         plan.policy.describe()
     );
@@ -285,9 +297,9 @@ fn print_plan(plan: &RetentionPlan) {
     for n in &plan.notes {
         println!("note: {n}");
     }
-    if plan.needs_confirm {
+    if plan.needs_confirm && !applied {
         println!(
-            "note: a group marked NEEDS --confirm would lose more than {}% of its snapshots; applying this plan will ask for --confirm",
+            "note: a group marked NEEDS --confirm would lose more than {}% of its snapshots; applying this plan needs --confirm",
             plan.policy.max_remove_percent()
         );
     }

@@ -3,6 +3,7 @@ pub mod backup;
 pub mod catalog;
 pub mod completions;
 pub mod daemon;
+pub mod deletion_log;
 pub mod diff;
 pub mod etcd;
 pub mod etcd_datadir;
@@ -23,6 +24,7 @@ pub mod release;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod undelete;
 pub mod verify;
 
 use std::io::Write;
