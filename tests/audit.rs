@@ -196,6 +196,68 @@ fn audit_reports_taken_and_missed_slots_under_the_recorded_policies() {
     let shot = tmp.path().join("audit.png");
     screenshot(&html, &shot, tmp.path());
     check_not_blank(&shot);
+
+    // Retention forgets all but the 3 newest: the deletion log lists them, their slots still
+    // count as taken, and the deletion-log control passes.
+    let lenient = [
+        "--late-after",
+        "1s",
+        "--max-missed",
+        "1000",
+        "--min-retention",
+        "1min",
+        "--max-age",
+        "1h",
+    ];
+    let taken_before = count_taken(&ctl.writer(&[&["--json", "audit"][..], &lenient].concat()).ok().json());
+    ctl.writer(&["forget", "--keep-last", "3", "--confirm"]).ok();
+    let a = ctl.writer(&[&["--json", "audit"][..], &lenient].concat()).ok().json();
+    assert_eq!(count_taken(&a), taken_before, "forgotten snapshots still took their slots");
+    let records = a["deletion_log"]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{:#}", a["deletion_log"]);
+    assert_eq!(
+        a["jobs"][0]["groups"][0]["snapshots"].as_array().unwrap().len(),
+        3,
+        "only the kept ones are listed"
+    );
+    let log_control = a["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["control"] == "deletion-log")
+        .unwrap();
+    assert_eq!(log_control["status"], "compliant", "{log_control}");
+
+    // A kept snapshot's manifest deleted behind vault's back: deleted outside policy, exit 3.
+    let kept = s(&a["jobs"][0]["groups"][0]["snapshots"][0], "id");
+    let manifest = vault_e2e::objects(&repo)
+        .into_iter()
+        .find(|p| p.strip_prefix(&repo).is_ok_and(|r| r.starts_with("snapshots")) && p.display().to_string().contains(&kept))
+        .expect("the kept snapshot's manifest");
+    std::fs::remove_file(manifest).unwrap();
+    let a = ctl.writer(&[&["--json", "audit"][..], &lenient].concat()).code(3).json();
+    let findings = a["deletion_log"]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["kind"] == "deleted-outside-policy"),
+        "{:#}",
+        a["deletion_log"]
+    );
+    let log_control = a["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["control"] == "deletion-log")
+        .unwrap();
+    assert_eq!(log_control["status"], "non-compliant", "{log_control}");
+}
+
+fn count_taken(a: &Value) -> usize {
+    a["jobs"][0]["groups"][0]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["status"] == "taken" || x["status"] == "late")
+        .count()
 }
 
 /// Headless Chromium renders `html` to `png` (no network, a throw-away profile).

@@ -176,6 +176,9 @@ fn print_summary(r: &AuditReport) {
     }
     println!();
     println!("deletion log: {}", r.deletion_log.note);
+    for f in &r.deletion_log.findings {
+        println!("  FOUND {}: {}", f.kind, f.detail);
+    }
     println!(
         "{}",
         if r.compliant {

@@ -60,7 +60,8 @@ impl Default for Thresholds {
 #[derive(Clone, Debug, Serialize)]
 pub struct Control {
     /// `minimum-frequency`, `schedule-adherence`, `minimum-retention`, `recovery-point-age`,
-    /// `encryption`, `verification`.
+    /// `encryption`, `verification`, `deletion-log` (the log's chain is whole and nothing was
+    /// deleted outside policy).
     pub control: &'static str,
     /// `job:NAME`, a group (`cluster:ID/JOB`, `host:NAME/JOB`) or `vault`.
     pub resource: String,
@@ -101,6 +102,29 @@ pub fn evaluate(jobs: &[JobAudit], input: &AuditInput, now: DateTime<Utc>, th: &
             input.recipients
         ),
     );
+    match &input.deletion_log {
+        None => push(
+            "deletion-log",
+            "vault".into(),
+            InsufficientData,
+            "the deletion log was not read".into(),
+        ),
+        Some((l, f)) if f.is_empty() => push(
+            "deletion-log",
+            "vault".into(),
+            Compliant,
+            format!(
+                "{} record(s); the hash chain is whole and every snapshot gone from the vault was removed by a recorded forget or prune",
+                l.records.len()
+            ),
+        ),
+        Some((_, f)) => push(
+            "deletion-log",
+            "vault".into(),
+            NonCompliant,
+            f.iter().map(|x| format!("{}: {}", x.kind, x.detail)).collect::<Vec<_>>().join("; "),
+        ),
+    }
     for j in jobs {
         let res = format!("job:{}", j.job);
         let interval = j.expected_interval_secs.map(TimeDelta::seconds);

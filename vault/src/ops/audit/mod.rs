@@ -21,6 +21,7 @@ use crate::catalog::{Catalog, Coverage};
 use crate::error::Result;
 use crate::format::Id;
 use crate::ops::retention::Group;
+use crate::ops::retention::log::{self, DeletionLog, Finding};
 use crate::ops::retention::policy_records::{self, PolicyRecord, StoredPolicy};
 use crate::repo::Vault;
 pub use controls::{Control, ControlStatus, Thresholds};
@@ -49,6 +50,8 @@ pub struct AuditInput {
     pub coverage: HashMap<Id, Coverage>,
     /// How many recipients the vault's content keys are wrapped to.
     pub recipients: usize,
+    /// The deletion log as read (every record) and what its checks found; `None` when not read.
+    pub deletion_log: Option<(DeletionLog, Vec<Finding>)>,
     /// Records and catalog entries that could not be read.
     pub warnings: Vec<String>,
 }
@@ -66,10 +69,15 @@ pub struct AuditReport {
     pub warnings: Vec<String>,
 }
 
-/// The deletion log (docs/FORMAT.md section 8b): not read by this version of the audit.
+/// The deletion log (docs/FORMAT.md section 8b): every record (forget, undelete, prune: which
+/// snapshots, when, by what command, from which host, why) and what its checks found (records
+/// removed or rewritten, a broken chain, snapshots deleted outside policy).
 #[derive(Clone, Debug, Serialize)]
 pub struct DeletionLogSection {
     pub available: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<log::StoredRecord>,
+    pub findings: Vec<Finding>,
     pub note: String,
 }
 
@@ -77,7 +85,9 @@ impl Default for DeletionLogSection {
     fn default() -> Self {
         DeletionLogSection {
             available: false,
-            note: "the deletion log is not audited by this version of vault: its records are not listed here".into(),
+            records: Vec::new(),
+            findings: Vec::new(),
+            note: "the deletion log was not read".into(),
         }
     }
 }
@@ -155,8 +165,12 @@ pub async fn gather(vault: &Vault, catalog: &mut Catalog) -> Result<AuditInput> 
     );
     let (policies, bad) = policy_records::read_all(vault).await?;
     warnings.extend(bad.into_iter().map(|u| format!("unreadable policy record {u}")));
-    let snapshots = catalog
-        .snapshots()?
+    // Every record is read (not the catalog's cache): a rewritten record must be caught.
+    let entries = catalog.snapshots()?;
+    let deletion_log = log::read(vault).await?;
+    let findings = deletion_log.check(&entries, &catalog.vanished()?);
+    let forgotten = deletion_log.forgotten();
+    let mut snapshots: Vec<AuditSnapshot> = entries
         .into_iter()
         .map(|s| AuditSnapshot {
             id: s.id,
@@ -165,13 +179,31 @@ pub async fn gather(vault: &Vault, catalog: &mut Catalog) -> Result<AuditInput> 
             job: s.manifest.job.clone(),
             group: Group::of(&s.manifest).to_string(),
             slot: s.manifest.slot,
+            removed: forgotten.contains(&s.id),
         })
         .collect();
+    // Snapshots pruned since (their manifests gone): the log still says they were taken.
+    let present: std::collections::HashSet<Id> = snapshots.iter().map(|s| s.id).collect();
+    for (id, (rec, e)) in deletion_log.last_entries() {
+        if !present.contains(&id) && rec.action != crate::format::LogAction::Undelete {
+            snapshots.push(AuditSnapshot {
+                id,
+                time: e.time,
+                host: String::new(),
+                job: e.job.clone(),
+                group: e.group.clone(),
+                slot: None,
+                removed: true,
+            });
+        }
+    }
+    snapshots.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
     Ok(AuditInput {
         policies,
         snapshots,
         coverage: catalog.verification_coverage()?,
         recipients: vault.config.recipients.len(),
+        deletion_log: Some((deletion_log, findings)),
         warnings,
     })
 }
@@ -218,7 +250,26 @@ pub fn audit(input: &AuditInput, opts: &AuditOptions) -> Result<AuditReport> {
         compliant: controls.iter().all(|c| c.status != ControlStatus::NonCompliant),
         jobs: out_jobs,
         controls,
-        deletion_log: DeletionLogSection::default(),
+        deletion_log: match &input.deletion_log {
+            None => DeletionLogSection::default(),
+            Some((l, f)) => DeletionLogSection {
+                available: true,
+                records: l.records.clone(),
+                findings: f.clone(),
+                note: if f.is_empty() {
+                    format!(
+                        "{} record(s); the chain is whole and every snapshot gone from the vault has a record",
+                        l.records.len()
+                    )
+                } else {
+                    format!(
+                        "{} record(s); {} finding(s): the vault was changed outside vault's retention",
+                        l.records.len(),
+                        f.len()
+                    )
+                },
+            },
+        },
         warnings,
     })
 }
@@ -282,8 +333,9 @@ fn audit_job(
             }
         }
         let policy_now = mine.last().and_then(|r| r.retention.as_ref());
-        let rules = retention::check(policy_now, &gsnaps, &judged, now);
-        let kept = gsnaps
+        let held: Vec<&AuditSnapshot> = gsnaps.iter().copied().filter(|s| !s.removed).collect();
+        let rules = retention::check(policy_now, &held, &judged, now);
+        let kept = held
             .iter()
             .map(|s| KeptSnapshot {
                 id: s.id.hex(),
@@ -297,7 +349,7 @@ fn audit_job(
             counts,
             truncated,
             slots: judged,
-            newest: gsnaps.iter().map(|s| s.time).filter(|t| *t <= now).max(),
+            newest: held.iter().map(|s| s.time).filter(|t| *t <= now).max(),
             retention: rules,
             snapshots: kept,
         });

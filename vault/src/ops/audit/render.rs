@@ -189,8 +189,7 @@ pub fn html(r: &AuditReport) -> String {
             h += "</table>";
         }
     }
-    h += "<h2>Deletion log</h2>";
-    let _ = write!(h, "<p>{}</p>", esc(&r.deletion_log.note));
+    deletion_log(&mut h, &r.deletion_log);
     if !r.warnings.is_empty() {
         h += "<h2>Warnings</h2><ul>";
         for w in &r.warnings {
@@ -200,6 +199,67 @@ pub fn html(r: &AuditReport) -> String {
     }
     h += "</body></html>\n";
     h
+}
+
+/// The deletion log: what its checks found, then every record and the snapshots it lists.
+fn deletion_log(h: &mut String, d: &super::DeletionLogSection) {
+    *h += "<h2>Deletion log</h2>";
+    let _ = write!(h, "<p>{}</p>", esc(&d.note));
+    if !d.findings.is_empty() {
+        *h += "<table><tr><th>finding</th><th>detail</th></tr>";
+        for f in &d.findings {
+            let _ = write!(
+                h,
+                "<tr><td class=\"non-compliant\">{}</td><td>{}</td></tr>",
+                esc(f.kind),
+                esc(&f.detail)
+            );
+        }
+        *h += "</table>";
+    }
+    if d.records.is_empty() {
+        if d.available {
+            *h += "<p>The log is empty: nothing was ever forgotten or pruned.</p>";
+        }
+        return;
+    }
+    *h += "<table><tr><th>#</th><th>time</th><th>action</th><th>by</th><th>host</th><th>snapshot</th><th>taken</th><th>group</th><th>why</th></tr>";
+    for s in &d.records {
+        let Some(rec) = &s.record else {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td colspan=\"8\" class=\"non-compliant\">UNREADABLE {}: {}</td></tr>",
+                s.seq,
+                esc(&s.name),
+                esc(s.unreadable.as_deref().unwrap_or(""))
+            );
+            continue;
+        };
+        let action = format!("{:?}", rec.action).to_lowercase();
+        for (i, e) in rec.entries.iter().enumerate() {
+            let head = if i == 0 {
+                format!(
+                    "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                    rec.seq,
+                    esc(&rfc(rec.time)),
+                    esc(&action),
+                    esc(&rec.command),
+                    esc(&rec.host)
+                )
+            } else {
+                "<td></td><td></td><td></td><td></td><td></td>".to_string()
+            };
+            let _ = write!(
+                h,
+                "<tr>{head}<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&e.snapshot.short()),
+                esc(&rfc(e.time)),
+                esc(&e.group),
+                esc(&e.reasons.join("; "))
+            );
+        }
+    }
+    *h += "</table>";
 }
 
 /// One row per UTC day (newest first, at most 120), one cell per slot, titled with the slot.

@@ -24,8 +24,13 @@ pub struct AuditSnapshot {
     pub job: String,
     /// The retention group (`cluster:ID/JOB`, `host:NAME/JOB`).
     pub group: String,
-    /// The schedule slot it was taken for (absent for manual captures).
+    /// The schedule slot it was taken for (absent for manual captures, and for snapshots known
+    /// only from the deletion log).
     pub slot: Option<DateTime<Utc>>,
+    /// Forgotten or pruned by retention (the deletion log says so): it was taken, it is no
+    /// longer kept.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -178,6 +183,16 @@ pub fn judge(slots: &[DateTime<Utc>], snapshots: &[&AuditSnapshot], late_after: 
             .take_while(|s| end.is_none_or(|e| s.time < e))
             .find(|s| s.slot.is_none_or(|o| !expected.contains(&o)));
         match within {
+            // Known from the deletion log only (its slot not recorded there): the slot was taken
+            // by the snapshot retention removed later.
+            Some(s) if s.removed && s.slot.is_none() && s.host.is_empty() => {
+                let status = if s.time - slot > late_after {
+                    SlotStatus::Late
+                } else {
+                    SlotStatus::Taken
+                };
+                out.push(result(status, s));
+            }
             Some(s) if end.is_some() || s.time - slot <= late_after => out.push(result(SlotStatus::Covered, s)),
             _ => out.push(SlotResult {
                 slot,
@@ -231,6 +246,7 @@ mod tests {
             job: "etcd".into(),
             group: "cluster:c1/etcd".into(),
             slot: slot.map(t),
+            removed: false,
         }
     }
 

@@ -36,6 +36,7 @@ fn snap(n: u32, job: &str, group: &str, host: &str, time: DateTime<Utc>, slot: O
         job: job.into(),
         group: group.into(),
         slot,
+        removed: false,
     }
 }
 
@@ -92,6 +93,7 @@ fn three_days() -> AuditInput {
         snapshots,
         coverage,
         recipients: 2,
+        deletion_log: None,
         warnings: Vec::new(),
     }
 }
@@ -217,4 +219,41 @@ fn an_audit_of_two_thousand_snapshots_is_fast() {
     assert!(began.elapsed() < std::time::Duration::from_secs(2), "{:?}", began.elapsed());
     assert_eq!(r.jobs[0].groups[0].counts.missed, 0);
     assert_eq!(r.jobs[0].groups[0].counts.taken, 2000);
+}
+
+#[test]
+fn snapshots_retention_removed_still_took_their_slots_and_log_findings_fail_a_control() {
+    let mut input = three_days();
+    // The first day's snapshots were forgotten and pruned: known from the deletion log only
+    // (no slot, no host), they still took their slots; they are no longer kept.
+    for s in input.snapshots.iter_mut().filter(|s| s.time < t("2026-11-21T00:00:00Z")) {
+        s.removed = true;
+        s.slot = None;
+        s.host = String::new();
+    }
+    input.deletion_log = Some((crate::ops::retention::log::DeletionLog::default(), Vec::new()));
+    let r = audit(&input, &opts("2026-11-23T00:05:00Z")).unwrap();
+    let g = &r.jobs[0].groups[0];
+    assert_eq!((g.counts.taken, g.counts.late, g.counts.missed, g.counts.covered), (70, 1, 1, 0));
+    assert_eq!(g.snapshots.len(), 71 - 24, "removed snapshots are not listed as kept");
+    let log_control = r.controls.iter().find(|c| c.control == "deletion-log").unwrap();
+    assert_eq!(log_control.status, ControlStatus::Compliant);
+
+    input.deletion_log = Some((
+        crate::ops::retention::log::DeletionLog::default(),
+        vec![crate::ops::retention::log::Finding {
+            kind: "deleted-outside-policy",
+            detail: "snapshot 4be1 is gone from the vault and no record forgot it".into(),
+            snapshot: None,
+        }],
+    ));
+    let mut lenient = opts("2026-11-23T00:05:00Z");
+    lenient.thresholds.max_missed = 10;
+    let r = audit(&input, &lenient).unwrap();
+    let log_control = r.controls.iter().find(|c| c.control == "deletion-log").unwrap();
+    assert_eq!(log_control.status, ControlStatus::NonCompliant);
+    assert!(log_control.detail.contains("deleted-outside-policy"), "{}", log_control.detail);
+    assert!(!r.compliant, "a finding in the deletion log fails the audit");
+    let html = render::html(&r);
+    assert!(html.contains("deleted-outside-policy"));
 }
