@@ -120,12 +120,13 @@ synthetic_phase() {
     fact synthetic_vault_bytes "$(du_b "$T/syn")"
     fact synthetic_packs "$(find "$T/syn/data" -type f | wc -l)"
     # Each measured command opens the catalog the generator built (synced, nothing new to read).
-    measure synthetic_audit_before 0 v syn --json audit
+    # audit exits 3 when a control fails (the synthetic vault was never verified)
+    measure synthetic_audit_before "0 3" v syn --json audit
     measure synthetic_forget 0 v syn --json forget --keep-last "$KEEP_LAST" --confirm
     measure synthetic_prune 0 v syn --json prune --grace 0
     cp "$LAST_OUT" "$T/out/synthetic_prune.json"
     fact synthetic_vault_bytes_after "$(du_b "$T/syn")"
-    measure synthetic_audit 0 v syn --json audit
+    measure synthetic_audit "0 3" v syn --json audit
     rm -rf "$T/syn"
 }
 

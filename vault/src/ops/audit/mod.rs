@@ -166,7 +166,7 @@ pub async fn gather(vault: &Vault, catalog: &mut Catalog) -> Result<AuditInput> 
     let (policies, bad) = policy_records::read_all(vault).await?;
     warnings.extend(bad.into_iter().map(|u| format!("unreadable policy record {u}")));
     // Every record is read (not the catalog's cache): a rewritten record must be caught.
-    let entries = catalog.snapshots()?;
+    let entries = catalog.snapshots_without_streams()?;
     let deletion_log = log::read(vault).await?;
     let findings = deletion_log.check(&entries, &catalog.vanished()?);
     let forgotten = deletion_log.forgotten();
