@@ -35,7 +35,8 @@ fn config(ctl: &Ctl, dir: &Path, host: &Path, port: u16, keep_last: u32) -> Path
         &format!(
             "repo = \"{}\"\nwriter_key = \"{}\"\ncatalog = \"{}\"\nhost = \"audit-host\"\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n\
              [[job]]\nname = \"app\"\nkind = \"files\"\nschedule = \"*/2 * * * * *\"\npaths = [\"/etc/app\"]\nroot = \"{}\"\n\
-             [job.retention]\nkeep_last = {keep_last}\n",
+             [job.retention]\nkeep_last = {keep_last}\n\
+             [[job]]\nname = \"check\"\nkind = \"verify\"\nschedule = \"1/2 * * * * *\"\n",
             ctl.repo,
             ctl.writer_key.display(),
             dir.join("catalog.sqlite").display(),
@@ -105,7 +106,9 @@ fn audit_reports_taken_and_missed_slots_under_the_recorded_policies() {
             "{m}"
         );
     });
-    assert_eq!(objects_under(&repo, "policies"), 1, "one policy record");
+    assert_eq!(objects_under(&repo, "policies"), 1, "one policy record (none for the verify job)");
+    let by_daemon = objects_under(&repo, "verifications");
+    assert!(by_daemon > 0, "the daemon's verify job records its results in the vault");
 
     // Down for ~6 s (about three slots), then up again with another policy.
     std::thread::sleep(Duration::from_secs(6));

@@ -496,6 +496,9 @@ fn a_jobs_retention_table_is_parsed_and_checked() {
     );
     let ps = statics(&zone);
     assert!(ps[0].message.contains("Mars/Olympus"), "{ps:?}");
+    let verify = format!("{HEAD}[[job]]\nname = \"v\"\nkind = \"verify\"\nschedule = \"0 0 * * * *\"\n[job.retention]\nkeep_last = 3\n");
+    let ps = statics(&verify);
+    assert!(ps[0].key == "job[0].retention" && ps[0].message.contains("verify job"), "{ps:?}");
     let typo = format!("{HEAD}{}[job.retention]\nkeep_dayly = 3\n", etcd_job("etcd"));
     let p = parse(&typo);
     assert_eq!(p.problems[0].key, "job[0].retention.keep_dayly", "{:?}", p.problems);
