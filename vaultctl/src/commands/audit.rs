@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "7d")]
     min_retention: Span,
     /// recovery-point-age: each group's newest snapshot is at most this old (default: twice
-    /// the job's expected interval).
+    /// the job's expected interval; not judged for jobs with no recorded schedule).
     #[arg(long, value_name = "DURATION")]
     max_age: Option<Span>,
     /// verification: each group has a snapshot verified whole within this.

@@ -33,7 +33,7 @@ pub struct Thresholds {
     /// minimum-retention: a job's policy must keep snapshots at least this long.
     pub min_retention: TimeDelta,
     /// recovery-point-age: the newest snapshot of each group at most this old; default twice
-    /// the job's expected interval (a day when unknown).
+    /// the job's expected interval (insufficient data for a job with no recorded schedule).
     pub max_age: Option<TimeDelta>,
     /// verification: each group has a snapshot verified whole within this.
     pub verified_within: TimeDelta,
@@ -193,7 +193,9 @@ pub fn evaluate(jobs: &[JobAudit], input: &AuditInput, now: DateTime<Utc>, th: &
                 }
             }
         }
-        let max_age = th.max_age.unwrap_or_else(|| interval.map_or(TimeDelta::days(1), |i| i * 2));
+        // Without --max-age, a group may be twice the schedule's interval old; a job with no
+        // recorded schedule (manual captures) expects no age.
+        let max_age = th.max_age.or(interval.map(|i| i * 2));
         for g in &j.groups {
             let c = &g.counts;
             push(
@@ -211,14 +213,24 @@ pub fn evaluate(jobs: &[JobAudit], input: &AuditInput, now: DateTime<Utc>, th: &
                     c.expected, c.taken, c.late, c.covered, c.missed, th.max_missed
                 ),
             );
-            match g.newest {
-                None => push(
+            match (g.newest, max_age) {
+                (None, _) => push(
                     "recovery-point-age",
                     g.group.clone(),
                     NonCompliant,
                     "the group holds no snapshot".into(),
                 ),
-                Some(t) => push(
+                (Some(t), None) => push(
+                    "recovery-point-age",
+                    g.group.clone(),
+                    InsufficientData,
+                    format!(
+                        "newest snapshot {} is {} old; the job has no recorded schedule to expect an age from (give --max-age)",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        human(now - t)
+                    ),
+                ),
+                (Some(t), Some(max_age)) => push(
                     "recovery-point-age",
                     g.group.clone(),
                     if now - t <= max_age { Compliant } else { NonCompliant },

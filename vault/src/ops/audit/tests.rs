@@ -170,6 +170,22 @@ fn controls_fail_on_stale_backups_thin_policies_rare_schedules_and_no_verificati
         "a host job that never ran"
     );
     assert!(!r.compliant);
+    // A manual job (no recorded schedule) expects no age unless --max-age says one.
+    input
+        .snapshots
+        .push(snap(900, "manual", "host:m0/manual", "m0", t("2026-11-01T00:00:00Z"), None));
+    let age_of = |o: &AuditOptions| {
+        let r = audit(&input, o).unwrap();
+        r.controls
+            .iter()
+            .find(|x| x.control == "recovery-point-age" && x.resource == "host:m0/manual")
+            .unwrap()
+            .status
+    };
+    assert_eq!(age_of(&o), ControlStatus::InsufficientData);
+    let mut strict = o.clone();
+    strict.thresholds.max_age = Some(TimeDelta::days(30));
+    assert_eq!(age_of(&strict), ControlStatus::NonCompliant, "39 days > 30");
     // Daily 3: the three newest days with slots are empty since the captures stopped.
     let rule = &r.jobs[0].groups[0].retention[0];
     assert_eq!(rule.status, ControlStatus::NonCompliant);
