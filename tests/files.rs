@@ -1207,6 +1207,8 @@ impl Crafter {
             }),
             etcd_v2: None,
             etcd_datadir: None,
+            log_head: None,
+            previous: None,
         };
         vault::ops::backup::commit(&vault, &mut catalog, &manifest)
             .await

@@ -1,12 +1,15 @@
 //! End-to-end: `vaultctl forget --dry-run --json` on a small real local vault (a few
-//! `backup files` captures), and `forget` without `--dry-run` refused; `hold`, `release` and
-//! `holds` with the events stored sealed in the vault. Run `cargo build -p vaultctl` first.
+//! `backup files` captures); `hold`, `release` and `holds` with the events stored sealed in the
+//! vault; `forget` applied (tombstones in the deletion log), `undelete`, and `deletion-log`
+//! catching a record removed or rewritten and a snapshot deleted behind vault's back, on the
+//! local store and S3 (moto). Run `cargo build -p vaultctl` first.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use vault_e2e::{Ctl, s, tempdir};
+use vault::store::{PutMode, S3Options, Store};
+use vault_e2e::{Ctl, Moto, s, tempdir};
 
 /// A new local vault and a host tree with `/etc/origin` to capture from.
 fn vault_and_host(label: &str) -> (tempfile::TempDir, PathBuf, Ctl, PathBuf) {
@@ -114,13 +117,10 @@ fn forget_dry_run_lists_every_snapshot_with_its_reasons_and_changes_nothing() {
     // with the identity too (metadata only)
     ctl.restorer(&["forget", "--dry-run", "--keep-daily", "7"]).ok();
 
-    // refused: an empty policy, and applying (not built yet)
+    // refused: an empty policy
     ctl.writer(&["forget", "--dry-run"])
         .code(2)
         .mentions(&["keeps nothing", "--keep-last"]);
-    ctl.writer(&["forget", "--keep-last", "1"])
-        .code(2)
-        .mentions(&["not built yet", "--dry-run"]);
     ctl.writer(&["forget", "--dry-run", "--keep-daily", "7", "--timezone", "Europe/Berln"])
         .code(2)
         .mentions(&["Europe/Berln", "IANA"]);
@@ -216,4 +216,144 @@ fn a_held_snapshot_is_kept_until_released_and_the_events_are_sealed_in_the_vault
     ctl.writer(&["--json", "forget", "--dry-run", "--keep-last", "1"])
         .ok()
         .mentions(&["DAMAGED hold event", "unreadable hold event"]);
+}
+
+/// Names of the snapshots a `--json` forget removed.
+fn removed(report: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in report["groups"].as_array().unwrap() {
+        for d in g["snapshots"].as_array().unwrap() {
+            if d["decision"] == "remove" {
+                out.push(s(d, "id"));
+            }
+        }
+    }
+    out
+}
+
+/// The deletion log: forget writes one sealed record (tombstones, manifests stay), undelete a
+/// second, every new manifest records the head; the log's checks catch a snapshot deleted from the
+/// store, a record rewritten and a record removed.
+async fn tombstones_and_tamper_checks(ctl: &Ctl, root: &Path, store: &Store) {
+    let capture = |content: &str| capture_files(ctl, root, "nightly", content, &[]);
+    let ids: Vec<String> = ["a: 1\n", "a: 2\n", "a: 3\n", "a: 4\n"].iter().map(|c| capture(c)).collect();
+    assert!(store.list("log/").await.unwrap().is_empty());
+
+    // 3 of 4 is above the 50% share: refused, nothing written
+    ctl.writer(&["forget", "--keep-last", "1"])
+        .code(2)
+        .mentions(&["--confirm", "3 of 4", "nothing was forgotten"]);
+    assert!(store.list("log/").await.unwrap().is_empty(), "a refused forget wrote to the log");
+
+    // 2 of 4: applied, one record, the manifests stay (prune deletes them later)
+    let report = ctl.writer(&["--json", "forget", "--keep-last", "2"]).ok().json();
+    assert_eq!(report["applied"], true, "{report}");
+    assert_eq!(report["record"]["seq"], 1, "{report}");
+    let gone = removed(&report);
+    assert_eq!(gone.len(), 2, "{report}");
+    assert!(gone.contains(&ids[0]) && gone.contains(&ids[1]), "{gone:?} vs {ids:?}");
+    let record = store.get("log/000000000001").await.unwrap();
+    assert_eq!(&record[..8], b"VLTMETA1");
+    assert_eq!(record[8], 7, "metadata kind of a log record");
+    assert!(!String::from_utf8_lossy(&record).contains("older than"), "the record is not sealed");
+    assert_eq!(ctl.snapshots().len(), 4, "forget deletes nothing");
+
+    // forgotten snapshots are no longer counted: a second run removes nothing
+    let again = ctl.writer(&["--json", "forget", "--keep-last", "2"]).ok().json();
+    assert_eq!(again["already_forgotten"], 2, "{again}");
+    assert!(removed(&again).is_empty(), "{again}");
+    assert!(again.get("record").is_none(), "{again}");
+
+    let log = ctl.writer(&["--json", "deletion-log"]).ok().json();
+    let records = log["log"]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    let entries = records[0]["record"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(s(&records[0]["record"], "action"), "forget");
+    assert!(
+        entries.iter().all(|e| e["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "older than every rule reaches")),
+        "{entries:?}"
+    );
+    assert_eq!(log["findings"].as_array().unwrap().len(), 0, "{log}");
+
+    // undelete: only a forgotten snapshot, with a reason
+    ctl.writer(&["undelete", &ids[3][..8], "--reason", "keep"])
+        .code(2)
+        .mentions(&["is not forgotten"]);
+    ctl.writer(&["undelete", &ids[0][..8], "--reason", " "])
+        .code(2)
+        .mentions(&["reason"]);
+    let back = ctl
+        .writer(&["--json", "undelete", &ids[0][..8], "--reason", "INC-7: needed"])
+        .ok()
+        .json();
+    assert_eq!(back["seq"], 2, "{back}");
+    let plan = ctl.writer(&["--json", "forget", "--dry-run", "--keep-last", "9"]).ok().json();
+    assert_eq!(plan["already_forgotten"], 1, "{plan}");
+
+    // a new snapshot records the log's head and its predecessor
+    let newest = capture("a: 5\n");
+    let log = ctl.writer(&["--json", "deletion-log"]).ok().json();
+    assert_eq!(log["findings"].as_array().unwrap().len(), 0, "{log}");
+
+    // a snapshot deleted from the store behind vault's back
+    store.delete(&format!("snapshots/{}", ids[3])).await.unwrap();
+    let found = ctl.writer(&["--json", "deletion-log"]).code(3).json();
+    let kinds: Vec<String> = found["findings"].as_array().unwrap().iter().map(|f| s(f, "kind")).collect();
+    assert_eq!(kinds, ["deleted-outside-policy"], "{found}");
+    assert!(s(&found["findings"][0], "detail").contains(&ids[3][..8]), "{found}");
+    ctl.writer(&["deletion-log"])
+        .code(3)
+        .mentions(&["FOUND deleted-outside-policy", &ids[3][..8]]);
+
+    // record 1 rewritten (here: with record 2's bytes): the chain breaks
+    let one = store.get("log/000000000001").await.unwrap();
+    let two = store.get("log/000000000002").await.unwrap();
+    store.put("log/000000000001", two.clone(), PutMode::Overwrite).await.unwrap();
+    let found = ctl.writer(&["--json", "deletion-log"]).code(3).json();
+    let kinds: Vec<String> = found["findings"].as_array().unwrap().iter().map(|f| s(f, "kind")).collect();
+    assert!(
+        kinds.contains(&"chain-broken".to_string()) && kinds.contains(&"record-unreadable".to_string()),
+        "{found}"
+    );
+    store.put("log/000000000001", one, PutMode::Overwrite).await.unwrap();
+
+    // the newest record removed: the newest manifest recorded it
+    store.delete("log/000000000002").await.unwrap();
+    let found = ctl.writer(&["--json", "deletion-log"]).code(3).json();
+    let missing: Vec<&Value> = found["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "record-missing")
+        .collect();
+    assert_eq!(missing.len(), 1, "{found}");
+    assert!(s(missing[0], "detail").contains("record 2"), "{found}");
+    let _ = newest;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forget_writes_tombstones_to_a_log_that_detects_tampering() {
+    let (_tmp, repo, ctl, root) = vault_and_host("tombstones");
+    let store = Store::open(&repo.display().to_string(), &Default::default()).expect("open store");
+    tombstones_and_tamper_checks(&ctl, &root, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forget_writes_tombstones_to_a_log_that_detects_tampering_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("tomb");
+    let tmp = tempdir("tombstones-s3");
+    let repo = "s3://tomb/vault";
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), repo, moto.env());
+    ctl.setup(&[]);
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("etc/origin")).unwrap();
+    let opts: S3Options = moto.s3_options();
+    let store = Store::open(repo, &opts).expect("open store");
+    tombstones_and_tamper_checks(&ctl, &root, &store).await;
 }

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS verifications(snapshot TEXT NOT NULL, time TEXT NOT N
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS verifications_by_snapshot ON verifications(snapshot, time);
 CREATE TABLE IF NOT EXISTS bad_packs(id TEXT PRIMARY KEY, fault TEXT NOT NULL, time TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vanished(id TEXT PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL, host TEXT NOT NULL,
+    job TEXT NOT NULL, seen_gone TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS file_cache(root TEXT NOT NULL, path BLOB NOT NULL, stamp TEXT NOT NULL,
     blake3 TEXT NOT NULL, chunks BLOB NOT NULL, PRIMARY KEY(root, path));
 ";
@@ -82,6 +84,19 @@ pub struct BadPack {
     /// When it was found (RFC 3339).
     pub time: String,
     pub detail: String,
+}
+
+/// A snapshot the catalog knew and a later sync found gone from the vault (kept, like verification
+/// results, through `catalog rebuild`): the deletion log's check asks whether a record removed it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VanishedSnapshot {
+    pub id: Id,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub kind: String,
+    pub host: String,
+    pub job: String,
+    /// The sync that found it gone.
+    pub seen_gone: chrono::DateTime<chrono::Utc>,
 }
 
 /// A snapshot as the catalog knows it.
@@ -206,8 +221,9 @@ impl Catalog {
         &self.conn
     }
 
-    /// Drop everything derived from the vault (verification history and the packs found missing
-    /// or damaged are kept: they are what reading the vault found, not what its index says).
+    /// Drop everything derived from the vault (verification history, the packs found missing
+    /// or damaged and the snapshots seen vanishing are kept: they are what reading the vault
+    /// found, not what its index says).
     pub fn clear(&mut self) -> Result<()> {
         self.conn
             .execute_batch("DELETE FROM index_segments; DELETE FROM packs; DELETE FROM chunks; DELETE FROM snapshots;")
@@ -261,7 +277,14 @@ impl Catalog {
             tx.execute("DELETE FROM index_segments WHERE id=?1", [&g])
                 .context(ErrorKind::Io, db_err(&path))?;
         }
+        let seen_gone = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for gone in known_snaps.difference(&listed_snaps) {
+            tx.execute(
+                "INSERT OR IGNORE INTO vanished(id, time, kind, host, job, seen_gone)
+                 SELECT id, time, kind, host, job, ?2 FROM snapshots WHERE id=?1",
+                params![gone.hex(), seen_gone],
+            )
+            .context(ErrorKind::Io, db_err(&path))?;
             tx.execute("DELETE FROM snapshots WHERE id=?1", [gone.hex()])
                 .context(ErrorKind::Io, db_err(&path))?;
         }
@@ -514,6 +537,66 @@ impl Catalog {
                 id,
                 manifest,
                 verification,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The snapshots syncs found gone from the vault, oldest first.
+    pub fn vanished(&self) -> Result<Vec<VanishedSnapshot>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, time, kind, host, job, seen_gone FROM vanished ORDER BY seen_gone, id")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let time = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.to_utc())
+                .map_err(|e| Error::integrity("catalog holds a malformed time").with_source(e))
+        };
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, t, kind, host, job, gone) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            out.push(VanishedSnapshot {
+                id: Id::parse(&id).ok_or_else(|| Error::integrity("catalog holds a malformed snapshot id"))?,
+                time: time(&t)?,
+                kind,
+                host,
+                job,
+                seen_gone: time(&gone)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` snapshots of `job` (from `host` only, when given), newest first.
+    pub fn recent_snapshots(&self, job: &str, host: Option<&str>, limit: u32) -> Result<Vec<SnapshotEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, manifest FROM snapshots WHERE job=?1 AND (?2 IS NULL OR host=?2) ORDER BY time DESC, id DESC LIMIT ?3")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![job, host, limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, manifest) = r.context(ErrorKind::Io, db_err(&self.path))?;
+            out.push(SnapshotEntry {
+                id: Id::parse(&id).ok_or_else(|| Error::integrity("catalog holds a malformed snapshot id"))?,
+                manifest: serde_json::from_str(&manifest)
+                    .map_err(|e| Error::integrity("catalog holds an unreadable manifest").with_source(e))?,
+                verification: None,
             });
         }
         Ok(out)

@@ -23,6 +23,7 @@ pub const HOLD_PREFIX: &str = "holds/";
 pub const PRUNE_LOCK_PREFIX: &str = "locks/prune/";
 /// Pending sets of prune's first pass (section 15): `prune/pending/<UTC time>-<8 random hex digits>`.
 pub const PRUNE_PENDING_PREFIX: &str = "prune/pending/";
+pub const LOG_PREFIX: &str = "log/";
 
 pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
 pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
@@ -342,6 +343,16 @@ pub struct SnapshotManifest {
     pub etcd_v2: Option<EtcdV2Info>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_datadir: Option<EtcdDatadirInfo>,
+    /// The deletion log's head when this snapshot was committed (section 8b): a log record removed
+    /// or rewritten afterwards no longer matches it. Absent when the log was empty, and in
+    /// manifests of older writers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_head: Option<LogHead>,
+    /// The newest snapshot of the same retention group the writer knew of when it committed this
+    /// one (section 8b): if that snapshot later disappears with no deletion-log record for it, it
+    /// was deleted outside policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Id>,
 }
 
 impl SnapshotManifest {
@@ -675,9 +686,84 @@ pub fn hold_event_snapshot(name: &str) -> Option<Id> {
     Id::parse(id)
 }
 
+/// The head of the deletion log (section 8b): its newest record's sequence number and the
+/// BLAKE3 (unkeyed, hex) of that record's stored bytes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// What a deletion-log record does to the snapshots it lists.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogAction {
+    /// The snapshots are forgotten (tombstoned): retention no longer counts them and prune may
+    /// delete their data. Their manifests stay until then.
+    Forget,
+    /// Forgotten snapshots brought back (`vaultctl undelete`), before prune deleted them.
+    Undelete,
+    /// Prune deleted the forgotten snapshots' manifests (their data follows).
+    Prune,
+}
+
+/// One snapshot in a deletion-log record, with what a reader needs once its manifest is gone.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LogEntry {
+    pub snapshot: Id,
+    /// The snapshot's own time (from its manifest).
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub kind: PayloadKind,
+    pub job: String,
+    /// The retention group (`cluster:ID/JOB`, `host:NAME/JOB`).
+    pub group: String,
+    /// Why: the retention plan's reasons for a forget, the operator's reason for an undelete.
+    pub reasons: Vec<String>,
+}
+
+/// One record of the deletion log, stored once as `log/<seq>` (section 8b). Records form a hash
+/// chain: `prev` is the hash of record `seq - 1`'s stored bytes (absent for record 1).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LogRecord {
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    /// What wrote it: `vaultctl forget`, `vaultd job etcd`, `vaultctl prune`, ...
+    pub command: String,
+    pub action: LogAction,
+    pub entries: Vec<LogEntry>,
+}
+
+/// The object of deletion-log record `seq`: `log/` and 12 decimal digits, so names sort by number.
+pub fn log_record_name(seq: u64) -> String {
+    format!("{LOG_PREFIX}{seq:012}")
+}
+
+/// The sequence number in a deletion-log record's name, if the name is one.
+pub fn log_record_seq(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(LOG_PREFIX)?;
+    if digits.len() != 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&n| n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_record_names_sort_by_number() {
+        assert_eq!(log_record_name(7), "log/000000000007");
+        assert!(log_record_name(9) < log_record_name(10));
+        assert_eq!(log_record_seq(&log_record_name(42)), Some(42));
+        assert_eq!(log_record_seq("log/000000000000"), None);
+        assert_eq!(log_record_seq("log/42"), None);
+        assert_eq!(log_record_seq("log/00000000004x"), None);
+        assert_eq!(log_record_seq("holds/000000000001"), None);
+    }
 
     #[test]
     fn hold_event_names_sort_by_time_and_name_their_snapshot() {

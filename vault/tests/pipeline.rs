@@ -103,6 +103,8 @@ async fn backup(vault: &Vault, catalog: &mut Catalog, data: &[u8]) -> (vault::fo
         files: None,
         etcd_v2: None,
         etcd_datadir: None,
+        log_head: None,
+        previous: None,
     };
     (commit(vault, catalog, &m).await.unwrap(), ingested.stats)
 }

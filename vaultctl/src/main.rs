@@ -35,8 +35,14 @@ enum Command {
     Snapshots(commands::snapshots::Args),
     /// Check snapshots: structure, stored objects, and (with an identity) content.
     Verify(commands::verify::Args),
-    /// What a retention policy keeps and removes, per group, with every reason (--dry-run).
+    /// Apply a retention policy: forget what it removes (tombstones in the deletion log), with every reason.
     Forget(commands::forget::Args),
+    /// Bring forgotten snapshots back, until prune deletes their data.
+    Undelete(commands::undelete::Args),
+    /// Delete the data of forgotten snapshots that no kept snapshot uses (two passes a grace period apart).
+    Prune(commands::prune::Args),
+    /// The deletion log (every forget, undelete and prune) and its tamper checks.
+    DeletionLog(commands::deletion_log::Args),
     /// Keep a snapshot whatever the retention policy says (a hold stored in the vault).
     Hold(commands::hold::Args),
     /// End a snapshot's hold.
@@ -102,6 +108,9 @@ fn main() {
             Command::Snapshots(a) => commands::snapshots::run(&c, a).await,
             Command::Verify(a) => commands::verify::run(&c, a).await,
             Command::Forget(a) => commands::forget::run(&c, a).await,
+            Command::Undelete(a) => commands::undelete::run(&c, a).await,
+            Command::Prune(a) => commands::prune::run(&c, a).await,
+            Command::DeletionLog(a) => commands::deletion_log::run(&c, a).await,
             Command::Hold(a) => commands::hold::run(&c, a).await,
             Command::Release(a) => commands::release::run(&c, a).await,
             Command::Holds(a) => commands::holds::run(&c, a).await,

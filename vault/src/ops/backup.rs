@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::format::{CaptureStats, Id, PackType, PayloadKind, SnapshotManifest, Stream as ManifestStream};
-use crate::ops::packing;
+use crate::ops::{packing, retention};
 use crate::repo::Vault;
 use crate::source::etcd_v3::{self, EtcdOptions, TrailerCheck};
 
@@ -52,6 +52,8 @@ impl BackupOptions {
             files: None,
             etcd_v2: None,
             etcd_datadir: None,
+            log_head: None,
+            previous: None,
         }
     }
 }
@@ -214,10 +216,14 @@ where
     })
 }
 
-/// Commit a manifest (the last write of a capture) and record it in the catalog.
+/// Commit a manifest (the last write of a capture) and record it in the catalog. The manifest
+/// records the deletion log's head and the previous snapshot of its group (FORMAT.md 8b).
 pub async fn commit(vault: &Vault, catalog: &mut Catalog, manifest: &SnapshotManifest) -> Result<Id> {
-    let id = vault.write_snapshot(manifest).await?;
-    catalog.add_snapshot(&id, manifest)?;
+    let mut manifest = manifest.clone();
+    manifest.previous = retention::log::previous_in_group(catalog, &manifest)?;
+    manifest.log_head = retention::log::head(vault).await?;
+    let id = vault.write_snapshot(&manifest).await?;
+    catalog.add_snapshot(&id, &manifest)?;
     Ok(id)
 }
 

@@ -1,19 +1,25 @@
-//! `vaultctl forget --dry-run [--json] [--keep-* ...] [--job J] [--group G] [--timezone TZ]`:
-//! what a retention policy keeps and removes, per group, with every reason. Reads metadata only
-//! (writer key or identity), and the holds stored in the vault (`vaultctl hold`). Applying the plan (tombstones) is not built yet.
+//! `vaultctl forget [--dry-run] [--confirm] [--json] [--keep-* ...] [--job J] [--group G]
+//! [--timezone TZ]`: what a retention policy keeps and removes, per group, with every reason;
+//! without `--dry-run` the removed snapshots are forgotten: one record in the deletion log (their
+//! tombstones), undone by `vaultctl undelete` until `vaultctl prune` deletes their data. Metadata
+//! only (writer key or identity), with the holds stored in the vault (`vaultctl hold`).
 
 use chrono::SecondsFormat;
-use vault::ops::retention::{self, Decision, RetentionPlan, RetentionPolicy, Scope, Span, holds};
-use vault::{Error, Result};
+use vault::Result;
+use vault::ops::retention::forget::{self as forgetting, Actor, ForgetReport};
+use vault::ops::retention::{Decision, RetentionPlan, RetentionPolicy, Scope, Span};
 
 use crate::context::Common;
 use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Show the plan and change nothing (required for now: applying retention is not built yet).
+    /// Show the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Apply a plan that removes more than --max-remove-percent of a group.
+    #[arg(long)]
+    confirm: bool,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Only the groups of this job.
@@ -102,12 +108,6 @@ impl PolicyArgs {
 }
 
 pub async fn run(c: &Common, a: Args) -> Result<i32> {
-    if !a.dry_run {
-        return Err(Error::usage(
-            "forget without --dry-run would apply the retention plan, and applying retention (tombstones) is not built yet",
-        )
-        .hint("run `vaultctl forget --dry-run` with the same flags to see what the policy keeps and removes, and why"));
-    }
     let policy = a.policy.policy();
     // Refuse a policy that keeps nothing, or a bad zone, before opening the vault.
     policy.check()?;
@@ -117,28 +117,50 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     };
     let vault = c.vault().await?;
     let catalog = c.catalog(&vault).await?;
-    let snapshots = catalog.snapshots()?;
     let now = chrono::Utc::now();
-    let events = holds::read_events(&vault).await?;
-    for e in events.iter().filter(|e| e.unreadable.is_some()) {
-        eprintln!(
-            "vaultctl: warning: DAMAGED hold event {} counted as a hold of {} (see `vaultctl holds --all`)",
-            e.name,
-            e.event.snapshot.short()
-        );
+    let mut report = forgetting::plan(&vault, &catalog, &policy, &scope, now).await?;
+    for d in &report.damaged_holds {
+        eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
     }
-    let plan = retention::plan_retention(&snapshots, &policy, now, &holds::plan_holds(&events, now))?.restrict(&scope)?;
+    if !a.dry_run {
+        let actor = Actor {
+            host: vault::ops::backup::hostname(),
+            command: "vaultctl forget".into(),
+        };
+        forgetting::apply(&vault, &catalog, &mut report, a.confirm, &actor, now).await?;
+    }
     if c.json {
-        output::json(&plan);
+        output::json(&report);
     } else {
-        print_plan(&plan);
+        print_report(&report);
     }
     Ok(0)
 }
 
-fn print_plan(plan: &RetentionPlan) {
+fn print_report(report: &ForgetReport) {
+    print_plan(&report.plan, report.applied);
+    if report.already_forgotten > 0 {
+        println!(
+            "note: {} snapshot(s) forgotten earlier are not counted (`vaultctl deletion-log` lists them)",
+            report.already_forgotten
+        );
+    }
+    match (&report.record, report.applied) {
+        (Some(r), _) => println!(
+            "forgot {} snapshot(s): deletion-log record {} ({}); `vaultctl undelete ID --reason TEXT` brings one back until `vaultctl prune` deletes its data",
+            report.plan.removed().count(),
+            r.seq,
+            r.name
+        ),
+        (None, true) => println!("nothing to forget"),
+        (None, false) => {}
+    }
+}
+
+fn print_plan(plan: &RetentionPlan, applied: bool) {
     println!(
-        "retention plan (dry run, nothing changed) at {}: {}",
+        "retention plan{} at {}: {}",
+        if applied { "" } else { " (dry run, nothing changed)" },
         plan.now.to_rfc3339_opts(SecondsFormat::Secs, true),
         plan.policy.describe()
     );
@@ -185,9 +207,9 @@ fn print_plan(plan: &RetentionPlan) {
     for n in &plan.notes {
         println!("note: {n}");
     }
-    if plan.needs_confirm {
+    if plan.needs_confirm && !applied {
         println!(
-            "note: a group marked NEEDS --confirm would lose more than {}% of its snapshots; applying this plan will ask for --confirm",
+            "note: a group marked NEEDS --confirm would lose more than {}% of its snapshots; applying this plan needs --confirm",
             plan.policy.max_remove_percent()
         );
     }

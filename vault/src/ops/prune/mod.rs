@@ -14,6 +14,7 @@
 
 pub mod clock;
 pub mod lock;
+pub mod logged;
 mod mark;
 pub mod pending;
 mod repack;

@@ -130,6 +130,8 @@ mod tests {
             files: None,
             etcd_v2: None,
             etcd_datadir: None,
+            log_head: None,
+            previous: None,
         }
     }
 

@@ -30,6 +30,8 @@ fn entry(host: &str, job: &str, time: DateTime<Utc>) -> SnapshotEntry {
             files: None,
             etcd_v2: None,
             etcd_datadir: None,
+            log_head: None,
+            previous: None,
         },
         verification: None,
     }

@@ -1,0 +1,169 @@
+//! Forget and undelete: plan retention over the snapshots that are not forgotten yet, then apply
+//! the plan by appending one `forget` record to the deletion log (the tombstones); `undelete`
+//! appends an `undelete` record for snapshots prune has not deleted yet. Nothing here deletes an
+//! object: prune does, later.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::holds;
+use super::log::{self, DeletionLog, NewRecord, StoredRecord, Tombstone};
+use super::plan::{RetentionPlan, plan_retention};
+use super::{RetentionPolicy, Scope};
+use crate::catalog::{Catalog, SnapshotEntry};
+use crate::error::{Error, Result};
+use crate::format::{Id, LogAction, SnapshotManifest};
+use crate::repo::Vault;
+
+/// Who applies a plan, for the log record.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub host: String,
+    /// `vaultctl forget`, `vaultd job etcd`, ...
+    pub command: String,
+}
+
+/// What `forget` planned and, when applied, the log record it wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct ForgetReport {
+    #[serde(flatten)]
+    pub plan: RetentionPlan,
+    pub applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<StoredRecord>,
+    /// Hold events that could not be read (each counted as a hold).
+    pub damaged_holds: Vec<String>,
+    /// Snapshots already forgotten, left out of the plan.
+    pub already_forgotten: usize,
+}
+
+/// The snapshots retention counts: those in the catalog without a tombstone.
+pub fn live_snapshots(snapshots: Vec<SnapshotEntry>, log: &DeletionLog) -> (Vec<SnapshotEntry>, usize) {
+    let tombstones = log.tombstones();
+    let before = snapshots.len();
+    let live: Vec<SnapshotEntry> = snapshots.into_iter().filter(|s| !tombstones.contains_key(&s.id)).collect();
+    let gone = before - live.len();
+    (live, gone)
+}
+
+/// Plan retention under `policy` for the groups in `scope`, over the snapshots not yet forgotten,
+/// with the holds stored in the vault.
+pub async fn plan(vault: &Vault, catalog: &Catalog, policy: &RetentionPolicy, scope: &Scope, now: DateTime<Utc>) -> Result<ForgetReport> {
+    policy.check()?;
+    let log = log::read(vault).await?;
+    let (live, already_forgotten) = live_snapshots(catalog.snapshots()?, &log);
+    let events = holds::read_events(vault).await?;
+    let damaged_holds = events
+        .iter()
+        .filter(|e| e.unreadable.is_some())
+        .map(|e| format!("{} (counted as a hold of {})", e.name, e.event.snapshot.short()))
+        .collect();
+    let plan = plan_retention(&live, policy, now, &holds::plan_holds(&events, now))?.restrict(scope)?;
+    Ok(ForgetReport {
+        plan,
+        applied: false,
+        record: None,
+        damaged_holds,
+        already_forgotten,
+    })
+}
+
+/// Apply a plan: one `forget` record listing every snapshot it removes, with the reasons. A plan
+/// that removes more than its policy's share of some group needs `confirm`.
+pub async fn apply(
+    vault: &Vault,
+    catalog: &Catalog,
+    report: &mut ForgetReport,
+    confirm: bool,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let plan = &report.plan;
+    if plan.needs_confirm && !confirm {
+        let groups: Vec<String> = plan
+            .groups
+            .iter()
+            .filter(|g| g.needs_confirm)
+            .map(|g| format!("{} ({} of {})", g.group, g.remove, g.snapshots.len()))
+            .collect();
+        return Err(Error::usage(format!(
+            "the plan removes more than {}% of group {}: nothing was forgotten",
+            plan.policy.max_remove_percent(),
+            groups.join(", ")
+        ))
+        .hint("check the plan with --dry-run; if it is what you want, run again with --confirm"));
+    }
+    let manifests: HashMap<Id, SnapshotManifest> = catalog.snapshots()?.into_iter().map(|s| (s.id, s.manifest)).collect();
+    let mut entries = Vec::new();
+    for s in plan.removed() {
+        let m = manifests.get(&s.id).ok_or_else(|| {
+            Error::not_found(format!("snapshot {} is no longer in the catalog", s.id.short()))
+                .hint("another host changed the vault while this plan was made; run forget again")
+        })?;
+        entries.push(log::entry(&s.id, m, s.reasons.iter().map(|r| r.text.clone()).collect()));
+    }
+    report.applied = true;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let new = NewRecord {
+        action: LogAction::Forget,
+        entries,
+        host: actor.host.clone(),
+        command: actor.command.clone(),
+    };
+    report.record = Some(log::append(vault, new, now).await?);
+    Ok(())
+}
+
+/// Bring forgotten snapshots back, with a reason, before prune deletes them.
+pub async fn undelete(
+    vault: &Vault,
+    catalog: &Catalog,
+    prefixes: &[String],
+    reason: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<StoredRecord> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Error::usage("undelete needs a reason").hint("say why, e.g. --reason \"INC-77: forgotten by a wrong policy\""));
+    }
+    let log = log::read(vault).await?;
+    let tombstones = log.tombstones();
+    let mut entries = Vec::new();
+    for prefix in prefixes {
+        let snap = catalog
+            .resolve(prefix)
+            .map_err(|e| match tombstones.iter().find(|(id, _)| id.hex().starts_with(prefix.as_str())) {
+                Some((id, Tombstone::Pruned)) => Error::not_found(format!(
+                    "snapshot {} was forgotten and then pruned: its data is gone from the vault",
+                    id.short()
+                ))
+                .hint("undelete works only until prune deletes a snapshot; `vaultctl deletion-log` shows when it was pruned"),
+                _ => e,
+            })?;
+        match tombstones.get(&snap.id) {
+            Some(Tombstone::Forgotten) => entries.push(log::entry(&snap.id, &snap.manifest, vec![reason.to_string()])),
+            Some(Tombstone::Pruned) => {
+                return Err(Error::not_found(format!(
+                    "snapshot {} was pruned: its data is gone",
+                    snap.id.short()
+                )));
+            }
+            None => {
+                return Err(Error::usage(format!("snapshot {} is not forgotten", snap.id.short()))
+                    .hint("undelete brings back snapshots that forget removed; this one is still kept"));
+            }
+        }
+    }
+    let new = NewRecord {
+        action: LogAction::Undelete,
+        entries,
+        host: actor.host.clone(),
+        command: actor.command.clone(),
+    };
+    log::append(vault, new, now).await
+}
