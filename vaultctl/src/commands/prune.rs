@@ -89,10 +89,8 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
 fn print(d: &LoggedPrune) {
     let r = &d.report;
     let dry = if r.dry_run { "would " } else { "" };
-    if let Some(l) = &r.lock {
-        if let Some(b) = &l.broke {
-            println!("lock      broke a stale prune lock: {b}");
-        }
+    if let Some(b) = r.lock.as_ref().and_then(|l| l.broke.as_ref()) {
+        println!("lock      broke a stale prune lock: {b}");
     }
     if let Some(c) = &r.clock {
         println!("clock     host and store agree within {:.1} s", c.skew_ms.abs() as f64 / 1000.0);
