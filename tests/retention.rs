@@ -256,7 +256,11 @@ async fn tombstones_and_tamper_checks(ctl: &Ctl, root: &Path, store: &Store) {
     assert_eq!(&record[..8], b"VLTMETA1");
     assert_eq!(record[8], 7, "metadata kind of a log record");
     assert!(!String::from_utf8_lossy(&record).contains("older than"), "the record is not sealed");
-    assert_eq!(ctl.snapshots().len(), 4, "forget deletes nothing");
+    let listed = ctl.snapshots();
+    assert_eq!(listed.len(), 4, "forget deletes nothing");
+    let marked: Vec<String> = listed.iter().filter(|r| r["forgotten"] == true).map(|r| s(r, "id")).collect();
+    assert_eq!(marked.len(), 2, "{listed:?}");
+    assert!(gone.iter().all(|g| marked.contains(g)), "{marked:?} vs {gone:?}");
 
     // forgotten snapshots are no longer counted: a second run removes nothing
     let again = ctl.writer(&["--json", "forget", "--keep-last", "2"]).ok().json();
@@ -356,4 +360,67 @@ async fn forget_writes_tombstones_to_a_log_that_detects_tampering_s3() {
     let opts: S3Options = moto.s3_options();
     let store = Store::open(repo, &opts).expect("open store");
     tombstones_and_tamper_checks(&ctl, &root, &store).await;
+}
+
+/// Eight writers append to one log at once: every record lands under its own number, in one
+/// unbroken chain (conditional create decides; losers read the new head and take the next).
+async fn concurrent_appends_make_one_chain(ctl: &Ctl, store: &Store) {
+    use vault::format::{LogAction, PayloadKind};
+    use vault::ops::retention::log;
+    let keys = vault::repo::KeySource {
+        writer_key: Some(ctl.writer_key.clone()),
+        identity: None,
+        trust: Default::default(),
+    };
+    let vault = std::sync::Arc::new(vault::repo::Vault::open(store.clone(), &keys).await.expect("open vault"));
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let vault = vault.clone();
+            tokio::spawn(async move {
+                let entry = vault::format::LogEntry {
+                    snapshot: vault::format::Id::of_stored(&[i]),
+                    time: chrono::Utc::now(),
+                    kind: PayloadKind::Files,
+                    job: "nightly".into(),
+                    group: "host:h/nightly".into(),
+                    reasons: vec![format!("writer {i}")],
+                };
+                let new = log::NewRecord {
+                    action: LogAction::Forget,
+                    entries: vec![entry],
+                    host: format!("writer-{i}"),
+                    command: "test".into(),
+                };
+                log::append(&vault, new, chrono::Utc::now()).await.expect("append").seq
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>());
+    let read = log::read(&vault).await.unwrap();
+    assert_eq!(read.records.len(), 8);
+    assert!(read.check(&[], &[]).is_empty(), "{:?}", read.check(&[], &[]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_appends_to_the_deletion_log_make_one_chain() {
+    let (_tmp, repo, ctl, _root) = vault_and_host("log-race");
+    let store = Store::open(&repo.display().to_string(), &Default::default()).expect("open store");
+    concurrent_appends_make_one_chain(&ctl, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_appends_to_the_deletion_log_make_one_chain_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("lograce");
+    let tmp = tempdir("log-race-s3");
+    let repo = "s3://lograce/vault";
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), repo, moto.env());
+    ctl.setup(&[]);
+    let store = Store::open(repo, &moto.s3_options()).expect("open store");
+    concurrent_appends_make_one_chain(&ctl, &store).await;
 }

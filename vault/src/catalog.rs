@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS verifications(snapshot TEXT NOT NULL, time TEXT NOT N
     ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS verifications_by_snapshot ON verifications(snapshot, time);
 CREATE TABLE IF NOT EXISTS bad_packs(id TEXT PRIMARY KEY, fault TEXT NOT NULL, time TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_records(seq INTEGER PRIMARY KEY, size INTEGER NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vanished(id TEXT PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL, host TEXT NOT NULL,
     job TEXT NOT NULL, seen_gone TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS file_cache(root TEXT NOT NULL, path BLOB NOT NULL, stamp TEXT NOT NULL,
@@ -226,7 +227,9 @@ impl Catalog {
     /// found, not what its index says).
     pub fn clear(&mut self) -> Result<()> {
         self.conn
-            .execute_batch("DELETE FROM index_segments; DELETE FROM packs; DELETE FROM chunks; DELETE FROM snapshots;")
+            .execute_batch(
+                "DELETE FROM index_segments; DELETE FROM packs; DELETE FROM chunks; DELETE FROM snapshots; DELETE FROM log_records;",
+            )
             .context(ErrorKind::Io, db_err(&self.path))
     }
 
@@ -540,6 +543,41 @@ impl Catalog {
             });
         }
         Ok(out)
+    }
+
+    /// The deletion-log records this catalog has read (seq -> stored size, hash of the stored
+    /// bytes, record JSON): records are immutable, so a listing that shows the same size needs no
+    /// new read (`deletion-log` and the audit read every record anyway, to check them).
+    pub fn cached_log_records(&self) -> Result<HashMap<u64, (u64, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, size, hash, record FROM log_records")
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                ))
+            })
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        rows.collect::<rusqlite::Result<_>>().context(ErrorKind::Io, db_err(&self.path))
+    }
+
+    /// Remember deletion-log records read from the vault: (seq, stored size, hash, record JSON).
+    pub fn cache_log_records(&mut self, records: &[(u64, u64, String, String)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        for (seq, size, hash, json) in records {
+            tx.execute(
+                "INSERT OR REPLACE INTO log_records(seq, size, hash, record) VALUES(?1, ?2, ?3, ?4)",
+                params![*seq as i64, *size as i64, hash, json],
+            )
+            .context(ErrorKind::Io, db_err(&self.path))?;
+        }
+        tx.commit().context(ErrorKind::Io, db_err(&self.path))
     }
 
     /// The snapshots syncs found gone from the vault, oldest first.

@@ -100,6 +100,7 @@ async fn run(repo: &str, writer_key: PathBuf, catalog_path: &std::path::Path, fi
         kind: PayloadKind::EtcdV3,
         host: hostname(),
         job: "bench-file-ingest".into(),
+        slot: None,
         tags: [("source-file".to_string(), file.display().to_string())].into_iter().collect(),
         streams: vec![ingested.stream.clone()],
         stats: ingested.stats,
@@ -107,6 +108,8 @@ async fn run(repo: &str, writer_key: PathBuf, catalog_path: &std::path::Path, fi
         files: None,
         etcd_v2: None,
         etcd_datadir: None,
+        log_head: None,
+        previous: None,
     };
     let id = commit(&vault, &mut catalog, &manifest).await?;
     let s = ingested.stats;

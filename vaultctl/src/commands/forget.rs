@@ -116,9 +116,9 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         group: a.group,
     };
     let vault = c.vault().await?;
-    let catalog = c.catalog(&vault).await?;
+    let mut catalog = c.catalog(&vault).await?;
     let now = chrono::Utc::now();
-    let mut report = forgetting::plan(&vault, &catalog, &policy, &scope, now).await?;
+    let mut report = forgetting::plan(&vault, &mut catalog, &policy, &scope, now).await?;
     for d in &report.damaged_holds {
         eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
     }
@@ -127,7 +127,7 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
             host: vault::ops::backup::hostname(),
             command: "vaultctl forget".into(),
         };
-        forgetting::apply(&vault, &catalog, &mut report, a.confirm, &actor, now).await?;
+        forgetting::apply(&vault, &mut catalog, &mut report, a.confirm, &actor, now).await?;
     }
     if c.json {
         output::json(&report);

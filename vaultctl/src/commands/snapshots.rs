@@ -1,4 +1,5 @@
-//! `vaultctl snapshots [--json]`
+//! `vaultctl snapshots [--json]`: every snapshot in the vault, with its verification and, for
+//! snapshots `forget` removed that prune has not deleted yet, `forgotten`.
 
 use serde::Serialize;
 use vault::Result;
@@ -28,11 +29,16 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<String>,
     verification: Option<vault::catalog::Verification>,
+    /// Forgotten by retention (a tombstone in the deletion log): prune deletes it, `vaultctl
+    /// undelete` brings it back until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    forgotten: bool,
 }
 
 pub async fn run(c: &Common, _a: Args) -> Result<i32> {
     let vault = c.vault().await?;
-    let catalog = c.catalog(&vault).await?;
+    let mut catalog = c.catalog(&vault).await?;
+    let forgotten = vault::ops::retention::log::read_cached(&vault, &mut catalog).await?.forgotten();
     let rows: Vec<Row> = catalog
         .snapshots()?
         .into_iter()
@@ -50,6 +56,7 @@ pub async fn run(c: &Common, _a: Args) -> Result<i32> {
             revision: s.manifest.etcd_v3.as_ref().map(|e| e.revision),
             sha256: s.manifest.streams.first().map(|st| st.sha256.clone()),
             verification: s.verification,
+            forgotten: forgotten.contains(&s.id),
         })
         .collect();
     if c.json {
@@ -66,7 +73,10 @@ pub async fn run(c: &Common, _a: Args) -> Result<i32> {
             Some(v) if v.ok => format!("ok ({})", v.level),
             Some(v) => format!("FAILED ({})", v.level),
         };
-        let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if r.forgotten {
+            tags.insert(0, "FORGOTTEN".into());
+        }
         println!(
             "{:<8}  {:<20}  {:<8}  {:<16}  {:<24}  {:>10}  {:<12}  {}",
             &r.id[..8],

@@ -19,12 +19,12 @@ pub struct Args {
 
 pub async fn run(c: &Common, a: Args) -> Result<i32> {
     let vault = c.vault().await?;
-    let catalog = c.catalog(&vault).await?;
+    let mut catalog = c.catalog(&vault).await?;
     let actor = Actor {
         host: vault::ops::backup::hostname(),
         command: "vaultctl undelete".into(),
     };
-    let record = forget::undelete(&vault, &catalog, &a.ids, &a.reason, &actor, chrono::Utc::now()).await?;
+    let record = forget::undelete(&vault, &mut catalog, &a.ids, &a.reason, &actor, chrono::Utc::now()).await?;
     if c.json {
         output::json(&record);
     } else {

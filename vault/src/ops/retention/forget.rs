@@ -50,9 +50,15 @@ pub fn live_snapshots(snapshots: Vec<SnapshotEntry>, log: &DeletionLog) -> (Vec<
 
 /// Plan retention under `policy` for the groups in `scope`, over the snapshots not yet forgotten,
 /// with the holds stored in the vault.
-pub async fn plan(vault: &Vault, catalog: &Catalog, policy: &RetentionPolicy, scope: &Scope, now: DateTime<Utc>) -> Result<ForgetReport> {
+pub async fn plan(
+    vault: &Vault,
+    catalog: &mut Catalog,
+    policy: &RetentionPolicy,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<ForgetReport> {
     policy.check()?;
-    let log = log::read(vault).await?;
+    let log = log::read_cached(vault, catalog).await?;
     let (live, already_forgotten) = live_snapshots(catalog.snapshots()?, &log);
     let events = holds::read_events(vault).await?;
     let damaged_holds = events
@@ -74,7 +80,7 @@ pub async fn plan(vault: &Vault, catalog: &Catalog, policy: &RetentionPolicy, sc
 /// that removes more than its policy's share of some group needs `confirm`.
 pub async fn apply(
     vault: &Vault,
-    catalog: &Catalog,
+    catalog: &mut Catalog,
     report: &mut ForgetReport,
     confirm: bool,
     actor: &Actor,
@@ -121,7 +127,7 @@ pub async fn apply(
 /// Bring forgotten snapshots back, with a reason, before prune deletes them.
 pub async fn undelete(
     vault: &Vault,
-    catalog: &Catalog,
+    catalog: &mut Catalog,
     prefixes: &[String],
     reason: &str,
     actor: &Actor,
@@ -131,7 +137,7 @@ pub async fn undelete(
     if reason.is_empty() {
         return Err(Error::usage("undelete needs a reason").hint("say why, e.g. --reason \"INC-77: forgotten by a wrong policy\""));
     }
-    let log = log::read(vault).await?;
+    let log = log::read_cached(vault, catalog).await?;
     let tombstones = log.tombstones();
     let mut entries = Vec::new();
     for prefix in prefixes {
@@ -166,4 +172,42 @@ pub async fn undelete(
         command: actor.command.clone(),
     };
     log::append(vault, new, now).await
+}
+
+/// What an unattended run (vaultd, after a job's successful capture) did.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnattendedForget {
+    pub report: ForgetReport,
+    /// Groups left alone because the plan would remove more than the policy's share of them: an
+    /// operator decides with `vaultctl forget --confirm`.
+    pub needs_confirm: Vec<String>,
+}
+
+/// Apply `policy` to the groups of `job` as a daemon does: nobody is there to confirm, so groups
+/// that would lose more than the policy's share are left out of the plan and named, and the rest
+/// is applied.
+pub async fn apply_unattended(
+    vault: &Vault,
+    catalog: &mut Catalog,
+    policy: &RetentionPolicy,
+    job: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<UnattendedForget> {
+    let scope = Scope {
+        job: Some(job.to_string()),
+        group: None,
+    };
+    let mut report = plan(vault, catalog, policy, &scope, now).await?;
+    let needs_confirm: Vec<String> = report
+        .plan
+        .groups
+        .iter()
+        .filter(|g| g.needs_confirm)
+        .map(|g| format!("{} ({} of {})", g.group, g.remove, g.snapshots.len()))
+        .collect();
+    report.plan.groups.retain(|g| !g.needs_confirm);
+    report.plan.needs_confirm = false;
+    apply(vault, catalog, &mut report, false, actor, now).await?;
+    Ok(UnattendedForget { report, needs_confirm })
 }

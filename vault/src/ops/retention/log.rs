@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::group::{Group, Source};
@@ -63,26 +64,88 @@ pub enum Tombstone {
     Pruned,
 }
 
-/// Read every record of the log, oldest first. Records that do not open or parse are kept with
-/// the reason (a check reports them).
-pub async fn read(vault: &Vault) -> Result<DeletionLog> {
-    let mut names: Vec<(u64, String)> = vault
+/// How many records are read at once.
+const READ_CONCURRENCY: usize = 16;
+
+/// The records' names, in sequence order, with their stored sizes.
+async fn list_records(vault: &Vault) -> Result<Vec<(u64, String, u64)>> {
+    let mut names: Vec<(u64, String, u64)> = vault
         .store
         .list(format::LOG_PREFIX)
         .await?
         .into_iter()
-        .filter_map(|o| format::log_record_seq(&o.name).map(|seq| (seq, o.name)))
+        .filter_map(|o| format::log_record_seq(&o.name).map(|seq| (seq, o.name, o.size)))
         .collect();
     names.sort();
+    Ok(names)
+}
+
+/// Read these records from the store (several at once), in order; records gone since the
+/// listing are left out.
+async fn fetch(vault: &Vault, names: Vec<(u64, String, u64)>) -> Result<Vec<StoredRecord>> {
+    let fetched: Vec<Result<Option<StoredRecord>>> = futures::stream::iter(names)
+        .map(|(seq, name, _)| async move {
+            match vault.store.get(&name).await {
+                Ok(bytes) => Ok(Some(open_record(vault, seq, &name, &bytes))),
+                Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(fetched.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
+}
+
+/// Read every record of the log from the store, oldest first, to check it: records that do not
+/// open or parse are kept with the reason.
+pub async fn read(vault: &Vault) -> Result<DeletionLog> {
+    let names = list_records(vault).await?;
+    Ok(DeletionLog {
+        records: fetch(vault, names).await?,
+    })
+}
+
+/// The log for deciding (tombstones): records the catalog has read before are taken from it when
+/// the listing shows them with the same size (records are immutable, L1), the rest are read and
+/// remembered. Checking for tampering needs [`read`].
+pub async fn read_cached(vault: &Vault, catalog: &mut Catalog) -> Result<DeletionLog> {
+    let cached = catalog.cached_log_records()?;
+    let names = list_records(vault).await?;
     let mut records = Vec::with_capacity(names.len());
-    for (seq, name) in names {
-        let bytes = match vault.store.get(&name).await {
-            Ok(b) => b,
-            Err(e) if e.kind == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        records.push(open_record(vault, seq, &name, &bytes));
+    let mut missing = Vec::new();
+    for (seq, name, size) in names {
+        match cached.get(&seq) {
+            Some((sz, hash, json)) if *sz == size => match serde_json::from_str::<LogRecord>(json) {
+                Ok(record) => records.push(StoredRecord {
+                    seq,
+                    name,
+                    hash: hash.clone(),
+                    record: Some(record),
+                    unreadable: None,
+                }),
+                Err(_) => missing.push((seq, name, size)),
+            },
+            _ => missing.push((seq, name, size)),
+        }
     }
+    let sizes: HashMap<u64, u64> = missing.iter().map(|(seq, _, size)| (*seq, *size)).collect();
+    let fetched = fetch(vault, missing).await?;
+    let to_cache: Vec<(u64, u64, String, String)> = fetched
+        .iter()
+        .filter_map(|r| {
+            let record = r.record.as_ref()?;
+            Some((
+                r.seq,
+                sizes[&r.seq],
+                r.hash.clone(),
+                serde_json::to_string(record).expect("serialize log record"),
+            ))
+        })
+        .collect();
+    catalog.cache_log_records(&to_cache)?;
+    records.extend(fetched);
+    records.sort_by_key(|r| r.seq);
     Ok(DeletionLog { records })
 }
 
