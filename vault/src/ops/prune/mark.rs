@@ -150,27 +150,30 @@ pub fn known_snapshots(catalog: &Catalog, ids: &BTreeSet<Id>) -> Result<BTreeSet
     Ok(out)
 }
 
-/// The blobs of `pack` that [`mark_used`] marked, in pack order.
-pub fn used_blobs_of(catalog: &Catalog, pack: &Id) -> Result<Vec<crate::format::BlobEntry>> {
+/// The blobs [`mark_used`] marked in each of `packs`, in pack order: one pass over the chunk index
+/// for all of them (the index has no lookup by pack).
+pub fn used_blobs_of(catalog: &Catalog, packs: &[Id]) -> Result<HashMap<Id, Vec<crate::format::BlobEntry>>> {
     let conn = catalog.conn();
-    let run = || -> rusqlite::Result<Vec<crate::format::BlobEntry>> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT DISTINCT c.id, c.offset, c.length, c.raw_length FROM chunks c JOIN temp.prune_used u ON u.id = c.id
-             WHERE c.pack = ?1 ORDER BY c.offset",
+    let run = || -> rusqlite::Result<HashMap<Id, Vec<crate::format::BlobEntry>>> {
+        fill_ids(conn, "prune_sparse", packs.iter().copied())?;
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT c.pack, c.id, c.offset, c.length, c.raw_length FROM chunks c JOIN temp.prune_used u ON u.id = c.id
+             WHERE c.pack IN (SELECT id FROM temp.prune_sparse) ORDER BY c.pack, c.offset",
         )?;
-        let rows = stmt.query_map([pack.hex()], |r| {
+        let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, u32>(1)?,
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, u32>(2)?,
                 r.get::<_, u32>(3)?,
+                r.get::<_, u32>(4)?,
             ))
         })?;
-        let mut out = Vec::new();
+        let mut out: HashMap<Id, Vec<crate::format::BlobEntry>> = HashMap::new();
         for r in rows {
-            let (id, offset, length, raw_length) = r?;
-            if let Ok(a) = <[u8; 32]>::try_from(id.as_slice()) {
-                out.push(crate::format::BlobEntry {
+            let (pack, id, offset, length, raw_length) = r?;
+            if let (Some(pack), Ok(a)) = (Id::parse(&pack), <[u8; 32]>::try_from(id.as_slice())) {
+                out.entry(pack).or_default().push(crate::format::BlobEntry {
                     id: Id(a),
                     offset,
                     length,

@@ -306,7 +306,7 @@ async fn unused_packs(
     }
     keep(guard, vault).await?;
     step(opts, &format!("repacking {} mostly unused pack(s)", sparse.len()));
-    let done = repack::repack(vault, catalog, &sparse).await?;
+    let done = repack::repack(vault, catalog, &sparse, guard).await?;
     keep(guard, vault).await?;
     report.packs_rewritten += done.packs.len() as u64;
     report.repack_new_packs += done.new_packs;

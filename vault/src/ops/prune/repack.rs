@@ -24,15 +24,20 @@ pub struct Repacked {
 }
 
 /// Copy the used chunks (as [`mark::mark_used`] marked them) of `packs` into new packs. A pack that
-/// cannot be read is skipped with a warning (it stays, not pending). `keep` is called between
-/// packs (lock renewal).
-pub async fn repack(vault: &Vault, catalog: &mut Catalog, packs: &[(Id, PackType)]) -> Result<Repacked> {
+/// cannot be read is skipped with a warning (it stays, not pending).
+/// The prune lock's lease is renewed between packs.
+pub async fn repack(
+    vault: &Vault,
+    catalog: &mut Catalog,
+    packs: &[(Id, PackType)],
+    guard: &mut Option<&mut super::lock::PruneLockGuard>,
+) -> Result<Repacked> {
     let identities = vault.identities("repacking (reading pack content)")?;
     let mut done = Repacked::default();
-    let mut work: Vec<(Id, PackType, Vec<format::BlobEntry>)> = Vec::new();
-    for (id, t) in packs {
-        work.push((*id, *t, mark::used_blobs_of(catalog, id)?));
-    }
+    let ids: Vec<Id> = packs.iter().map(|(id, _)| *id).collect();
+    let mut used = mark::used_blobs_of(catalog, &ids)?;
+    let work: Vec<(Id, PackType, Vec<format::BlobEntry>)> =
+        packs.iter().map(|(id, t)| (*id, *t, used.remove(id).unwrap_or_default())).collect();
     let (sink, packer) = super::super::packing::start(vault, Default::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(PackType, Id, Vec<u8>)>>(1);
     // The sink's sends block while the packer is busy: it lives on a thread of its own.
@@ -55,6 +60,7 @@ pub async fn repack(vault: &Vault, catalog: &mut Catalog, packs: &[(Id, PackType
         let tx = tx;
         let mut copied = Vec::new();
         for (id, t, blobs) in &work {
+            super::keep(guard, vault).await?;
             let name = format::pack_name(id);
             let bytes = match vault.store.get(&name).await {
                 Ok(b) => b,
@@ -92,11 +98,12 @@ pub async fn repack(vault: &Vault, catalog: &mut Catalog, packs: &[(Id, PackType
                 Err(e) => tracing::warn!("repack: {e}; pack left as it is"),
             }
         }
-        copied
+        Ok::<_, Error>(copied)
     };
     let (copied, uploaded) = futures::join!(reader, packer.upload_all(vault, catalog));
     let mismatched = feeder.join().map_err(|_| Error::io("the repack feeder thread panicked"))?;
     let (stored, new_packs) = uploaded?;
+    let copied = copied?;
     if mismatched > 0 {
         return Err(Error::integrity(format!(
             "repack: {mismatched} chunk(s) read back with another ID than the index gives; the packs they came from are left as they are"
