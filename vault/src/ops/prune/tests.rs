@@ -249,3 +249,15 @@ async fn the_clock_check_passes_on_a_local_store_and_cleans_up_its_probe() {
     assert!(c.skew_ms.abs() < 5_000, "{c:?}");
     assert!(names(&f.vault, format::PRUNE_LOCK_PREFIX).await.is_empty());
 }
+
+#[tokio::test]
+async fn prune_refuses_a_store_without_conditional_create() {
+    let mut f = fixture().await;
+    f.vault.config.store.conditional_create = false;
+    let e = PruneLockGuard::take(&f.vault, "host-1", chrono::Duration::minutes(5), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Usage);
+    assert!(e.what.contains("no conditional create"), "{}", e.what);
+    assert!(names(&f.vault, format::PRUNE_LOCK_PREFIX).await.is_empty());
+}
