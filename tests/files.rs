@@ -1125,7 +1125,7 @@ impl Crafter {
         let vault = Vault::open(store, &keys).await.expect("open vault");
         let mut catalog = Catalog::open(catalog, &vault.config.vault_id).expect("open catalog");
         catalog.sync(&vault).await.expect("sync catalog");
-        let (sink, packer) = packing::start(&vault, catalog.known_chunks(&Default::default()).expect("known chunks"));
+        let (sink, packer) = packing::start(&vault, catalog.known_chunks().expect("known chunks"));
         Crafter {
             vault,
             catalog,

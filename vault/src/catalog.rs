@@ -339,9 +339,14 @@ impl Catalog {
     }
 
     /// Every chunk ID the vault holds in at least one pack not known to be missing or damaged
-    /// and not in `excluded` (for deduplication: a chunk whose every copy is lost, or waits to be
-    /// pruned, is stored again).
-    pub fn known_chunks(&self, excluded: &HashSet<Id>) -> Result<HashSet<Id>> {
+    /// (for deduplication: a chunk whose every copy is lost is stored again).
+    pub fn known_chunks(&self) -> Result<HashSet<Id>> {
+        self.known_chunks_except(&HashSet::new())
+    }
+
+    /// Like [`Catalog::known_chunks`], also leaving out the packs in `excluded` (a capture leaves
+    /// out the packs waiting to be pruned: their chunks are stored again).
+    pub fn known_chunks_except(&self, excluded: &HashSet<Id>) -> Result<HashSet<Id>> {
         let db = || db_err(&self.path)();
         self.conn
             .execute_batch("CREATE TEMP TABLE IF NOT EXISTS excluded_packs(id TEXT PRIMARY KEY); DELETE FROM temp.excluded_packs;")

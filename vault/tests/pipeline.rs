@@ -310,7 +310,7 @@ async fn concurrent_syncs_of_one_catalog_agree() {
         s.await.unwrap().unwrap();
     }
     let a = Catalog::open(&shared, &vault_id).unwrap();
-    let chunks = a.known_chunks(&Default::default()).unwrap();
+    let chunks = a.known_chunks().unwrap();
     assert!(!chunks.is_empty());
     for id in &chunks {
         assert_eq!(a.chunk_locations(id).unwrap().len(), 1, "chunk {} recorded twice", id.hex());

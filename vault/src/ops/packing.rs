@@ -99,7 +99,7 @@ pub async fn present_chunks(vault: &Vault, catalog: &mut Catalog) -> Result<Hash
     // Packs waiting to be pruned are not trusted either (FORMAT.md section 15, P2): a prune
     // after the grace period may delete them while this capture runs.
     let pending = super::prune::pending::pending_packs(vault).await?;
-    catalog.known_chunks(&pending)
+    catalog.known_chunks_except(&pending)
 }
 
 /// The packer thread and the receiving end of its full packs.
