@@ -101,6 +101,9 @@ fn print(d: &LoggedPrune) {
     for id in &r.snapshots_removed {
         println!("{}delete snapshot {id}", if r.dry_run { "would " } else { "" });
     }
+    for p in &r.orphans_needed {
+        println!("keep      pack {p}: in no index segment, but the only copy of chunks kept snapshots use (run `vaultctl repair`)");
+    }
     for p in &r.packs_needed_again {
         println!("keep      pack {p}: pending, but a kept snapshot needs it again");
     }

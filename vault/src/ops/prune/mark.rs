@@ -185,3 +185,25 @@ pub fn used_blobs_of(catalog: &Catalog, packs: &[Id]) -> Result<HashMap<Id, Vec<
     };
     run().context(ErrorKind::Io, db(catalog))
 }
+
+/// Whether any of `chunks` (the blobs of a pack no index segment lists, from its trailer) is
+/// marked and has no location in an indexed pack that is neither a candidate nor recorded bad:
+/// then that pack is the only copy and must stay (`repair` indexes it).
+pub fn needed_unindexed(catalog: &Catalog, chunks: &[Id]) -> Result<bool> {
+    let conn = catalog.conn();
+    let run = || -> rusqlite::Result<bool> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT 1 FROM temp.prune_used u WHERE u.id = ?1
+               AND NOT EXISTS (SELECT 1 FROM chunks c2 WHERE c2.id = u.id
+                   AND c2.pack NOT IN (SELECT id FROM temp.prune_candidates)
+                   AND c2.pack NOT IN (SELECT id FROM bad_packs))",
+        )?;
+        for c in chunks {
+            if stmt.exists([&c.0[..]])? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    run().context(ErrorKind::Io, db(catalog))
+}

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::{self, Id, PackType, PrunePending};
 use crate::repo::Vault;
 
@@ -109,6 +109,9 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Pending packs a kept snapshot needs again: not deleted.
     pub packs_needed_again: Vec<Id>,
+    /// Packs no index segment lists that hold the only copy of chunks kept snapshots use: kept
+    /// (run `vaultctl repair` to index them).
+    pub orphans_needed: Vec<Id>,
     /// Packs whose used chunks were copied into new packs (they became pending).
     pub packs_rewritten: u64,
     pub repack_new_packs: u64,
@@ -177,7 +180,16 @@ async fn run(
 ) -> Result<()> {
     let now = Utc::now();
     step(opts, "syncing the catalog");
-    catalog.sync(vault).await?;
+    let synced = catalog.sync(vault).await?;
+    // What an unreadable manifest uses cannot be marked, and the packs of an unreadable index
+    // segment would look like orphans: prune deletes nothing until they are dealt with.
+    if !synced.unreadable.is_empty() {
+        return Err(Error::integrity(format!(
+            "prune does not run while index segments or manifests are unreadable (what they reference cannot be marked as used): {}",
+            synced.unreadable.join("; ")
+        ))
+        .hint("run `vaultctl verify --all` and `vaultctl repair` (an index segment is rebuilt from its pack); remove a damaged manifest only once its snapshot is given up"));
+    }
     let mut listed = super::pack_health::list_packs(vault).await?;
     super::pack_health::record_listing(catalog, &listed)?;
     let sets = pending::read_all(vault).await?;
@@ -329,7 +341,28 @@ async fn delete(
     guard: &mut Option<&mut PruneLockGuard>,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let needed = mark::still_needed(catalog, candidates)?;
+    let mut needed = mark::still_needed(catalog, candidates)?;
+    // A candidate no index segment lists (an orphan) may still be the only copy of chunks kept
+    // snapshots use (its segment was lost): its trailer (writer key) says what it holds.
+    let indexed: HashSet<Id> = catalog.packs()?.into_iter().map(|(id, _, _)| id).collect();
+    let mut orphans: Vec<&Id> = candidates
+        .iter()
+        .filter(|p| !indexed.contains(p) && listed.contains_key(p))
+        .collect();
+    orphans.sort();
+    for p in orphans {
+        match super::pack_health::read_pack(vault, p).await? {
+            super::pack_health::PackCheck::Whole { trailer, .. } => {
+                let ids: Vec<Id> = trailer.blobs.iter().map(|b| b.id).collect();
+                if mark::needed_unindexed(catalog, &ids)? {
+                    report.orphans_needed.push(*p);
+                    needed.insert(*p);
+                }
+            }
+            // Damaged or gone: nothing readable to keep it for.
+            super::pack_health::PackCheck::Bad(_) => {}
+        }
+    }
     let mut needed_again: Vec<Id> = needed.iter().copied().collect();
     needed_again.sort();
     report.packs_needed_again.extend(needed_again);

@@ -261,3 +261,39 @@ async fn prune_refuses_a_store_without_conditional_create() {
     assert!(e.what.contains("no conditional create"), "{}", e.what);
     assert!(names(&f.vault, format::PRUNE_LOCK_PREFIX).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_orphan_pack_holding_the_only_copy_of_kept_chunks_is_kept() {
+    let mut f = fixture().await;
+    let (a, _) = capture(&mut f, data(1, 300_000)).await;
+    let a_packs = packs_of(&f, &a).await;
+    // Its index segments are lost: the packs are orphans, but the kept snapshot needs them.
+    for seg in names(&f.vault, "index/").await {
+        f.vault.store.delete(&seg).await.unwrap();
+    }
+    let r = prune(&f.vault, &mut f.catalog, &opts(&[], 0)).await.unwrap();
+    assert_eq!(r.packs_deleted, 0, "{r:?}");
+    assert_eq!(r.orphans_needed.iter().copied().collect::<HashSet<_>>(), a_packs);
+    let listed = crate::ops::pack_health::list_packs(&f.vault).await.unwrap();
+    assert!(a_packs.iter().all(|p| listed.contains_key(p)));
+}
+
+#[tokio::test]
+async fn prune_refuses_to_run_while_a_manifest_is_unreadable() {
+    let mut f = fixture().await;
+    let (a, _) = capture(&mut f, data(1, 300_000)).await;
+    let junk = Bytes::from_static(b"not a manifest");
+    let name = format::snapshot_name(&Id::of_stored(&junk));
+    f.vault.store.put(&name, junk, crate::store::PutMode::Overwrite).await.unwrap();
+    let before = names(&f.vault, "").await;
+    let e = prune(&f.vault, &mut f.catalog, &opts(&[a], 0)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Integrity);
+    assert!(e.what.contains(&name), "{}", e.what);
+    // Nothing deleted; the lock was released (a release generation replaces the taken one).
+    let after = names(&f.vault, "").await;
+    let data_and_snaps = |s: &BTreeSet<String>| s.iter().filter(|n| !n.starts_with("locks/")).cloned().collect::<Vec<_>>();
+    assert_eq!(data_and_snaps(&after), data_and_snaps(&before));
+    PruneLockGuard::take(&f.vault, "next", chrono::Duration::minutes(5), 0)
+        .await
+        .unwrap();
+}
