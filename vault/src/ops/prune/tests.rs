@@ -297,3 +297,22 @@ async fn prune_refuses_to_run_while_a_manifest_is_unreadable() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_holder_renews_its_lease_before_it_runs_out() {
+    let f = fixture().await;
+    let lease = chrono::Duration::seconds(3);
+    let mut g = PruneLockGuard::take(&f.vault, "host-1", lease, 0).await.unwrap();
+    let (gen0, exp0) = (g.info.generation, g.info.expires);
+    g.keep(&f.vault).await.unwrap();
+    assert_eq!(g.info.generation, gen0, "renewed with most of the lease left");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    g.keep(&f.vault).await.unwrap();
+    assert_eq!(g.info.generation, gen0 + 1);
+    assert!(g.info.expires > exp0);
+    // Past the first lease's end, the renewed lock still holds others off.
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let e = PruneLockGuard::take(&f.vault, "host-2", lease, 0).await.unwrap_err();
+    assert!(e.what.contains("host-1"), "{}", e.what);
+    g.release(&f.vault).await.unwrap();
+}
