@@ -238,6 +238,12 @@ impl Catalog {
         &self.path
     }
 
+    /// The connection, for queries over the whole catalog that other modules run in SQLite
+    /// (prune's mark phase) rather than in memory.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Drop everything derived from the vault (verification history, the packs found missing
     /// or damaged and the snapshots seen vanishing are kept: they are what reading the vault
     /// found, not what its index says).
@@ -357,9 +363,31 @@ impl Catalog {
     /// Every chunk ID the vault holds in at least one pack not known to be missing or damaged
     /// (for deduplication: a chunk whose every copy is lost is stored again).
     pub fn known_chunks(&self) -> Result<HashSet<Id>> {
+        self.known_chunks_except(&HashSet::new())
+    }
+
+    /// Like [`Catalog::known_chunks`], also leaving out the packs in `excluded` (a capture leaves
+    /// out the packs waiting to be pruned: their chunks are stored again).
+    pub fn known_chunks_except(&self, excluded: &HashSet<Id>) -> Result<HashSet<Id>> {
+        let db = || db_err(&self.path)();
+        self.conn
+            .execute_batch("CREATE TEMP TABLE IF NOT EXISTS excluded_packs(id TEXT PRIMARY KEY); DELETE FROM temp.excluded_packs;")
+            .context(ErrorKind::Io, db)?;
+        {
+            let mut ins = self
+                .conn
+                .prepare("INSERT OR IGNORE INTO temp.excluded_packs(id) VALUES(?1)")
+                .context(ErrorKind::Io, db)?;
+            for p in excluded {
+                ins.execute([p.hex()]).context(ErrorKind::Io, db)?;
+            }
+        }
         let mut stmt = self
             .conn
-            .prepare("SELECT DISTINCT id FROM chunks WHERE pack NOT IN (SELECT id FROM bad_packs)")
+            .prepare(
+                "SELECT DISTINCT id FROM chunks WHERE pack NOT IN (SELECT id FROM bad_packs)
+                 AND pack NOT IN (SELECT id FROM temp.excluded_packs)",
+            )
             .context(ErrorKind::Io, db_err(&self.path))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))

@@ -21,6 +21,10 @@ pub const KEY_HISTORY_PREFIX: &str = "keys/history/";
 pub const HOLD_PREFIX: &str = "holds/";
 pub const POLICY_PREFIX: &str = "policies/";
 pub const VERIFY_RECORD_PREFIX: &str = "verifications/";
+/// Generations of the prune lock (section 15): `locks/prune/<generation, 20 digits>`.
+pub const PRUNE_LOCK_PREFIX: &str = "locks/prune/";
+/// Pending sets of prune's first pass (section 15): `prune/pending/<UTC time>-<8 random hex digits>`.
+pub const PRUNE_PENDING_PREFIX: &str = "prune/pending/";
 pub const LOG_PREFIX: &str = "log/";
 
 pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
@@ -832,4 +836,46 @@ mod tests {
         assert_eq!(k, PayloadKind::Other("etcd-v3-kv".into()));
         assert_eq!(serde_json::to_string(&PayloadKind::EtcdV3).unwrap(), "\"etcd-v3\"");
     }
+}
+
+/// One generation of the prune lock (section 15), sealed as [`MetaKind::PruneLock`] under
+/// [`prune_lock_name`] with `create`: whoever creates a generation holds the lock until `expires`,
+/// unless it is a release.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PruneLock {
+    pub generation: u64,
+    /// Random per prune run (16 hex digits): a lock is a run's own only by this.
+    pub owner: String,
+    pub host: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// End of the lease (written with the store's clock as the holder judges it). Absent on a release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// The holder let go of the lock (the lock is free).
+    #[serde(default)]
+    pub released: bool,
+}
+
+pub fn prune_lock_name(generation: u64) -> String {
+    format!("{PRUNE_LOCK_PREFIX}{generation:020}")
+}
+
+/// Packs a prune pass found unused (section 15), sealed as [`MetaKind::PrunePending`] under
+/// [`prune_pending_name`]: captures do not deduplicate against them, and a prune after the grace
+/// period deletes those still unused.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PrunePending {
+    /// When the pass that recorded the set looked (host clock, checked against the store's).
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    /// The lock owner of the run that recorded it.
+    pub owner: String,
+    pub packs: Vec<Id>,
+    /// Forgotten snapshots the pass counted as unused: their manifests go in the second pass if
+    /// they are still forgotten then.
+    pub forgotten: Vec<Id>,
+}
+
+pub fn prune_pending_name(time: &chrono::DateTime<chrono::Utc>, random: u32) -> String {
+    format!("{PRUNE_PENDING_PREFIX}{}-{random:08x}", time.format("%Y%m%dT%H%M%S%.3fZ"))
 }

@@ -42,6 +42,8 @@ enum Command {
     Audit(commands::audit::Args),
     /// Bring forgotten snapshots back, until prune deletes their data.
     Undelete(commands::undelete::Args),
+    /// Delete the data of forgotten snapshots that no kept snapshot uses (two passes a grace period apart).
+    Prune(commands::prune::Args),
     /// The deletion log (every forget, undelete and prune) and its tamper checks.
     DeletionLog(commands::deletion_log::Args),
     /// Keep a snapshot whatever the retention policy says (a hold stored in the vault).
@@ -111,6 +113,7 @@ fn main() {
             Command::Forget(a) => commands::forget::run(&c, a).await,
             Command::Audit(a) => commands::audit::run(&c, a).await,
             Command::Undelete(a) => commands::undelete::run(&c, a).await,
+            Command::Prune(a) => commands::prune::run(&c, a).await,
             Command::DeletionLog(a) => commands::deletion_log::run(&c, a).await,
             Command::Hold(a) => commands::hold::run(&c, a).await,
             Command::Release(a) => commands::release::run(&c, a).await,

@@ -8,6 +8,7 @@ pub mod etcd_v2;
 pub mod files;
 pub mod pack_health;
 pub mod packing;
+pub mod prune;
 pub mod read;
 pub mod recovery;
 pub mod repair;

@@ -87,7 +87,7 @@ impl ChunkSink {
 
 /// The chunks a capture may deduplicate against: those the catalog knows in a pack that is neither
 /// known to be missing or damaged nor absent from the store's listing of `data/` (listed once per
-/// capture: one LIST request per 1000 packs on S3). What the vault has lost is stored again, so
+/// capture: one LIST request per 1000 packs on S3) nor in a prune pending set. What the vault has lost is stored again, so
 /// the new snapshot is whole and older ones that share those chunks become whole again.
 pub async fn present_chunks(vault: &Vault, catalog: &mut Catalog) -> Result<HashSet<Id>> {
     let listed = super::pack_health::list_packs(vault).await?;
@@ -96,7 +96,10 @@ pub async fn present_chunks(vault: &Vault, catalog: &mut Catalog) -> Result<Hash
         let (_, why) = &faults.all[id];
         tracing::warn!("{why}: this capture stores its chunks again; see `vaultctl repair`");
     }
-    catalog.known_chunks()
+    // Packs waiting to be pruned are not trusted either (FORMAT.md section 15, P2): a prune
+    // after the grace period may delete them while this capture runs.
+    let pending = super::prune::pending::pending_packs(vault).await?;
+    catalog.known_chunks_except(&pending)
 }
 
 /// The packer thread and the receiving end of its full packs.

@@ -103,6 +103,19 @@ impl LocalStore {
         .await
     }
 
+    /// When the object was last written (the file's mtime, set by this host's kernel or, on NFS,
+    /// the server), or `None` if it does not exist.
+    pub async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = self.path(name)?;
+        let desc = format!("cannot stat {name} in vault directory {}", self.root.display());
+        blocking(move || match fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == IoKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(e, desc)),
+        })
+        .await
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();

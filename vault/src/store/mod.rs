@@ -140,6 +140,16 @@ impl Store {
         }
     }
 
+    /// When the store last wrote the object, by the store's own clock (S3's Last-Modified, a
+    /// local file's mtime), or `None` if it does not exist. Prune compares it with the host clock.
+    pub async fn modified(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let t = match self {
+            Store::Local(s) => s.modified(name).await?,
+            Store::Object(s) => s.modified(name).await?,
+        };
+        Ok(t.map(chrono::DateTime::<chrono::Utc>::from))
+    }
+
     /// Every object whose name starts with `prefix` (a directory-like prefix ending in `/`).
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut v = match self {

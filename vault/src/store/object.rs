@@ -191,6 +191,16 @@ impl ObjectBackend {
         }
     }
 
+    /// The object's last-modified time as the server records it, or `None` if it does not exist.
+    pub async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = self.path(name)?;
+        match self.inner.head(&path).await {
+            Ok(m) => Ok(Some(m.last_modified.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(e, format!("cannot stat {name}"))),
+        }
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let full = OsPath::from(format!("{}{}", self.prefix, prefix.trim_end_matches('/')));
         let metas: Vec<_> = self

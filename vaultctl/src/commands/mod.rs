@@ -20,6 +20,7 @@ pub mod key;
 pub mod keygen;
 pub mod man;
 pub mod packages;
+pub mod prune;
 pub mod release;
 pub mod repair;
 pub mod restore;
