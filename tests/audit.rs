@@ -252,6 +252,31 @@ fn audit_reports_taken_and_missed_slots_under_the_recorded_policies() {
         .find(|c| c["control"] == "deletion-log")
         .unwrap();
     assert_eq!(log_control["status"], "non-compliant", "{log_control}");
+
+    // The job removed from the host's config: the daemon records its retirement, and the audit
+    // expects no slot after it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let without_app = text
+        .replace("name = \"app\"", "name = \"app-gone\"")
+        .replace("*/2 * * * * *", "0 0 0 1 1 *");
+    write_private(&cfg, &without_app);
+    let mut daemon = Proc::spawn("vaultd", &mut vaultd_run(&cfg), &log);
+    wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+        (objects_under(&repo, "policies") == 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no retirement recorded:\n{}", log_of(&log)));
+    let retired_at = Utc::now();
+    assert!(daemon.terminate(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    std::thread::sleep(Duration::from_secs(3));
+    let a = ctl.writer(&["--json", "audit", "--job", "app", "--late-after", "1s"]).json();
+    assert_eq!(a["jobs"][0]["retired"], true, "{:#}", a["jobs"][0]);
+    let after: Vec<&Value> = a["jobs"][0]["groups"][0]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| t(&x["slot"]) > retired_at)
+        .collect();
+    assert!(after.is_empty(), "slots expected after the job's retirement: {after:?}");
 }
 
 fn count_taken(a: &Value) -> usize {

@@ -1,7 +1,8 @@
 //! Recording each capture job's schedule and retention policy in the vault (a policy record,
 //! docs/FORMAT.md section 8c) when its loop starts: at start-up and when a reload changed the
 //! job. A record is written only when the newest one for the job differs, so restarts and other
-//! hosts running the same config add nothing.
+//! hosts running the same config add nothing. A host job this host recorded and no longer has in
+//! its config gets a retirement record (at start-up and reload), so audits stop expecting its slots.
 
 use chrono::Utc;
 use vault::ops::retention::policy_records::{self, PolicyRecord};
@@ -26,6 +27,7 @@ pub fn record_of(job: &JobConfig, host: &str) -> Option<PolicyRecord> {
         // vaultd evaluates schedules in UTC.
         timezone: None,
         retention: job.retention.clone(),
+        retired: false,
         time: Utc::now(),
     })
 }
@@ -56,5 +58,27 @@ pub async fn record(d: &Daemon, job: &JobConfig) {
             "job {}: cannot record its schedule and retention policy in the vault: {e}; audits will not see this policy",
             job.name
         ),
+    }
+}
+
+/// Retire this host's recorded host jobs that are gone from `configured` (failures logged).
+pub async fn retire_removed(d: &Daemon, configured: Vec<String>) {
+    let records = match policy_records::read_all(&d.vault).await {
+        Ok((records, _)) => records,
+        Err(e) => {
+            tracing::warn!("cannot read the policy records to retire removed jobs: {e}");
+            return;
+        }
+    };
+    let names: Vec<&str> = configured.iter().map(String::as_str).collect();
+    for rec in policy_records::retirements(&records, &d.host, &names, Utc::now()) {
+        match policy_records::record_if_changed(&d.vault, &records, &rec).await {
+            Ok(Some(name)) => tracing::info!(
+                "job {} is no longer in this host's config: recorded its retirement as {name} (audits expect no more slots)",
+                rec.job
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("job {}: cannot record its retirement in the vault: {e}", rec.job),
+        }
     }
 }

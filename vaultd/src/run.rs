@@ -262,6 +262,14 @@ pub fn start_jobs(d: &Arc<Daemon>) {
     for job in &d.cfg.jobs {
         loops.insert(job.name.clone(), start_loop(d, job.clone()));
     }
+    retire_removed_jobs(d, &d.cfg.jobs);
+}
+
+/// Record the retirement of this host's jobs gone from the config (in the background).
+fn retire_removed_jobs(d: &Arc<Daemon>, jobs: &[JobConfig]) {
+    let names = jobs.iter().map(|j| j.name.clone()).collect();
+    let d = d.clone();
+    tokio::spawn(async move { crate::policy_record::retire_removed(&d, names).await });
 }
 
 /// SIGHUP: re-read the config. A config with any problem is refused and the running one kept.
@@ -335,6 +343,7 @@ pub fn reload(d: &Arc<Daemon>, path: &std::path::Path) {
     for job in &cfg.jobs {
         d.update(&job.name, |_| {});
     }
+    retire_removed_jobs(d, &cfg.jobs);
     tracing::info!(
         "config reloaded from {}: {} job(s); stopped {stopped:?}, started {started:?}",
         path.display(),

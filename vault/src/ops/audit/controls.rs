@@ -129,6 +129,12 @@ pub fn evaluate(jobs: &[JobAudit], input: &AuditInput, now: DateTime<Utc>, th: &
         let res = format!("job:{}", j.job);
         let interval = j.expected_interval_secs.map(TimeDelta::seconds);
         match interval {
+            None if j.retired => push(
+                "minimum-frequency",
+                res.clone(),
+                InsufficientData,
+                "the job was removed from the config: no schedule is in force".into(),
+            ),
             None if j.policies.is_empty() => push(
                 "minimum-frequency",
                 res.clone(),

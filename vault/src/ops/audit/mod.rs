@@ -111,6 +111,9 @@ pub struct JobAudit {
     pub scope: String,
     /// The schedule in force now.
     pub schedule: String,
+    /// The job's newest record says it was removed from the config (it expects no more slots).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
     /// The longest gap between the current schedule's slots (seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_interval_secs: Option<i64>,
@@ -285,6 +288,7 @@ fn audit_job(
     let records: Vec<&PolicyRecord> = input.policies.iter().map(|p| &p.record).filter(|r| r.job == job).collect();
     let newest = records.last().copied();
     let interval = newest
+        .filter(|r| !r.retired)
         .and_then(|r| slots::RecordedSchedule::parse(r).ok())
         .and_then(|s| s.expected_interval(now));
     let late_after = th.late_after.unwrap_or_else(|| slots::default_late_after(interval));
@@ -362,6 +366,7 @@ fn audit_job(
         ),
         scope: newest.map_or_else(|| "unrecorded".to_string(), |r| r.scope.clone()),
         schedule: newest.map_or_else(String::new, |r| r.schedule.clone()),
+        retired: newest.is_some_and(|r| r.retired),
         expected_interval_secs: interval.map(|i| i.num_seconds()),
         late_after_secs: late_after.num_seconds(),
         policies: records
@@ -371,10 +376,13 @@ fn audit_job(
                 host: r.host.clone(),
                 schedule: r.schedule.clone(),
                 timezone: r.timezone.clone(),
-                retention: r
-                    .retention
-                    .as_ref()
-                    .map_or_else(|| "none: nothing is removed".to_string(), |p| p.describe()),
+                retention: if r.retired {
+                    "job removed from the config: no more slots expected".to_string()
+                } else {
+                    r.retention
+                        .as_ref()
+                        .map_or_else(|| "none: nothing is removed".to_string(), |p| p.describe())
+                },
             })
             .collect(),
         groups: out_groups,

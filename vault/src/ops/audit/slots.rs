@@ -126,7 +126,7 @@ pub fn expected_slots<'a>(
     for (i, r) in records.iter().enumerate() {
         let start = r.time.max(from);
         let end = records.get(i + 1).map_or(to, |n| n.time.min(to));
-        if start >= end {
+        if start >= end || r.retired {
             continue;
         }
         match RecordedSchedule::parse(r) {
@@ -234,6 +234,7 @@ mod tests {
             schedule: schedule.into(),
             timezone: None,
             retention: None,
+            retired: false,
             time: t(time),
         }
     }
@@ -262,6 +263,14 @@ mod tests {
         assert_eq!(slots[1].1.schedule, "0 0 * * * *");
         assert_eq!(slots[2].1.schedule, "0 */30 * * * *");
         assert!(!truncated && w.is_empty());
+
+        let retired = PolicyRecord {
+            retired: true,
+            ..record("0 0 * * * *", "2026-11-20T12:00:00Z")
+        };
+        let (until_retired, _) = expected_slots(&[&a, &retired], t("2026-11-20T09:00:00Z"), t("2026-11-20T14:10:00Z"), &mut w);
+        let times: Vec<String> = until_retired.iter().map(|(s, _)| s.format("%H:%M").to_string()).collect();
+        assert_eq!(times, ["11:00"], "a retired job expects nothing from its retirement on");
 
         let bad = record("every hour", "2026-11-20T00:00:00Z");
         let (none, _) = expected_slots(&[&bad], t("2026-11-20T00:00:00Z"), t("2026-11-21T00:00:00Z"), &mut w);

@@ -23,6 +23,7 @@ fn policy(job: &str, scope: &str, host: &str, schedule: &str, time: &str, retent
             schedule: schedule.into(),
             timezone: None,
             retention,
+            retired: false,
             time: t(time),
         },
     }

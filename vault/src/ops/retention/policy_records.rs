@@ -31,6 +31,9 @@ pub struct PolicyRecord {
     pub timezone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPolicy>,
+    /// The job was removed from the host's config: from `time` on it expects no slot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
     pub time: DateTime<Utc>,
 }
 
@@ -43,6 +46,16 @@ impl PolicyRecord {
             && self.schedule == other.schedule
             && self.timezone == other.timezone
             && self.retention == other.retention
+            && self.retired == other.retired
+    }
+
+    /// The record saying that this host's job was removed from its config (`now`).
+    pub fn retirement(&self, now: DateTime<Utc>) -> PolicyRecord {
+        PolicyRecord {
+            retired: true,
+            time: now,
+            ..self.clone()
+        }
     }
 
     pub fn is_cluster_wide(&self) -> bool {
@@ -114,6 +127,21 @@ pub fn newest_per_job(records: &[StoredPolicy]) -> Vec<&StoredPolicy> {
     out.into_values().collect()
 }
 
+/// The host jobs this host recorded that are gone from its config (`configured`): the retirement
+/// record of each, for [`record_if_changed`]. Cluster-wide jobs are left alone: another daemon may
+/// still run them.
+pub fn retirements(records: &[StoredPolicy], host: &str, configured: &[&str], now: DateTime<Utc>) -> Vec<PolicyRecord> {
+    let mut newest: std::collections::BTreeMap<&str, &PolicyRecord> = Default::default();
+    for r in records.iter().map(|r| &r.record).filter(|r| r.host == host && !r.is_cluster_wide()) {
+        newest.insert(&r.job, r);
+    }
+    newest
+        .into_values()
+        .filter(|r| !r.retired && !configured.contains(&r.job.as_str()))
+        .map(|r| r.retirement(now))
+        .collect()
+}
+
 /// Write `record` unless the newest record of its job (this host's, for a host job) already says
 /// the same. Returns the new object's name, or `None` when nothing changed.
 pub async fn record_if_changed(vault: &Vault, existing: &[StoredPolicy], record: &PolicyRecord) -> Result<Option<String>> {
@@ -157,6 +185,7 @@ mod tests {
                 schedule: schedule.into(),
                 timezone: None,
                 retention: None,
+                retired: false,
                 time: t(time),
             },
         }
@@ -206,5 +235,26 @@ mod tests {
             ..Default::default()
         });
         assert!(!records[1].record.same_policy(&other_host));
+    }
+
+    #[test]
+    fn host_jobs_gone_from_the_config_are_retired_once_and_cluster_jobs_never() {
+        let mut records = vec![
+            rec("etcd", "m0", "cluster", "0 0 * * * *", "2026-11-01T00:00:00Z"),
+            rec("files", "m0", "host", "0 0 2 * * *", "2026-11-02T00:00:00Z"),
+            rec("files", "m1", "host", "0 0 2 * * *", "2026-11-02T00:00:00Z"),
+            rec("conf", "m0", "host", "0 0 3 * * *", "2026-11-02T00:00:00Z"),
+        ];
+        let now = t("2026-11-20T00:00:00Z");
+        let r = retirements(&records, "m0", &["conf"], now);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!((r[0].job.as_str(), r[0].retired, r[0].time), ("files", true, now));
+        assert!(!r[0].same_policy(&records[1].record), "a retirement is a change");
+        records.push(StoredPolicy {
+            name: "policies/x/retired".into(),
+            record: r[0].clone(),
+        });
+        assert!(retirements(&records, "m0", &["conf"], now).is_empty(), "retired once");
+        assert!(retirements(&records, "m0", &["conf", "files"], now).is_empty());
     }
 }
