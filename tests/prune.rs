@@ -174,6 +174,25 @@ async fn frees_the_forgotten(x: &Setup) {
     );
 }
 
+/// A snapshot held after it was forgotten is not pruned (a hold wins over retention), and the run
+/// says so; released and pruned again, it goes.
+async fn held_after_forget_survives(x: &Setup) {
+    let a = s(&x.capture(1), "id");
+    let b = s(&x.capture(2), "id");
+    x.ctl.writer(&["forget", "--keep-last", "1", "--confirm"]).ok();
+    x.ctl.writer(&["hold", &a[..12], "--reason", "INC-9: evidence"]).ok();
+    let r = x.prune(&["--grace", "0"]);
+    assert_eq!(r["snapshots_removed"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["held"][0], a.as_str(), "{r}");
+    assert_eq!(x.ids(), vec![a.clone(), b.clone()]);
+    x.ctl.restorer(&["prune", "--grace", "0"]).ok().mentions(&["held", &a[..8]]);
+    x.ctl.writer(&["release", &a[..12], "--reason", "INC-9 closed"]).ok();
+    let r = x.prune(&["--grace", "0"]);
+    assert_eq!(r["snapshots_removed"][0], a.as_str(), "{r}");
+    assert_eq!(x.ids(), vec![b]);
+    x.verify_all();
+}
+
 /// (b) Pass 1, then a capture of what is pending (it must store it again), then pass 2 after the
 /// grace period: the forgotten snapshot goes, the new capture verifies.
 async fn capture_between_passes(x: &Setup) {
@@ -277,6 +296,11 @@ async fn refused_while_locked(x: &Setup) {
         .mentions(&["another prune holds the prune lock", "other-host", &guard.info.owner]);
     guard.release(&vault).await.unwrap();
     x.prune(&["--grace", "0"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_keeps_a_snapshot_held_after_it_was_forgotten() {
+    held_after_forget_survives(&local("prune-held")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -149,6 +149,9 @@ fn print(d: &LoggedPrune) {
     for u in &r.pending_unreadable {
         println!("UNREADABLE pending set {u}: ignored, nothing it names is deleted");
     }
+    for id in &d.held {
+        println!("keep      snapshot {id}: forgotten, but held since (`vaultctl holds`); pruned once released");
+    }
     if let Some(seq) = d.log_record {
         println!("logged    deletion-log record {seq} (prune)");
     }

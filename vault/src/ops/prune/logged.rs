@@ -1,5 +1,7 @@
 //! Prune as the front ends run it: the forgotten set comes from the deletion log (its
-//! tombstones), and the manifests prune deleted are appended to the log as one `prune` record.
+//! tombstones), less the snapshots held since they were forgotten (a hold wins over retention,
+//! also after forget), and the manifests prune deleted are appended to the log as one `prune`
+//! record.
 
 use chrono::Utc;
 use serde::Serialize;
@@ -8,6 +10,7 @@ use super::{PruneOptions, PruneReport, prune};
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::format::LogAction;
+use crate::ops::retention::holds;
 use crate::ops::retention::log::{self, NewRecord};
 use crate::repo::Vault;
 
@@ -19,17 +22,35 @@ pub struct LoggedPrune {
     /// Sequence number of the `prune` record appended (none when no manifest was deleted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_record: Option<u64>,
+    /// Forgotten snapshots kept because a hold was placed on them after they were forgotten.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::format::Id>,
 }
 
 /// Run prune over the snapshots the deletion log has forgotten (`opts.forgotten` is replaced),
 /// then record the manifests it deleted. `command` names the caller in the record.
 pub async fn prune_forgotten(vault: &Vault, catalog: &mut Catalog, opts: &PruneOptions, command: &str) -> Result<LoggedPrune> {
     let deletion_log = log::read(vault).await?;
+    let now = Utc::now();
+    let holds = holds::plan_holds(&holds::read_events(vault).await?, now);
     let mut opts = opts.clone();
     opts.forgotten = deletion_log.forgotten();
+    let held: Vec<_> = opts
+        .forgotten
+        .iter()
+        .filter(|id| holds.iter().any(|h| h.id == **id && h.active(now)))
+        .copied()
+        .collect();
+    for id in &held {
+        opts.forgotten.remove(id);
+    }
     let report = prune(vault, catalog, &opts).await?;
     if opts.dry_run || report.snapshots_removed.is_empty() {
-        return Ok(LoggedPrune { report, log_record: None });
+        return Ok(LoggedPrune {
+            report,
+            log_record: None,
+            held,
+        });
     }
     let last = deletion_log.last_entries();
     let entries = report
@@ -56,5 +77,6 @@ pub async fn prune_forgotten(vault: &Vault, catalog: &mut Catalog, opts: &PruneO
     Ok(LoggedPrune {
         report,
         log_record: Some(record.seq),
+        held,
     })
 }
