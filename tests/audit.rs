@@ -357,3 +357,62 @@ print(len(colours), int(bytes([0xd6, 0x2f, 0x2f]) in colours), int(bytes([0x2e, 
     assert_eq!(f[1], 1, "no red (missed) slot cell in the screenshot");
     assert_eq!(f[2], 1, "no green or amber (taken) slot cell in the screenshot");
 }
+
+/// vaultd applies `[job.retention]` after each successful capture, to its own host's group only:
+/// with keep_last 2, the daemon's group holds two live snapshots and the rest are forgotten by
+/// `vaultd job app`; a group of the same job from another host is left alone.
+#[test]
+fn vaultd_applies_the_retention_policy_after_each_run_to_its_own_group() {
+    let tmp = tempdir("audit-retention");
+    let mut ctl = Ctl::new(&tmp.path().join("ctl"), &tmp.path().join("vault").display().to_string(), vec![]);
+    ctl.setup(&[]);
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(host.join("etc/app")).unwrap();
+    let root = host.display().to_string();
+    // Three captures of job `app` from this machine's host name: another group of the job.
+    for i in 0..3 {
+        std::fs::write(host.join("etc/app/a.conf"), format!("a={i}\n")).unwrap();
+        ctl.writer(&[
+            "backup",
+            "files",
+            "--root",
+            &root,
+            "--path",
+            "/etc/app",
+            "--no-packages",
+            "--job",
+            "app",
+        ])
+        .ok();
+    }
+    let port = free_port();
+    let log = tmp.path().join("vaultd.log");
+    let cfg = config(&ctl, tmp.path(), &host, port, 2);
+    run_until(&ctl, &cfg, &log, port, 3 + 5, || {});
+
+    let listed = ctl.snapshots();
+    let live = |h: &str| {
+        listed
+            .iter()
+            .filter(|r| r["job"] == "app" && (r["host"] == "audit-host") == (h == "audit-host") && r["forgotten"] != true)
+            .count()
+    };
+    assert!(listed.iter().filter(|r| r["host"] == "audit-host").count() >= 5, "{listed:?}");
+    assert_eq!(
+        live("audit-host"),
+        2,
+        "keep_last 2 in the daemon's group: {listed:#?}\n{}",
+        log_of(&log)
+    );
+    assert_eq!(live("other"), 3, "another host's group is not the daemon's to forget: {listed:#?}");
+    let d = ctl.writer(&["--json", "deletion-log"]).ok().json();
+    let records = d["log"]["records"].as_array().unwrap();
+    assert!(!records.is_empty(), "{d}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["record"]["command"] == "vaultd job app" && r["record"]["host"] == "audit-host"),
+        "{d}"
+    );
+    assert!(log_of(&log).contains("retention forgot"), "{}", log_of(&log));
+}

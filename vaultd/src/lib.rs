@@ -11,6 +11,7 @@ pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod policy_record;
+pub mod retention;
 pub mod run;
 pub mod runs;
 pub mod schedule;

@@ -28,6 +28,12 @@ pub struct JobStats {
     pub missed_slots: u64,
     /// Slots claimed by another daemon under this daemon's host name.
     pub duplicate_host_claims: u64,
+    /// Snapshots the job's retention policy forgot after its runs.
+    pub retention_forgotten: u64,
+    /// Groups the last retention left alone because they need `--confirm`.
+    pub retention_groups_need_confirm: u64,
+    /// Times applying the retention policy failed.
+    pub retention_failures: u64,
 }
 
 /// What /metrics reports about the vault as a whole: the catalog's summary and when it was taken.
@@ -134,6 +140,24 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
         "Slots claimed by another daemon under this daemon's host name (two daemons run as one host: fix their `host`).",
         "counter",
         &|s| Some(s.duplicate_host_claims as f64),
+    );
+    gauge(
+        "vault_job_retention_forgotten_total",
+        "Snapshots the job's retention policy forgot after its runs (prune deletes their data).",
+        "counter",
+        &|s| Some(s.retention_forgotten as f64),
+    );
+    gauge(
+        "vault_job_retention_groups_need_confirm",
+        "Groups the job's last retention left alone: the policy would remove more than its share (vaultctl forget --confirm).",
+        "gauge",
+        &|s| Some(s.retention_groups_need_confirm as f64),
+    );
+    gauge(
+        "vault_job_retention_failures_total",
+        "Times applying the job's retention policy after a run failed (see the log).",
+        "counter",
+        &|s| Some(s.retention_failures as f64),
     );
     gauge(
         "vault_job_read_bytes_total",

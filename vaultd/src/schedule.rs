@@ -386,6 +386,9 @@ pub async fn run_once(d: &Daemon, job: &JobConfig, id: &str, held: Option<OwnedM
         s.last_duration = Some(seconds);
         *s.outcomes.entry(state.as_str()).or_default() += 1;
     });
+    if state == RunState::Success && record.snapshot.is_some() && job.kind() != Some(JobKind::Verify) {
+        crate::retention::apply_after_run(d, job).await;
+    }
     {
         let cat = d.catalog.lock().await;
         if let Err(e) = d.last_snapshot(job, &cat) {

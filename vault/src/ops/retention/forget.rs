@@ -183,22 +183,19 @@ pub struct UnattendedForget {
     pub needs_confirm: Vec<String>,
 }
 
-/// Apply `policy` to the groups of `job` as a daemon does: nobody is there to confirm, so groups
+/// Apply `policy` to the groups in `scope` as a daemon does: nobody is there to confirm, so groups
 /// that would lose more than the policy's share are left out of the plan and named, and the rest
-/// is applied.
+/// is applied. A daemon scopes a host job to its own host's group (another host's group follows
+/// that host's policy) and a cluster job to the job.
 pub async fn apply_unattended(
     vault: &Vault,
     catalog: &mut Catalog,
     policy: &RetentionPolicy,
-    job: &str,
+    scope: &Scope,
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<UnattendedForget> {
-    let scope = Scope {
-        job: Some(job.to_string()),
-        group: None,
-    };
-    let mut report = plan(vault, catalog, policy, &scope, now).await?;
+    let mut report = plan(vault, catalog, policy, scope, now).await?;
     let needs_confirm: Vec<String> = report
         .plan
         .groups
