@@ -415,4 +415,13 @@ fn vaultd_applies_the_retention_policy_after_each_run_to_its_own_group() {
         "{d}"
     );
     assert!(log_of(&log).contains("retention forgot"), "{}", log_of(&log));
+
+    // forget without keep flags: each group under its job's recorded policy (the other host
+    // recorded none, so the daemon's record of the job serves), one plan per group.
+    let f = ctl.writer(&["--json", "forget", "--dry-run"]).ok().json();
+    let groups = f["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{f:#}");
+    assert!(groups.iter().all(|g| s(g, "policy_record").starts_with("policies/")), "{f:#}");
+    let other = groups.iter().find(|g| !s(g, "group").contains("audit-host")).unwrap();
+    assert_eq!(other["groups"][0]["remove"], 1, "keep_last 2 of 3: {other:#}");
 }

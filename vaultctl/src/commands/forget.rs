@@ -8,7 +8,7 @@
 
 use chrono::SecondsFormat;
 use vault::ops::retention::forget::{self as forgetting, Actor, ForgetReport};
-use vault::ops::retention::{Decision, Group, RetentionPlan, RetentionPolicy, Scope, Span, policy_records};
+use vault::ops::retention::{Decision, Group, RetentionPlan, RetentionPolicy, Scope, Source, Span, policy_records};
 use vault::{Error, Result};
 
 use crate::context::Common;
@@ -142,17 +142,19 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     Ok(0)
 }
 
-/// One job's forget under its recorded policy.
+/// One group's forget under its recorded policy.
 #[derive(serde::Serialize)]
 struct RecordedForget {
     job: String,
+    group: String,
     /// The record the policy comes from (`policies/...`).
     policy_record: String,
     #[serde(flatten)]
     report: ForgetReport,
 }
 
-/// `forget` without keep flags: each job's newest recorded policy, applied to its groups.
+/// `forget` without keep flags: each group under the newest policy recorded for its job (for a
+/// host's group, the newest that host recorded; another host's when it recorded none).
 async fn run_recorded(c: &Common, dry_run: bool, confirm: bool, scope: &Scope) -> Result<i32> {
     let vault = c.vault().await?;
     let mut catalog = c.catalog(&vault).await?;
@@ -161,31 +163,27 @@ async fn run_recorded(c: &Common, dry_run: bool, confirm: bool, scope: &Scope) -
     for u in &unreadable {
         eprintln!("vaultctl: warning: unreadable policy record {u}");
     }
-    let groups: Vec<Group> = catalog.snapshots()?.iter().map(|s| Group::of(&s.manifest)).collect();
+    let mut groups: Vec<Group> = catalog.snapshots()?.iter().map(|s| Group::of(&s.manifest)).collect();
     scope.check(groups.iter())?;
-    let newest = policy_records::newest_per_job(&records);
-    let with_policy: Vec<_> = newest
-        .iter()
-        .filter(|r| r.record.retention.is_some() && scope.job.as_ref().is_none_or(|j| j == &r.record.job))
-        .collect();
-    if with_policy.is_empty() {
-        return Err(Error::usage(
-            "no keep flags given and no job in scope has a retention policy recorded in the vault: the retention policy keeps nothing",
-        )
-        .hint("give at least one rule: --keep-last N, --keep-daily N (hourly, weekly, monthly, yearly), --keep-within 30d, --keep-within-daily 90d or --keep-tag T; or set [job.retention] in vaultd's config (vaultd records it in the vault)"));
-    }
+    groups.sort();
+    groups.dedup();
     let mut done = Vec::new();
-    for r in with_policy {
-        let job = &r.record.job;
-        let job_scope = Scope {
-            job: Some(job.clone()),
-            group: scope.group.clone(),
+    let mut without = std::collections::BTreeSet::new();
+    for group in groups.iter().filter(|g| scope.covers(g)) {
+        let host = match &group.source {
+            Source::Host(h) => Some(h.as_str()),
+            Source::Cluster(_) => None,
         };
-        if !groups.iter().any(|g| job_scope.covers(g)) {
+        let record = policy_records::in_force(&records, &group.job, host, now);
+        let Some((record, policy)) = record.and_then(|r| r.record.retention.clone().map(|p| (r, p))) else {
+            without.insert(group.job.clone());
             continue;
-        }
-        let policy = r.record.retention.clone().expect("filtered");
-        let mut report = forgetting::plan(&vault, &mut catalog, &policy, &job_scope, now).await?;
+        };
+        let group_scope = Scope {
+            job: Some(group.job.clone()),
+            group: Some(group.to_string()),
+        };
+        let mut report = forgetting::plan(&vault, &mut catalog, &policy, &group_scope, now).await?;
         for d in &report.damaged_holds {
             eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
         }
@@ -197,29 +195,32 @@ async fn run_recorded(c: &Common, dry_run: bool, confirm: bool, scope: &Scope) -
             forgetting::apply(&vault, &mut catalog, &mut report, confirm, &actor, now).await?;
         }
         done.push(RecordedForget {
-            job: job.clone(),
-            policy_record: r.name.clone(),
+            job: group.job.clone(),
+            group: group.to_string(),
+            policy_record: record.name.clone(),
             report,
         });
     }
-    let without: Vec<&str> = newest
-        .iter()
-        .filter(|r| r.record.retention.is_none())
-        .map(|r| r.record.job.as_str())
-        .collect();
+    if done.is_empty() {
+        return Err(Error::usage(
+            "no keep flags given and no group in scope has a retention policy recorded in the vault: the retention policy keeps nothing",
+        )
+        .hint("give at least one rule: --keep-last N, --keep-daily N (hourly, weekly, monthly, yearly), --keep-within 30d, --keep-within-daily 90d or --keep-tag T; or set [job.retention] in vaultd's config (vaultd records it in the vault)"));
+    }
+    let without: Vec<String> = without.into_iter().collect();
     if c.json {
-        output::json(&serde_json::json!({ "policies": "recorded", "jobs": done, "jobs_without_policy": without }));
+        output::json(&serde_json::json!({ "policies": "recorded", "groups": done, "jobs_without_policy": without }));
     } else {
-        println!("no keep flags given: each job's newest retention policy recorded in the vault applies (vaultd records them)");
+        println!("no keep flags given: each group's newest retention policy recorded in the vault applies (vaultd records them)");
         for d in &done {
             println!();
-            println!("== job {} (recorded policy {})", d.job, d.policy_record);
+            println!("== group {} (recorded policy {})", d.group, d.policy_record);
             print_report(&d.report);
         }
         if !without.is_empty() {
             println!();
             println!(
-                "jobs whose recorded policy has no retention (every snapshot kept): {}",
+                "jobs with groups but no recorded retention (every snapshot kept): {}",
                 without.join(", ")
             );
         }
