@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real demo on a fresh Debian machine: installs what is missing, starts a throwaway etcd,
 # makes a local vault with a new key, backs up, verifies, lets vaultd take scheduled snapshots for a
-# few seconds (and asks it how it went), restores to a data dir, starts etcd on the restored data
+# few seconds (and asks it how it went), applies its retention policy and prunes, audits, restores to a data dir, starts etcd on the restored data
 # dir and shows the keys. Everything lives in a temp dir; only the etcd
 # processes this script started are stopped.
 # Usage: bash scripts/demo.sh
@@ -89,6 +89,8 @@ kind = "etcd-v3"
 schedule = "*/2 * * * * *"
 [job.etcd]
 endpoints = ["http://127.0.0.1:$C1"]
+[job.retention]
+keep_last = 2
 [[job]]
 name = "master-files"
 kind = "files"
@@ -116,8 +118,14 @@ set +x
 curl -s -H "Authorization: Bearer $(cat "$WORK/api.token")" "http://127.0.0.1:$API/metrics" | grep -E '^vault_(job_runs_total\{.*success|repository_size_bytes|snapshots)' || true
 kill -TERM "$VAULTD_PID"; wait "$VAULTD_PID" || true
 echo "   vaultd log: $WORK/vaultd.log"
+echo "== retention: vaultd forgot all but the 2 newest etcd snapshots after its runs; prune deletes their data, the audit reports"
 set -x
 "$VAULTCTL" --writer-key "$WORK/writer.key" snapshots
+"$VAULTCTL" --writer-key "$WORK/writer.key" deletion-log
+"$VAULTCTL" --writer-key "$WORK/writer.key" --identity "$WORK/operator.age" prune --grace 0
+"$VAULTCTL" --writer-key "$WORK/writer.key" audit --since 1h --html "$WORK/audit.html" || echo "(audit exit $?: a control is not met)"
+set +x
+set -x
 "$VAULTCTL" --identity "$WORK/operator.age" etcd restore latest --data-dir "$WORK/restored.etcd" \
   --name restored --initial-cluster "restored=http://127.0.0.1:$P2" --initial-cluster-token demo-restore \
   --initial-advertise-peer-urls "http://127.0.0.1:$P2"
