@@ -90,6 +90,13 @@ fn canonical_config(raw: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&v).expect("serialize json value")
 }
 
+/// One named metadata object as read by [`Vault::read_named_meta`].
+pub struct NamedMeta<T> {
+    pub name: String,
+    pub bytes: Bytes,
+    pub value: Result<T>,
+}
+
 impl Vault {
     /// Create a new vault. Refuses to touch a store that already holds one.
     pub async fn init(store: Store, opts: &InitOptions) -> Result<(Vault, WriterKey)> {
@@ -446,6 +453,35 @@ impl Vault {
         let name = format::snapshot_name(id);
         let json = self.get_meta(MetaKind::Snapshot, &name).await?;
         serde_json::from_slice(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
+    }
+
+    /// Read sealed metadata objects named otherwise than by their hash (hold events, log, policy
+    /// and verification records), 16 at a time, in the order given: each with its stored bytes
+    /// and, opened as `kind` and parsed, its value or why it is unreadable. An object gone since
+    /// the listing is left out; any other store error fails the read.
+    pub async fn read_named_meta<T: serde::de::DeserializeOwned>(&self, kind: MetaKind, names: Vec<String>) -> Result<Vec<NamedMeta<T>>> {
+        use futures::StreamExt;
+        let fetched: Vec<(String, Result<Bytes>)> = futures::stream::iter(names)
+            .map(|name| async move {
+                let bytes = self.store.get(&name).await;
+                (name, bytes)
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(fetched.len());
+        for (name, bytes) in fetched {
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let value = self.writer.open_meta(kind, &bytes, &name).and_then(|json| {
+                serde_json::from_slice::<T>(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
+            });
+            out.push(NamedMeta { name, bytes, value });
+        }
+        Ok(out)
     }
 
     /// IDs of all objects under a prefix (ignores names that are not hashes).

@@ -12,10 +12,10 @@ use futures::StreamExt;
 
 use crate::catalog::Catalog;
 use crate::crypto::random_bytes;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::format::{self, Id, MetaKind, VerifyRecord};
 use crate::ops::verify::VerifyReport;
-use crate::repo::Vault;
+use crate::repo::{NamedMeta, Vault};
 use crate::store::PutMode;
 
 /// Longest detail kept in a record (the problems of a damaged snapshot can be long).
@@ -108,25 +108,9 @@ pub async fn sync(vault: &Vault, catalog: &mut Catalog) -> Result<Vec<String>> {
         .map(|o| o.name)
         .filter(|n| !known.contains(n))
         .collect();
-    let fetched: Vec<(String, Result<Bytes>)> = futures::stream::iter(new)
-        .map(|name| async move {
-            let r = vault.store.get(&name).await;
-            (name, r)
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
     let mut good = Vec::new();
     let mut unreadable = Vec::new();
-    for (name, bytes) in fetched {
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(e) if e.kind == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        let opened = vault.writer.open_meta(MetaKind::VerifyRecord, &bytes, &name).and_then(|json| {
-            serde_json::from_slice::<VerifyRecord>(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
-        });
+    for NamedMeta { name, value: opened, .. } in vault.read_named_meta::<VerifyRecord>(MetaKind::VerifyRecord, new).await? {
         match opened {
             Ok(r) if snapshot_of_name(&name) == Some(r.snapshot) => good.push((name, r)),
             Ok(_) => unreadable.push(format!("{name}: a record of another snapshot than its name says")),

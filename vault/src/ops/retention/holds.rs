@@ -54,45 +54,37 @@ pub struct HoldState {
 
 /// Every hold event of the vault, oldest first (by sealed time, then name).
 pub async fn read_events(vault: &Vault) -> Result<Vec<StoredEvent>> {
-    let mut names: Vec<String> = vault.store.list(format::HOLD_PREFIX).await?.into_iter().map(|o| o.name).collect();
-    names.sort();
+    // Names that are not an event's (stray objects) name no snapshot they could hold.
+    let names: Vec<String> = vault
+        .store
+        .list(format::HOLD_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.name)
+        .filter(|n| format::hold_event_snapshot(n).is_some())
+        .collect();
     let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let Some(snapshot) = format::hold_event_snapshot(&name) else {
-            // Not an event's name (a stray object); it names no snapshot it could hold.
-            continue;
-        };
-        let bytes = match vault.store.get(&name).await {
-            Ok(b) => b,
-            Err(e) if e.kind == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        out.push(open_event(vault, &name, snapshot, &bytes));
+    for m in vault.read_named_meta::<HoldEvent>(MetaKind::HoldEvent, names).await? {
+        let snapshot = format::hold_event_snapshot(&m.name).expect("filtered");
+        out.push(match m.value {
+            Ok(event) if event.snapshot == snapshot => StoredEvent {
+                name: m.name,
+                event,
+                unreadable: None,
+            },
+            Ok(event) => unreadable(
+                &m.name,
+                snapshot,
+                format!(
+                    "it is an event of snapshot {} stored under another snapshot's name",
+                    event.snapshot.short()
+                ),
+            ),
+            Err(e) => unreadable(&m.name, snapshot, e.to_string()),
+        });
     }
     sort_events(&mut out);
     Ok(out)
-}
-
-fn open_event(vault: &Vault, name: &str, snapshot: Id, bytes: &[u8]) -> StoredEvent {
-    let opened = vault.writer.open_meta(MetaKind::HoldEvent, bytes, name).and_then(|json| {
-        serde_json::from_slice::<HoldEvent>(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
-    });
-    match opened {
-        Ok(event) if event.snapshot == snapshot => StoredEvent {
-            name: name.to_string(),
-            event,
-            unreadable: None,
-        },
-        Ok(event) => unreadable(
-            name,
-            snapshot,
-            format!(
-                "it is an event of snapshot {} stored under another snapshot's name",
-                event.snapshot.short()
-            ),
-        ),
-        Err(e) => unreadable(name, snapshot, e.to_string()),
-    }
 }
 
 fn unreadable(name: &str, snapshot: Id, why: String) -> StoredEvent {

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::group::{Group, Source};
@@ -64,9 +63,6 @@ pub enum Tombstone {
     Pruned,
 }
 
-/// How many records are read at once.
-const READ_CONCURRENCY: usize = 16;
-
 /// The records' names, in sequence order, with their stored sizes.
 async fn list_records(vault: &Vault) -> Result<Vec<(u64, String, u64)>> {
     let mut names: Vec<(u64, String, u64)> = vault
@@ -83,18 +79,29 @@ async fn list_records(vault: &Vault) -> Result<Vec<(u64, String, u64)>> {
 /// Read these records from the store (several at once), in order; records gone since the
 /// listing are left out.
 async fn fetch(vault: &Vault, names: Vec<(u64, String, u64)>) -> Result<Vec<StoredRecord>> {
-    let fetched: Vec<Result<Option<StoredRecord>>> = futures::stream::iter(names)
-        .map(|(seq, name, _)| async move {
-            match vault.store.get(&name).await {
-                Ok(bytes) => Ok(Some(open_record(vault, seq, &name, &bytes))),
-                Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
+    let seqs: HashMap<String, u64> = names.iter().map(|(seq, name, _)| (name.clone(), *seq)).collect();
+    let read = vault
+        .read_named_meta::<LogRecord>(MetaKind::LogRecord, names.into_iter().map(|(_, name, _)| name).collect())
+        .await?;
+    Ok(read
+        .into_iter()
+        .map(|m| {
+            let seq = seqs[&m.name];
+            let hash = blake3::hash(&m.bytes).to_hex().to_string();
+            let (record, unreadable) = match m.value {
+                Ok(r) if r.seq == seq => (Some(r), None),
+                Ok(r) => (None, Some(format!("it holds record {} under the name of record {seq}", r.seq))),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            StoredRecord {
+                seq,
+                name: m.name,
+                hash,
+                record,
+                unreadable,
             }
         })
-        .buffered(READ_CONCURRENCY)
-        .collect()
-        .await;
-    Ok(fetched.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
+        .collect())
 }
 
 /// Read every record of the log from the store, oldest first, to check it: records that do not
@@ -147,25 +154,6 @@ pub async fn read_cached(vault: &Vault, catalog: &mut Catalog) -> Result<Deletio
     records.extend(fetched);
     records.sort_by_key(|r| r.seq);
     Ok(DeletionLog { records })
-}
-
-fn open_record(vault: &Vault, seq: u64, name: &str, bytes: &[u8]) -> StoredRecord {
-    let hash = blake3::hash(bytes).to_hex().to_string();
-    let opened = vault.writer.open_meta(MetaKind::LogRecord, bytes, name).and_then(|json| {
-        serde_json::from_slice::<LogRecord>(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
-    });
-    let (record, unreadable) = match opened {
-        Ok(r) if r.seq == seq => (Some(r), None),
-        Ok(r) => (None, Some(format!("it holds record {} under the name of record {seq}", r.seq))),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    StoredRecord {
-        seq,
-        name: name.to_string(),
-        hash,
-        record,
-        unreadable,
-    }
 }
 
 /// The log's head (its newest record), without reading the rest: one listing and one read.

@@ -5,14 +5,13 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::policy::RetentionPolicy;
 use crate::crypto::random_bytes;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::format::{self, MetaKind};
-use crate::repo::Vault;
+use crate::repo::{NamedMeta, Vault};
 use crate::store::PutMode;
 
 /// One job's schedule and retention policy as recorded by vaultd.
@@ -75,25 +74,9 @@ pub struct StoredPolicy {
 /// do not open or parse (with why).
 pub async fn read_all(vault: &Vault) -> Result<(Vec<StoredPolicy>, Vec<String>)> {
     let names: Vec<String> = vault.store.list(format::POLICY_PREFIX).await?.into_iter().map(|o| o.name).collect();
-    let fetched: Vec<(String, Result<Bytes>)> = futures::stream::iter(names)
-        .map(|name| async move {
-            let r = vault.store.get(&name).await;
-            (name, r)
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
     let mut records = Vec::new();
     let mut unreadable = Vec::new();
-    for (name, bytes) in fetched {
-        let bytes = match bytes {
-            Ok(b) => b,
-            Err(e) if e.kind == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        let opened = vault.writer.open_meta(MetaKind::PolicyRecord, &bytes, &name).and_then(|json| {
-            serde_json::from_slice::<PolicyRecord>(&json).map_err(|e| Error::integrity(format!("{name} does not parse")).with_source(e))
-        });
+    for NamedMeta { name, value: opened, .. } in vault.read_named_meta::<PolicyRecord>(MetaKind::PolicyRecord, names).await? {
         match opened {
             Ok(r) if name.starts_with(&format!("{}{}/", format::POLICY_PREFIX, vault.writer.job_tag(&r.job))) => {
                 records.push(StoredPolicy { name, record: r })
