@@ -1,8 +1,8 @@
 //! End-to-end: `vaultctl forget --dry-run --json` on a small real local vault (a few
 //! `backup files` captures); `hold`, `release` and `holds` with the events stored sealed in the
-//! vault; `forget` applied (tombstones in the deletion log), `undelete`, and `deletion-log`
-//! catching a record removed or rewritten and a snapshot deleted behind vault's back, on the
-//! local store and S3 (moto). Run `cargo build -p vaultctl` first.
+//! vault; `forget` applied (tombstones in the deletion log), `undelete`, and `deletion-log` and
+//! `audit` catching a record removed or rewritten and a snapshot deleted behind vault's back, on
+//! the local store and S3 (moto). Run `cargo build -p vaultctl` first.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -231,6 +231,25 @@ fn removed(report: &Value) -> Vec<String> {
     out
 }
 
+/// The kinds of finding `audit --json` reports in its deletion-log section; it must exit 3 (the
+/// deletion-log control fails).
+fn audit_findings(ctl: &Ctl) -> Vec<String> {
+    let a = ctl.writer(&["--json", "audit"]).code(3).json();
+    let control = a["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["control"] == "deletion-log")
+        .unwrap_or_else(|| panic!("no deletion-log control: {a:#}"));
+    assert_eq!(control["status"], "non-compliant", "{control}");
+    a["deletion_log"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| s(f, "kind"))
+        .collect()
+}
+
 /// The deletion log: forget writes one sealed record (tombstones, manifests stay), undelete a
 /// second, every new manifest records the head; the log's checks catch a snapshot deleted from the
 /// store, a record rewritten and a record removed.
@@ -313,6 +332,7 @@ async fn tombstones_and_tamper_checks(ctl: &Ctl, root: &Path, store: &Store) {
     ctl.writer(&["deletion-log"])
         .code(3)
         .mentions(&["FOUND deleted-outside-policy", &ids[3][..8]]);
+    assert_eq!(audit_findings(ctl), ["deleted-outside-policy"], "the audit catches it too");
 
     // record 1 rewritten (here: with record 2's bytes): the chain breaks
     let one = store.get("log/000000000001").await.unwrap();
@@ -323,6 +343,11 @@ async fn tombstones_and_tamper_checks(ctl: &Ctl, root: &Path, store: &Store) {
     assert!(
         kinds.contains(&"chain-broken".to_string()) && kinds.contains(&"record-unreadable".to_string()),
         "{found}"
+    );
+    let audited = audit_findings(ctl);
+    assert!(
+        audited.contains(&"chain-broken".to_string()),
+        "the audit catches it too: {audited:?}"
     );
     store.put("log/000000000001", one, PutMode::Overwrite).await.unwrap();
 
@@ -337,6 +362,10 @@ async fn tombstones_and_tamper_checks(ctl: &Ctl, root: &Path, store: &Store) {
         .collect();
     assert_eq!(missing.len(), 1, "{found}");
     assert!(s(missing[0], "detail").contains("record 2"), "{found}");
+    assert!(
+        audit_findings(ctl).contains(&"record-missing".to_string()),
+        "the audit catches it too"
+    );
     let _ = newest;
 }
 
