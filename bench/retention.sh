@@ -98,11 +98,15 @@ start_load_sampler
 "$VAULTCTL" keygen --out "$T/identity" >"$T/recipient" 2>/dev/null
 RECIPIENT=$(cat "$T/recipient")
 # v NAME ARGS...: vaultctl on vault NAME (local directory $T/NAME) with its writer key and catalog
-v() {
-    local name=$1
-    shift
-    "$VAULTCTL" --repo "$T/$name" --writer-key "$T/keys/$name.wk" --catalog "$T/cat/$name.sqlite" "$@"
-}
+# (a script, not a shell function, so that GNU time can run it)
+cat >"$T/v" <<EOF
+#!/usr/bin/env bash
+name=\$1
+shift
+exec "$VAULTCTL" --repo "$T/\$name" --writer-key "$T/keys/\$name.wk" --identity "$T/identity" --catalog "$T/cat/\$name.sqlite" "\$@"
+EOF
+chmod +x "$T/v"
+v() { "$T/v" "$@"; }
 vault_init() { # NAME [init flags]
     local name=$1
     shift
@@ -121,12 +125,12 @@ synthetic_phase() {
     fact synthetic_packs "$(find "$T/syn/data" -type f | wc -l)"
     # Each measured command opens the catalog the generator built (synced, nothing new to read).
     # audit exits 3 when a control fails (the synthetic vault was never verified)
-    measure synthetic_audit_before "0 3" v syn --json audit
-    measure synthetic_forget 0 v syn --json forget --keep-last "$KEEP_LAST" --confirm
-    measure synthetic_prune 0 v syn --json prune --grace 0
+    measure synthetic_audit_before "0 3" "$T/v" syn --json audit
+    measure synthetic_forget 0 "$T/v" syn --json forget --keep-last "$KEEP_LAST" --confirm
+    measure synthetic_prune 0 "$T/v" syn --json prune --grace 0
     cp "$LAST_OUT" "$T/out/synthetic_prune.json"
     fact synthetic_vault_bytes_after "$(du_b "$T/syn")"
-    measure synthetic_audit "0 3" v syn --json audit
+    measure synthetic_audit "0 3" "$T/v" syn --json audit
     rm -rf "$T/syn"
 }
 
@@ -167,8 +171,8 @@ restic_phase() {
     rm -f "$T/snap.db"
     fact vault_bytes_before "$(du_b "$T/series")"
     fact restic_bytes_before "$(du_b "$T/restic")"
-    measure vault_forget 0 v series --json forget --keep-last 10 --confirm
-    measure vault_prune 0 v series --json prune --grace 0
+    measure vault_forget 0 "$T/v" series --json forget --keep-last 10 --confirm
+    measure vault_prune 0 "$T/v" series --json prune --grace 0
     cp "$LAST_OUT" "$T/out/vault_prune.json"
     measure restic_forget_prune 0 restic -r "$T/restic" forget --keep-last 10 --prune
     fact vault_bytes_after "$(du_b "$T/series")"
