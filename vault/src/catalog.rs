@@ -655,11 +655,15 @@ impl Catalog {
         Ok(out)
     }
 
-    /// The newest `limit` snapshots of `job` (from `host` only, when given), newest first.
+    /// The newest `limit` snapshots of `job` (from `host` only, when given), newest first, their
+    /// manifests without the chunk lists (`streams` empty).
     pub fn recent_snapshots(&self, job: &str, host: Option<&str>, limit: u32) -> Result<Vec<SnapshotEntry>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, manifest FROM snapshots WHERE job=?1 AND (?2 IS NULL OR host=?2) ORDER BY time DESC, id DESC LIMIT ?3")
+            .prepare(
+                "SELECT id, json_set(manifest, '$.streams', json('[]')) FROM snapshots
+                 WHERE job=?1 AND (?2 IS NULL OR host=?2) ORDER BY time DESC, id DESC LIMIT ?3",
+            )
             .context(ErrorKind::Io, db_err(&self.path))?;
         let rows = stmt
             .query_map(params![job, host, limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))

@@ -26,7 +26,7 @@ pub async fn run(c: &Common, _a: Args) -> Result<i32> {
     let vault = c.vault().await?;
     let catalog = c.catalog(&vault).await?;
     let log = log::read(&vault).await?;
-    let findings = log.check(&catalog.snapshots()?, &catalog.vanished()?);
+    let findings = log.check(&catalog.snapshots_without_streams()?, &catalog.vanished()?);
     let code = if findings.is_empty() { 0 } else { EXIT_FINDINGS };
     let report = Report { log, findings };
     if c.json {

@@ -163,7 +163,11 @@ async fn run_recorded(c: &Common, dry_run: bool, confirm: bool, scope: &Scope) -
     for u in &unreadable {
         eprintln!("vaultctl: warning: unreadable policy record {u}");
     }
-    let mut groups: Vec<Group> = catalog.snapshots()?.iter().map(|s| Group::of(&s.manifest)).collect();
+    let mut groups: Vec<Group> = catalog
+        .snapshots_without_streams()?
+        .iter()
+        .map(|s| Group::of(&s.manifest))
+        .collect();
     scope.check(groups.iter())?;
     groups.sort();
     groups.dedup();

@@ -59,7 +59,7 @@ pub async fn plan(
 ) -> Result<ForgetReport> {
     policy.check()?;
     let log = log::read_cached(vault, catalog).await?;
-    let (live, already_forgotten) = live_snapshots(catalog.snapshots()?, &log);
+    let (live, already_forgotten) = live_snapshots(catalog.snapshots_without_streams()?, &log);
     let events = holds::read_events(vault).await?;
     let damaged_holds = events
         .iter()
@@ -101,7 +101,11 @@ pub async fn apply(
         ))
         .hint("check the plan with --dry-run; if it is what you want, run again with --confirm"));
     }
-    let manifests: HashMap<Id, SnapshotManifest> = catalog.snapshots()?.into_iter().map(|s| (s.id, s.manifest)).collect();
+    let manifests: HashMap<Id, SnapshotManifest> = catalog
+        .snapshots_without_streams()?
+        .into_iter()
+        .map(|s| (s.id, s.manifest))
+        .collect();
     let mut entries = Vec::new();
     for s in plan.removed() {
         let m = manifests.get(&s.id).ok_or_else(|| {
