@@ -23,10 +23,12 @@ pub struct Args {
     /// Show what each pass would do; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Repack packs with more than PERCENT of their bytes unused (needs --identity).
-    #[arg(long, value_name = "PERCENT", default_value_t = vault::ops::prune::DEFAULT_REPACK_UNUSED_PERCENT,
-          value_parser = clap::value_parser!(u8).range(1..=99))]
-    repack_unused: u8,
+    /// Repack partly unused packs, the emptiest first, until at most PERCENT of the kept packs'
+    /// bytes are unused (as restic's --max-unused; needs --identity; 0: repack every partly
+    /// unused pack).
+    #[arg(long, value_name = "PERCENT", default_value_t = vault::ops::prune::DEFAULT_MAX_UNUSED_PERCENT,
+          value_parser = clap::value_parser!(u8).range(0..=99))]
+    max_unused: u8,
     /// Never repack; delete only wholly unused packs.
     #[arg(long)]
     no_repack: bool,
@@ -73,7 +75,7 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
         dry_run: a.dry_run,
         lease,
         max_skew: seconds(&a.max_clock_skew, "--max-clock-skew")?,
-        repack_unused_percent: (!a.no_repack).then_some(a.repack_unused),
+        max_unused_percent: (!a.no_repack).then_some(a.max_unused),
         progress,
         ..Default::default()
     };
@@ -119,11 +121,11 @@ fn print(d: &LoggedPrune) {
     );
     if r.packs_rewritten > 0 {
         println!(
-            "repacked  {} mostly unused pack(s) into {} new pack(s); the old ones are pending",
+            "repacked  {} partly unused pack(s) into {} new pack(s); the old ones are pending",
             r.packs_rewritten, r.repack_new_packs
         );
     } else if r.packs_to_repack > 0 && r.repack_skipped.is_none() {
-        println!("repack    {} mostly unused pack(s) {dry}be repacked", r.packs_to_repack);
+        println!("repack    {} partly unused pack(s) {dry}be repacked", r.packs_to_repack);
     }
     if let Some(note) = &r.repack_skipped {
         println!("note      {note}");

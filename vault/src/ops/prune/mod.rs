@@ -4,7 +4,8 @@
 //! * **pass 2** for every pending set older than the grace period: re-sync, mark what the kept
 //!   snapshots use, delete the manifests of the set's forgotten snapshots that are still
 //!   forgotten, then, for each of its packs still unused, the index segment and the pack;
-//! * **repack** mostly unused packs (needs an identity);
+//! * **repack** partly unused packs, the emptiest first, until what stays unused is at most
+//!   `max_unused_percent` of the packs kept (restic's `--max-unused`; needs an identity);
 //! * **pass 1**: record the packs now unused (indexed packs no kept snapshot uses, orphan packs
 //!   of killed captures, repacked packs) as a new pending set, which captures stop deduplicating
 //!   against.
@@ -33,8 +34,9 @@ use crate::repo::Vault;
 use self::clock::ClockCheck;
 use self::lock::{LockInfo, PruneLockGuard};
 
-/// Default percentage of a pack's bytes that must be unused before it is repacked.
-pub const DEFAULT_REPACK_UNUSED_PERCENT: u8 = 50;
+/// Default share (percent) of the kept packs' bytes that may stay unused after a prune; more is
+/// repacked, the emptiest packs first (restic's `--max-unused` default).
+pub const DEFAULT_MAX_UNUSED_PERCENT: u8 = 5;
 
 /// Told each step of a run, as a short description (a terminal's progress line).
 pub type StepFn = Arc<dyn Fn(&str) + Send + Sync>;
@@ -51,8 +53,9 @@ pub struct PruneOptions {
     pub dry_run: bool,
     pub lease: chrono::Duration,
     pub max_skew: chrono::Duration,
-    /// Repack packs with more than this share (percent) of their bytes unused; `None`: never.
-    pub repack_unused_percent: Option<u8>,
+    /// Repack partly unused packs, the emptiest first, until the unused bytes left are at most
+    /// this share (percent) of the kept packs' bytes; `None`: never repack.
+    pub max_unused_percent: Option<u8>,
     /// Who runs it (recorded in the lock and pending sets).
     pub host: String,
     /// Called with a short description of each step (for a terminal's progress line).
@@ -67,7 +70,7 @@ impl Default for PruneOptions {
             dry_run: false,
             lease: chrono::Duration::seconds(lock::DEFAULT_LEASE_SECS),
             max_skew: chrono::Duration::seconds(clock::DEFAULT_MAX_SKEW_SECS),
-            repack_unused_percent: Some(DEFAULT_REPACK_UNUSED_PERCENT),
+            max_unused_percent: Some(DEFAULT_MAX_UNUSED_PERCENT),
             host: super::backup::hostname(),
             progress: None,
         }
@@ -273,9 +276,9 @@ async fn run(
 }
 
 /// The packs nothing marked uses (indexed ones without a used chunk, and packs listed under
-/// `data/` that no index segment lists: orphans of killed captures, I4), after repacking mostly
-/// unused packs (which then count as unused). Packs in `waiting` (pending already) are not
-/// repacked.
+/// `data/` that no index segment lists: orphans of killed captures, I4), after repacking partly
+/// unused packs (which then count as unused; see [`select_for_repack`]). Packs in `waiting`
+/// (pending already) are not repacked.
 async fn unused_packs(
     vault: &Vault,
     catalog: &mut Catalog,
@@ -287,28 +290,39 @@ async fn unused_packs(
 ) -> Result<HashSet<Id>> {
     let mut unused = HashSet::new();
     let mut indexed = HashSet::new();
-    let mut sparse: Vec<(Id, PackType)> = Vec::new();
+    let mut partly: Vec<PartlyUsed> = Vec::new();
+    let (mut kept_bytes, mut unused_bytes) = (0u64, 0u64);
     mark::pack_use(catalog, |u| {
         indexed.insert(u.pack);
         if u.used_blobs == 0 {
             unused.insert(u.pack);
-        } else if let Some(pct) = opts.repack_unused_percent
-            && listed.contains_key(&u.pack)
-            && !waiting.contains(&u.pack)
-            && (u.blob_bytes - u.used_bytes.min(u.blob_bytes)) * 100 > u64::from(pct) * u.blob_bytes
-        {
-            let t = if u.pack_type == "tree" { PackType::Tree } else { PackType::Data };
-            sparse.push((u.pack, t));
+            return;
+        }
+        let waste = u.blob_bytes - u.used_bytes.min(u.blob_bytes);
+        kept_bytes += u.blob_bytes;
+        unused_bytes += waste;
+        if waste > 0 && listed.contains_key(&u.pack) && !waiting.contains(&u.pack) {
+            let pack_type = if u.pack_type == "tree" { PackType::Tree } else { PackType::Data };
+            partly.push(PartlyUsed {
+                pack: u.pack,
+                pack_type,
+                unused: waste,
+                bytes: u.blob_bytes,
+            });
         }
     })?;
     unused.extend(listed.keys().filter(|p| !indexed.contains(p)).copied());
+    let sparse = match opts.max_unused_percent {
+        Some(pct) => select_for_repack(partly, kept_bytes, unused_bytes, pct),
+        None => Vec::new(),
+    };
     if sparse.is_empty() {
         return Ok(unused);
     }
     report.packs_to_repack = sparse.len() as u64;
     if !vault.has_identity() {
         report.repack_skipped = Some(format!(
-            "{} mostly unused pack(s) not repacked: repacking reads pack content, which needs an identity (--identity); only wholly unused packs are deleted",
+            "{} partly unused pack(s) not repacked: repacking reads pack content, which needs an identity (--identity); only wholly unused packs are deleted",
             sparse.len()
         ));
         return Ok(unused);
@@ -317,7 +331,7 @@ async fn unused_packs(
         return Ok(unused);
     }
     keep(guard, vault).await?;
-    step(opts, &format!("repacking {} mostly unused pack(s)", sparse.len()));
+    step(opts, &format!("repacking {} partly unused pack(s)", sparse.len()));
     let done = repack::repack(vault, catalog, &sparse, guard).await?;
     keep(guard, vault).await?;
     report.packs_rewritten += done.packs.len() as u64;
@@ -325,6 +339,65 @@ async fn unused_packs(
     report.packs_to_repack = 0;
     unused.extend(done.packs);
     Ok(unused)
+}
+
+/// A pack that kept snapshots use in part: `unused` of its `bytes` (blob bytes) are not.
+struct PartlyUsed {
+    pack: Id,
+    pack_type: PackType,
+    unused: u64,
+    bytes: u64,
+}
+
+/// The packs to repack: the emptiest first (by unused share, then unused bytes), until the unused
+/// bytes left are at most `max_unused_percent` of the kept packs' bytes, as restic's
+/// `--max-unused` does. 0 repacks every partly unused pack.
+fn select_for_repack(mut partly: Vec<PartlyUsed>, kept_bytes: u64, mut unused_bytes: u64, max_unused_percent: u8) -> Vec<(Id, PackType)> {
+    let allowed = kept_bytes.saturating_mul(u64::from(max_unused_percent)) / 100;
+    partly.sort_by(|a, b| {
+        (u128::from(b.unused) * u128::from(a.bytes))
+            .cmp(&(u128::from(a.unused) * u128::from(b.bytes)))
+            .then(b.unused.cmp(&a.unused))
+    });
+    let mut out = Vec::new();
+    for p in partly {
+        if unused_bytes <= allowed {
+            break;
+        }
+        unused_bytes -= p.unused.min(unused_bytes);
+        out.push((p.pack, p.pack_type));
+    }
+    out
+}
+
+#[cfg(test)]
+mod repack_selection_tests {
+    use super::*;
+
+    fn pack(n: u8, unused: u64, bytes: u64) -> PartlyUsed {
+        PartlyUsed {
+            pack: Id::of_stored(&[n]),
+            pack_type: PackType::Data,
+            unused,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn the_emptiest_packs_go_first_until_the_unused_share_is_within_the_limit() {
+        // 1000 kept bytes, 250 unused: over 5%, so repack the emptiest until <= 50 remain.
+        let packs = vec![pack(1, 50, 400), pack(2, 150, 300), pack(3, 50, 300)];
+        let chosen: Vec<Id> = select_for_repack(packs, 1000, 250, 5).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            chosen,
+            [Id::of_stored(&[2]), Id::of_stored(&[3])],
+            "50% first, then 17%; 12.5% stays"
+        );
+        let packs = vec![pack(1, 40, 1000)];
+        assert!(select_for_repack(packs, 1000, 40, 5).is_empty(), "4% unused is within 5%");
+        let packs = vec![pack(1, 1, 1000), pack(2, 1, 1000)];
+        assert_eq!(select_for_repack(packs, 2000, 2, 0).len(), 2, "0 repacks every partly unused pack");
+    }
 }
 
 /// The deleting half of pass 2: the manifests of `dropped` (marked as not kept already), then

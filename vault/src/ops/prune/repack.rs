@@ -1,4 +1,4 @@
-//! Repacking (docs/FORMAT.md section 15): the used chunks of a mostly unused pack are copied into
+//! Repacking (docs/FORMAT.md section 15): the used chunks of a partly unused pack are copied into
 //! new packs, each with its index segment, before the old pack becomes pending. Reading a pack's
 //! content needs a restorer's identity: the writer key cannot unwrap pack keys (section 2).
 
