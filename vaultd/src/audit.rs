@@ -92,14 +92,7 @@ pub fn render_metrics(r: &AuditReport) -> String {
     );
     for j in &r.jobs {
         for g in &j.groups {
-            let last = g
-                .snapshots
-                .iter()
-                .flat_map(|s| [&s.coverage.structure, &s.coverage.data])
-                .flatten()
-                .filter(|v| v.ok)
-                .map(|v| v.time)
-                .max();
+            let last = g.last_verified_ok();
             if let Some(t) = last {
                 let _ = writeln!(
                     out,

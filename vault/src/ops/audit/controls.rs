@@ -248,14 +248,7 @@ pub fn evaluate(jobs: &[JobAudit], input: &AuditInput, now: DateTime<Utc>, th: &
                     ),
                 ),
             }
-            let last_ok = g
-                .snapshots
-                .iter()
-                .flat_map(|s| [&s.coverage.structure, &s.coverage.data])
-                .flatten()
-                .filter(|v| v.ok)
-                .map(|v| v.time)
-                .max();
+            let last_ok = g.last_verified_ok();
             let oldest = g.snapshots.iter().map(|s| s.time).min();
             let status = match (last_ok, oldest) {
                 (Some(t), _) if now - t <= th.verified_within => Compliant,

@@ -156,6 +156,19 @@ pub struct GroupAudit {
     pub snapshots: Vec<KeptSnapshot>,
 }
 
+impl GroupAudit {
+    /// When a kept snapshot of the group was last verified whole (any host, any level).
+    pub fn last_verified_ok(&self) -> Option<DateTime<Utc>> {
+        self.snapshots
+            .iter()
+            .flat_map(|s| [&s.coverage.structure, &s.coverage.data])
+            .flatten()
+            .filter(|v| v.ok)
+            .map(|v| v.time)
+            .max()
+    }
+}
+
 /// Read what the audit needs: the catalog's snapshots (synced by the caller), the verification
 /// records (synced into the catalog here) and the policy records.
 pub async fn gather(vault: &Vault, catalog: &mut Catalog) -> Result<AuditInput> {
