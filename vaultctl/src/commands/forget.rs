@@ -7,8 +7,10 @@
 //! docs/FORMAT.md section 8c) applies to that job's groups, and the output says so.
 
 use chrono::SecondsFormat;
+use vault::catalog::Catalog;
 use vault::ops::retention::forget::{self as forgetting, Actor, ForgetReport};
-use vault::ops::retention::{Decision, Group, RetentionPlan, RetentionPolicy, Scope, Source, Span, policy_records};
+use vault::ops::retention::{Decision, Group, RetentionPlan, RetentionPolicy, Scope, Span, policy_records};
+use vault::repo::Vault;
 use vault::{Error, Result};
 
 use crate::context::Common;
@@ -122,24 +124,37 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
     policy.check()?;
     let vault = c.vault().await?;
     let mut catalog = c.catalog(&vault).await?;
-    let now = chrono::Utc::now();
-    let mut report = forgetting::plan(&vault, &mut catalog, &policy, &scope, now).await?;
-    for d in &report.damaged_holds {
-        eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
-    }
-    if !a.dry_run {
-        let actor = Actor {
-            host: vault::ops::backup::hostname(),
-            command: "vaultctl forget".into(),
-        };
-        forgetting::apply(&vault, &mut catalog, &mut report, a.confirm, &actor, now).await?;
-    }
+    let report = plan_and_apply(&vault, &mut catalog, &policy, &scope, a.dry_run, a.confirm, chrono::Utc::now()).await?;
     if c.json {
         output::json(&report);
     } else {
         print_report(&report);
     }
     Ok(0)
+}
+
+/// Plan `policy` over `scope` (warning about damaged hold events) and, unless a dry run, apply it.
+async fn plan_and_apply(
+    vault: &Vault,
+    catalog: &mut Catalog,
+    policy: &RetentionPolicy,
+    scope: &Scope,
+    dry_run: bool,
+    confirm: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ForgetReport> {
+    let mut report = forgetting::plan(vault, catalog, policy, scope, now).await?;
+    for d in &report.damaged_holds {
+        eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
+    }
+    if !dry_run {
+        let actor = Actor {
+            host: vault::ops::backup::hostname(),
+            command: "vaultctl forget".into(),
+        };
+        forgetting::apply(vault, catalog, &mut report, confirm, &actor, now).await?;
+    }
+    Ok(report)
 }
 
 /// One group's forget under its recorded policy.
@@ -174,11 +189,7 @@ async fn run_recorded(c: &Common, dry_run: bool, confirm: bool, scope: &Scope) -
     let mut done = Vec::new();
     let mut without = std::collections::BTreeSet::new();
     for group in groups.iter().filter(|g| scope.covers(g)) {
-        let host = match &group.source {
-            Source::Host(h) => Some(h.as_str()),
-            Source::Cluster(_) => None,
-        };
-        let record = policy_records::in_force(&records, &group.job, host, now);
+        let record = policy_records::in_force(&records, &group.job, group.host(), now);
         let Some((record, policy)) = record.and_then(|r| r.record.retention.clone().map(|p| (r, p))) else {
             without.insert(group.job.clone());
             continue;
@@ -187,17 +198,7 @@ async fn run_recorded(c: &Common, dry_run: bool, confirm: bool, scope: &Scope) -
             job: Some(group.job.clone()),
             group: Some(group.to_string()),
         };
-        let mut report = forgetting::plan(&vault, &mut catalog, &policy, &group_scope, now).await?;
-        for d in &report.damaged_holds {
-            eprintln!("vaultctl: warning: DAMAGED hold event {d} (see `vaultctl holds --all`)");
-        }
-        if !dry_run {
-            let actor = Actor {
-                host: vault::ops::backup::hostname(),
-                command: "vaultctl forget".into(),
-            };
-            forgetting::apply(&vault, &mut catalog, &mut report, confirm, &actor, now).await?;
-        }
+        let report = plan_and_apply(&vault, &mut catalog, &policy, &group_scope, dry_run, confirm, now).await?;
         done.push(RecordedForget {
             job: group.job.clone(),
             group: group.to_string(),

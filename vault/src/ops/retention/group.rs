@@ -47,6 +47,14 @@ impl Group {
         }
     }
 
+    /// The host of a host group (none for a cluster's).
+    pub fn host(&self) -> Option<&str> {
+        match &self.source {
+            Source::Host(h) => Some(h),
+            Source::Cluster(_) => None,
+        }
+    }
+
     /// Whether `selector` names this group: its full name (`host:master-0/files`), or a source
     /// alone (`host:master-0`, `cluster:ID`, or a bare host name or cluster ID).
     pub fn matches(&self, selector: &str) -> bool {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::group::{Group, Source};
+use super::group::Group;
 use crate::catalog::{Catalog, SnapshotEntry, VanishedSnapshot};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{self, Id, LogAction, LogEntry, LogHead, LogRecord, MetaKind, SnapshotManifest};
@@ -417,10 +417,7 @@ impl DeletionLog {
 /// `previous`).
 pub fn previous_in_group(catalog: &Catalog, manifest: &SnapshotManifest) -> Result<Option<Id>> {
     let group = Group::of(manifest);
-    let host = match &group.source {
-        Source::Host(h) => Some(h.as_str()),
-        Source::Cluster(_) => None,
-    };
+    let host = group.host();
     Ok(catalog
         .recent_snapshots(&manifest.job, host, 64)?
         .into_iter()
