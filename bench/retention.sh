@@ -171,12 +171,25 @@ restic_phase() {
     rm -f "$T/snap.db"
     fact vault_bytes_before "$(du_b "$T/series")"
     fact restic_bytes_before "$(du_b "$T/restic")"
+    # Copies for the second comparison, both tools told to leave nothing unused (--max-unused 0).
+    cp -a "$T/series" "$T/strict"
+    cp "$T/keys/series.wk" "$T/keys/strict.wk"
+    cp "$T/cat/series.sqlite" "$T/cat/strict.sqlite"
+    cp -a "$T/restic" "$T/restic-strict"
     measure vault_forget 0 "$T/v" series --json forget --keep-last 10 --confirm
     measure vault_prune 0 "$T/v" series --json prune --grace 0
     cp "$LAST_OUT" "$T/out/vault_prune.json"
+    fact vault_unused_after "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["unused_bytes_kept"])' "$LAST_OUT")"
     measure restic_forget_prune 0 restic -r "$T/restic" forget --keep-last 10 --prune
+    fact restic_unused_after "$(sed -n 's/^unused size after prune: *//p' "$LAST_OUT")"
     fact vault_bytes_after "$(du_b "$T/series")"
     fact restic_bytes_after "$(du_b "$T/restic")"
+    measure vault_forget_strict 0 "$T/v" strict --json forget --keep-last 10 --confirm
+    measure vault_prune_strict 0 "$T/v" strict --json prune --grace 0 --max-unused 0
+    measure restic_forget_prune_strict 0 restic -r "$T/restic-strict" forget --keep-last 10 --prune --max-unused 0
+    fact vault_strict_bytes_after "$(du_b "$T/strict")"
+    fact restic_strict_bytes_after "$(du_b "$T/restic-strict")"
+    rm -rf "$T/strict" "$T/restic-strict"
     measure vault_verify_after 0 "$VAULTCTL" --repo "$T/series" --identity "$T/identity" --catalog "$T/cat/verify.sqlite" \
         verify --all --read-data
     measure restic_check_after 0 restic -r "$T/restic" check --read-data
@@ -212,7 +225,18 @@ if "vault_prune" in m:
               f"| time (forget + prune) s | {vt:.2f} | {rt:.2f} | {vt / rt:.2f}x |",
               f"| bytes freed | {vfreed / 2**20:.1f} MiB | {rfreed / 2**20:.1f} MiB | {vfreed / max(rfreed, 1):.2f}x |",
               f"| repo before | {mib('vault_bytes_before'):.1f} MiB | {mib('restic_bytes_before'):.1f} MiB | |",
-              f"| repo after | {mib('vault_bytes_after'):.1f} MiB | {mib('restic_bytes_after'):.1f} MiB | |"]
+              f"| repo after | {mib('vault_bytes_after'):.1f} MiB | {mib('restic_bytes_after'):.1f} MiB | |",
+              f"| unused bytes left in kept packs | {mib('vault_unused_after'):.2f} MiB | {f['restic_unused_after']} | |"]
+if "vault_prune_strict" in m:
+    vfreed = int(f["vault_bytes_before"]) - int(f["vault_strict_bytes_after"])
+    rfreed = int(f["restic_bytes_before"]) - int(f["restic_strict_bytes_after"])
+    vt = m["vault_forget_strict"]["wall_s"] + m["vault_prune_strict"]["wall_s"]
+    rt = m["restic_forget_prune_strict"]["wall_s"]
+    lines += ["", "## the same with --max-unused 0 for both (every partly used pack repacked)", "",
+              "| | vault | restic | vault / restic |", "|---|---|---|---|",
+              f"| time (forget + prune) s | {vt:.2f} | {rt:.2f} | {vt / rt:.2f}x |",
+              f"| bytes freed | {vfreed / 2**20:.1f} MiB | {rfreed / 2**20:.1f} MiB | {vfreed / max(rfreed, 1):.2f}x |",
+              f"| repo after | {mib('vault_strict_bytes_after'):.1f} MiB | {mib('restic_strict_bytes_after'):.1f} MiB | {int(f['vault_strict_bytes_after']) / int(f['restic_strict_bytes_after']):.2f}x |"]
 if "synthetic_prune" in m:
     peak = max(m["synthetic_forget"]["maxrss_mib"], m["synthetic_prune"]["maxrss_mib"])
     lines += ["", "## synthetic vault", "",

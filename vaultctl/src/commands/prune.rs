@@ -119,6 +119,13 @@ fn print(d: &LoggedPrune) {
         output::bytes(r.bytes_freed),
         dry
     );
+    if !r.dry_run || r.packs_to_repack == 0 {
+        println!(
+            "kept      {} used by kept snapshots, {} unused in partly used packs",
+            output::bytes(r.used_bytes_kept),
+            output::bytes(r.unused_bytes_kept)
+        );
+    }
     if r.packs_rewritten > 0 {
         println!(
             "repacked  {} partly unused pack(s) into {} new pack(s); the old ones are pending",

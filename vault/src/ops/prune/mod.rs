@@ -123,6 +123,11 @@ pub struct PruneReport {
     pub repack_skipped: Option<String>,
     /// Packs worth repacking that a dry run or a skipped repack left.
     pub packs_to_repack: u64,
+    /// Bytes of chunks kept snapshots use, in the packs kept.
+    pub used_bytes_kept: u64,
+    /// Bytes of chunks no kept snapshot uses that stay in partly used packs (what `--max-unused`
+    /// tolerates, or what a skipped repack left).
+    pub unused_bytes_kept: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_recorded: Option<PendingRecorded>,
     /// Pending sets whose second pass ran (removed from the vault).
@@ -312,9 +317,11 @@ async fn unused_packs(
         }
     })?;
     unused.extend(listed.keys().filter(|p| !indexed.contains(p)).copied());
-    let sparse = match opts.max_unused_percent {
+    report.used_bytes_kept = kept_bytes - unused_bytes;
+    report.unused_bytes_kept = unused_bytes;
+    let (sparse, unused_left) = match opts.max_unused_percent {
         Some(pct) => select_for_repack(partly, kept_bytes, unused_bytes, pct),
-        None => Vec::new(),
+        None => (Vec::new(), unused_bytes),
     };
     if sparse.is_empty() {
         return Ok(unused);
@@ -337,6 +344,7 @@ async fn unused_packs(
     report.packs_rewritten += done.packs.len() as u64;
     report.repack_new_packs += done.new_packs;
     report.packs_to_repack = 0;
+    report.unused_bytes_kept = unused_left;
     unused.extend(done.packs);
     Ok(unused)
 }
@@ -351,8 +359,14 @@ struct PartlyUsed {
 
 /// The packs to repack: the emptiest first (by unused share, then unused bytes), until the unused
 /// bytes left are at most `max_unused_percent` of the kept packs' bytes, as restic's
-/// `--max-unused` does. 0 repacks every partly unused pack.
-fn select_for_repack(mut partly: Vec<PartlyUsed>, kept_bytes: u64, mut unused_bytes: u64, max_unused_percent: u8) -> Vec<(Id, PackType)> {
+/// `--max-unused` does. 0 repacks every partly unused pack. Also returns the unused bytes the
+/// packs not chosen keep.
+fn select_for_repack(
+    mut partly: Vec<PartlyUsed>,
+    kept_bytes: u64,
+    mut unused_bytes: u64,
+    max_unused_percent: u8,
+) -> (Vec<(Id, PackType)>, u64) {
     let allowed = kept_bytes.saturating_mul(u64::from(max_unused_percent)) / 100;
     partly.sort_by(|a, b| {
         (u128::from(b.unused) * u128::from(a.bytes))
@@ -367,7 +381,7 @@ fn select_for_repack(mut partly: Vec<PartlyUsed>, kept_bytes: u64, mut unused_by
         unused_bytes -= p.unused.min(unused_bytes);
         out.push((p.pack, p.pack_type));
     }
-    out
+    (out, unused_bytes)
 }
 
 #[cfg(test)]
@@ -387,16 +401,26 @@ mod repack_selection_tests {
     fn the_emptiest_packs_go_first_until_the_unused_share_is_within_the_limit() {
         // 1000 kept bytes, 250 unused: over 5%, so repack the emptiest until <= 50 remain.
         let packs = vec![pack(1, 50, 400), pack(2, 150, 300), pack(3, 50, 300)];
-        let chosen: Vec<Id> = select_for_repack(packs, 1000, 250, 5).into_iter().map(|(id, _)| id).collect();
+        let chosen: Vec<Id> = select_for_repack(packs, 1000, 250, 5).0.into_iter().map(|(id, _)| id).collect();
         assert_eq!(
             chosen,
             [Id::of_stored(&[2]), Id::of_stored(&[3])],
             "50% first, then 17%; 12.5% stays"
         );
+        let packs = vec![pack(1, 50, 400), pack(2, 150, 300), pack(3, 50, 300)];
+        assert_eq!(
+            select_for_repack(packs, 1000, 250, 5).1,
+            50,
+            "the 12.5% pack's 50 bytes stay unused"
+        );
         let packs = vec![pack(1, 40, 1000)];
-        assert!(select_for_repack(packs, 1000, 40, 5).is_empty(), "4% unused is within 5%");
+        assert!(select_for_repack(packs, 1000, 40, 5).0.is_empty(), "4% unused is within 5%");
         let packs = vec![pack(1, 1, 1000), pack(2, 1, 1000)];
-        assert_eq!(select_for_repack(packs, 2000, 2, 0).len(), 2, "0 repacks every partly unused pack");
+        assert_eq!(
+            select_for_repack(packs, 2000, 2, 0).0.len(),
+            2,
+            "0 repacks every partly unused pack"
+        );
     }
 }
 
