@@ -1207,6 +1207,7 @@ impl Crafter {
             }),
             etcd_v2: None,
             etcd_datadir: None,
+            etcd_v3_delta: None,
             log_head: None,
             previous: None,
         };

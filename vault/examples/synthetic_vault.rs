@@ -119,6 +119,7 @@ async fn main() -> vault::Result<()> {
             files: None,
             etcd_v2: None,
             etcd_datadir: None,
+            etcd_v3_delta: None,
             log_head: None,
             previous: None,
         };

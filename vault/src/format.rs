@@ -26,6 +26,11 @@ pub const PRUNE_LOCK_PREFIX: &str = "locks/prune/";
 /// Pending sets of prune's first pass (section 15): `prune/pending/<UTC time>-<8 random hex digits>`.
 pub const PRUNE_PENDING_PREFIX: &str = "prune/pending/";
 pub const LOG_PREFIX: &str = "log/";
+/// Delta chains (section 8e): `deltas/<job tag>/<base snapshot id>/<seq, 12 digits>` links and
+/// `deltas/<job tag>/<base snapshot id>/end`.
+pub const DELTAS_PREFIX: &str = "deltas/";
+/// Generations of a job's delta watcher lock (section 8e): `locks/deltas/<job tag>/<generation>`.
+pub const DELTA_LOCK_PREFIX: &str = "locks/deltas/";
 
 pub const PACK_MAGIC: &[u8; 8] = b"VLTPACK1";
 pub const PACK_END_MAGIC: &[u8; 8] = b"VLTPEND1";
@@ -235,6 +240,9 @@ pub enum PayloadKind {
     /// A member data directory as `etcdctl backup` lays it out: one stream per file, named by
     /// its path under the data dir (`member/snap/db`, `member/wal/*.wal`, `member/snap/*.snap`).
     EtcdDatadir,
+    /// A delta segment (section 8e): one `events` stream ([`crate::delta_stream`]) holding the
+    /// changes after its base etcd-v3 snapshot over a range of revisions.
+    EtcdV3Delta,
     Other(String),
 }
 
@@ -245,6 +253,7 @@ impl PayloadKind {
             PayloadKind::Files => "files",
             PayloadKind::EtcdV2 => "etcd-v2",
             PayloadKind::EtcdDatadir => "etcd-datadir",
+            PayloadKind::EtcdV3Delta => "etcd-v3-delta",
             PayloadKind::Other(s) => s,
         }
     }
@@ -267,6 +276,7 @@ impl<'de> Deserialize<'de> for PayloadKind {
             "files" => PayloadKind::Files,
             "etcd-v2" => PayloadKind::EtcdV2,
             "etcd-datadir" => PayloadKind::EtcdDatadir,
+            "etcd-v3-delta" => PayloadKind::EtcdV3Delta,
             _ => PayloadKind::Other(s),
         })
     }
@@ -345,6 +355,8 @@ pub struct SnapshotManifest {
     pub etcd_v2: Option<EtcdV2Info>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_datadir: Option<EtcdDatadirInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_v3_delta: Option<EtcdV3DeltaInfo>,
     /// The deletion log's head when this snapshot was committed (section 8b): a log record removed
     /// or rewritten afterwards no longer matches it. Absent when the log was empty, and in
     /// manifests of older writers.
@@ -616,6 +628,12 @@ pub enum MetaKind {
     PruneLock = 10,
     /// A prune pass's set of pending (unused) packs (`prune/pending/...`).
     PrunePending = 11,
+    /// A delta chain's link (`deltas/<tag>/<base>/<seq>`, section 8e).
+    DeltaLink = 12,
+    /// A delta watcher lock generation (`locks/deltas/<tag>/<generation>`, section 8e).
+    DeltaLock = 13,
+    /// The end of a delta chain (`deltas/<tag>/<base>/end`, section 8e).
+    DeltaChainEnd = 14,
 }
 
 /// One generation of the claim on a schedule slot of a cluster-wide job (section 3a): whoever
@@ -844,7 +862,7 @@ mod tests {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PruneLock {
     pub generation: u64,
-    /// Random per prune run (16 hex digits): a lock is a run's own only by this.
+    /// Random per run (16 hex digits): a lock is a run's own only by this.
     pub owner: String,
     pub host: String,
     pub created: chrono::DateTime<chrono::Utc>,
@@ -878,4 +896,82 @@ pub struct PrunePending {
 
 pub fn prune_pending_name(time: &chrono::DateTime<chrono::Utc>, random: u32) -> String {
     format!("{PRUNE_PENDING_PREFIX}{}-{random:08x}", time.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+/// What a delta segment covers (section 8e), in its manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EtcdV3DeltaInfo {
+    /// The etcd-v3 snapshot the chain starts from.
+    pub base: Id,
+    /// Place in the chain: 0 starts at the base's revision + 1.
+    pub seq: u64,
+    /// The segment before this one (absent for seq 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<Id>,
+    pub cluster_id: String,
+    pub member_id: String,
+    pub endpoint: String,
+    pub first_revision: i64,
+    pub last_revision: i64,
+    pub groups: u64,
+    pub events: u64,
+    /// When the watcher received the first and last group (events carry no time of their own).
+    pub first_event_time: chrono::DateTime<chrono::Utc>,
+    pub last_event_time: chrono::DateTime<chrono::Utc>,
+    /// etcd's head was at `last_revision` at this time (a progress notification or the segment's
+    /// close), so the cluster is known as of then.
+    pub covered_until: chrono::DateTime<chrono::Utc>,
+    /// Some group arrived while the watch lagged: its time is when it was received.
+    #[serde(default)]
+    pub catch_up: bool,
+    /// The watcher that wrote it (the owner in its lock).
+    pub watcher: String,
+}
+
+/// A segment's place in its chain (section 8e), sealed as [`MetaKind::DeltaLink`] under
+/// [`delta_link_name`] with `create`: the commit point of chain membership. A segment manifest
+/// with no link is an orphan that readers ignore.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeltaLink {
+    pub base: Id,
+    pub seq: u64,
+    pub segment: Id,
+    pub first_revision: i64,
+    pub last_revision: i64,
+    pub last_event_time: chrono::DateTime<chrono::Utc>,
+    pub covered_until: chrono::DateTime<chrono::Utc>,
+    pub watcher: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// Why a chain ends and what follows it (section 8e), sealed as [`MetaKind::DeltaChainEnd`] under
+/// [`delta_chain_end_name`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeltaChainEnd {
+    pub base: Id,
+    /// `superseded` (a newer base's chain took over), `compacted` (the watch fell behind etcd's
+    /// compaction), `cluster-changed`.
+    pub reason: String,
+    /// The last revision the chain covers (its last link's).
+    pub last_revision: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_base: Option<Id>,
+    /// With `compacted`: etcd's compaction revision; `last_revision + 1 .. compact_revision` is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_revision: Option<i64>,
+    pub watcher: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+pub fn delta_link_name(job_tag: &str, base: &Id, seq: u64) -> String {
+    format!("{DELTAS_PREFIX}{job_tag}/{}/{seq:012}", base.hex())
+}
+
+pub fn delta_chain_end_name(job_tag: &str, base: &Id) -> String {
+    format!("{DELTAS_PREFIX}{job_tag}/{}/end", base.hex())
+}
+
+/// One generation of a job's delta watcher lock (same shape and rules as [`PruneLock`]).
+pub fn delta_lock_name(job_tag: &str, generation: u64) -> String {
+    format!("{DELTA_LOCK_PREFIX}{job_tag}/{generation:020}")
 }

@@ -11,6 +11,7 @@ pub mod chunker;
 pub mod claim;
 pub mod config;
 pub mod crypto;
+pub mod delta_stream;
 pub mod error;
 pub mod format;
 pub mod host;

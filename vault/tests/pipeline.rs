@@ -103,6 +103,7 @@ async fn backup(vault: &Vault, catalog: &mut Catalog, data: &[u8]) -> (vault::fo
         files: None,
         etcd_v2: None,
         etcd_datadir: None,
+        etcd_v3_delta: None,
         log_head: None,
         previous: None,
     };

@@ -108,6 +108,7 @@ async fn run(repo: &str, writer_key: PathBuf, catalog_path: &std::path::Path, fi
         files: None,
         etcd_v2: None,
         etcd_datadir: None,
+        etcd_v3_delta: None,
         log_head: None,
         previous: None,
     };

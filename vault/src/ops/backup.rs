@@ -52,6 +52,7 @@ impl BackupOptions {
             files: None,
             etcd_v2: None,
             etcd_datadir: None,
+            etcd_v3_delta: None,
             log_head: None,
             previous: None,
         }

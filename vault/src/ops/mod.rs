@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod deltas;
 pub mod etcd_datadir;
 pub mod etcd_restore;
 pub mod etcd_v2;

@@ -120,6 +120,11 @@ pub async fn run(c: &Common, a: Args) -> Result<i32> {
             return Err(Error::usage(format!("snapshot {} is an etcd member data dir", snap.id.short()))
                 .hint("lay it down with `vaultctl etcd datadir restore ID --data-dir DIR`"));
         }
+        PayloadKind::EtcdV3Delta => {
+            return Err(Error::usage(format!("snapshot {} is an etcd delta segment", snap.id.short())).hint(
+                "restore etcd to a point in time with `vaultctl etcd restore --revision REV` or `--at TIME`, which replays the segments onto their base",
+            ));
+        }
         PayloadKind::Other(ref k) => {
             return Err(Error::usage(format!(
                 "snapshot {} has kind {k}, which this vaultctl cannot restore",

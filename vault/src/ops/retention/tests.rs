@@ -30,6 +30,7 @@ fn entry(host: &str, job: &str, time: DateTime<Utc>) -> SnapshotEntry {
             files: None,
             etcd_v2: None,
             etcd_datadir: None,
+            etcd_v3_delta: None,
             log_head: None,
             previous: None,
         },

@@ -1,0 +1,4 @@
+//! Continuous etcd capture and point-in-time restore (docs/FORMAT.md section 8e): delta segments
+//! of watch events after a base etcd-v3 snapshot, chained by link objects.
+
+pub mod chain;
