@@ -23,9 +23,9 @@ pub struct Args {
     /// Show what each pass would do; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Repack partly unused packs, the emptiest first, until at most PERCENT of the kept packs'
-    /// bytes are unused (as restic's --max-unused; needs --identity; 0: repack every partly
-    /// unused pack).
+    /// Repack partly unused packs, the emptiest first, until at most PERCENT of what the vault
+    /// holds after the prune is unused (as restic's --max-unused; needs --identity; 0: repack
+    /// every partly unused pack).
     #[arg(long, value_name = "PERCENT", default_value_t = vault::ops::prune::DEFAULT_MAX_UNUSED_PERCENT,
           value_parser = clap::value_parser!(u8).range(0..=99))]
     max_unused: u8,

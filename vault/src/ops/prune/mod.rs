@@ -358,16 +358,21 @@ struct PartlyUsed {
 }
 
 /// The packs to repack: the emptiest first (by unused share, then unused bytes), until the unused
-/// bytes left are at most `max_unused_percent` of the kept packs' bytes, as restic's
-/// `--max-unused` does. 0 repacks every partly unused pack. Also returns the unused bytes the
-/// packs not chosen keep.
+/// bytes left are at most `max_unused_percent` of what the vault holds after the prune (used
+/// bytes plus the unused ones left: unused <= used * p / (100 - p)), as restic's `--max-unused`
+/// does. 0 repacks every partly unused pack. Also returns the unused bytes the packs not chosen
+/// keep.
 fn select_for_repack(
     mut partly: Vec<PartlyUsed>,
     kept_bytes: u64,
     mut unused_bytes: u64,
     max_unused_percent: u8,
 ) -> (Vec<(Id, PackType)>, u64) {
-    let allowed = kept_bytes.saturating_mul(u64::from(max_unused_percent)) / 100;
+    let used = kept_bytes.saturating_sub(unused_bytes);
+    let allowed = match max_unused_percent {
+        100.. => u64::MAX,
+        p => u64::try_from(u128::from(used) * u128::from(p) / u128::from(100 - p)).unwrap_or(u64::MAX),
+    };
     partly.sort_by(|a, b| {
         (u128::from(b.unused) * u128::from(a.bytes))
             .cmp(&(u128::from(a.unused) * u128::from(b.bytes)))
@@ -399,22 +404,26 @@ mod repack_selection_tests {
 
     #[test]
     fn the_emptiest_packs_go_first_until_the_unused_share_is_within_the_limit() {
-        // 1000 kept bytes, 250 unused: over 5%, so repack the emptiest until <= 50 remain.
-        let packs = vec![pack(1, 50, 400), pack(2, 150, 300), pack(3, 50, 300)];
-        let chosen: Vec<Id> = select_for_repack(packs, 1000, 250, 5).0.into_iter().map(|(id, _)| id).collect();
+        // 1000 kept bytes, 250 unused, 750 used: at most 10% of what stays may be unused,
+        // 750 * 10 / 90 = 83 bytes, so repack the emptiest until at most 83 remain.
+        let packs = || vec![pack(1, 50, 400), pack(2, 150, 300), pack(3, 50, 300)];
+        let (chosen, left) = select_for_repack(packs(), 1000, 250, 10);
+        let chosen: Vec<Id> = chosen.into_iter().map(|(id, _)| id).collect();
         assert_eq!(
             chosen,
             [Id::of_stored(&[2]), Id::of_stored(&[3])],
             "50% first, then 17%; 12.5% stays"
         );
-        let packs = vec![pack(1, 50, 400), pack(2, 150, 300), pack(3, 50, 300)];
-        assert_eq!(
-            select_for_repack(packs, 1000, 250, 5).1,
-            50,
-            "the 12.5% pack's 50 bytes stay unused"
-        );
+        assert_eq!(left, 50, "the 12.5% pack's 50 bytes stay unused");
+        // At 5% the limit is 750 * 5 / 95 = 39 bytes, so the last pack goes too (a limit of 5%
+        // of the 1000 bytes before the prune, 50, would have kept it).
+        let (chosen, left) = select_for_repack(packs(), 1000, 250, 5);
+        assert_eq!((chosen.len(), left), (3, 0));
         let packs = vec![pack(1, 40, 1000)];
-        assert!(select_for_repack(packs, 1000, 40, 5).0.is_empty(), "4% unused is within 5%");
+        assert!(
+            select_for_repack(packs, 1000, 40, 5).0.is_empty(),
+            "40 unused of 960 used is within 5%"
+        );
         let packs = vec![pack(1, 1, 1000), pack(2, 1, 1000)];
         assert_eq!(
             select_for_repack(packs, 2000, 2, 0).0.len(),
