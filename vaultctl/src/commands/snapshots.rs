@@ -1,14 +1,32 @@
-//! `vaultctl snapshots [--json]`: every snapshot in the vault, with its verification and, for
-//! snapshots `forget` removed that prune has not deleted yet, `forgotten`.
+//! `vaultctl snapshots [--deltas] [--json]`: every snapshot in the vault, with its verification
+//! and, for snapshots `forget` removed that prune has not deleted yet, `forgotten`. Delta segments
+//! are summed up on their base etcd-v3 snapshot (how many, up to which revision and time) unless
+//! `--deltas` lists them one by one.
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use vault::Result;
+use vault::format::{Id, PayloadKind};
 
 use crate::context::Common;
 use crate::output;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// List every delta segment too (by default each etcd-v3 snapshot says how far its chain of
+    /// delta segments reaches).
+    #[arg(long)]
+    deltas: bool,
+}
+
+/// How far the delta segments after an etcd-v3 snapshot reach.
+#[derive(Serialize)]
+struct ChainSummary {
+    segments: u64,
+    last_revision: i64,
+    last_event_time: String,
+}
 
 #[derive(Serialize)]
 struct Row {
@@ -33,15 +51,37 @@ struct Row {
     /// undelete` brings it back until then.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     forgotten: bool,
+    /// For an etcd-v3 snapshot: its delta segments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deltas: Option<ChainSummary>,
+    /// For a delta segment: its base snapshot and place in the chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
-pub async fn run(c: &Common, _a: Args) -> Result<i32> {
+pub async fn run(c: &Common, a: Args) -> Result<i32> {
     let vault = c.vault().await?;
     let mut catalog = c.catalog(&vault).await?;
     let forgotten = vault::ops::retention::log::read_cached(&vault, &mut catalog).await?.forgotten();
-    let rows: Vec<Row> = catalog
-        .snapshots()?
+    let snapshots = catalog.snapshots()?;
+    let mut chains: HashMap<Id, ChainSummary> = HashMap::new();
+    for d in snapshots.iter().filter_map(|s| s.manifest.etcd_v3_delta.as_ref()) {
+        let c = chains.entry(d.base).or_insert(ChainSummary {
+            segments: 0,
+            last_revision: 0,
+            last_event_time: String::new(),
+        });
+        c.segments += 1;
+        if d.last_revision > c.last_revision {
+            c.last_revision = d.last_revision;
+            c.last_event_time = d.last_event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        }
+    }
+    let rows: Vec<Row> = snapshots
         .into_iter()
+        .filter(|s| a.deltas || s.manifest.kind != PayloadKind::EtcdV3Delta)
         .map(|s| Row {
             id: s.id.hex(),
             time: s.manifest.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -57,6 +97,9 @@ pub async fn run(c: &Common, _a: Args) -> Result<i32> {
             sha256: s.manifest.streams.first().map(|st| st.sha256.clone()),
             verification: s.verification,
             forgotten: forgotten.contains(&s.id),
+            deltas: chains.remove(&s.id),
+            base: s.manifest.etcd_v3_delta.as_ref().map(|d| d.base.hex()),
+            seq: s.manifest.etcd_v3_delta.as_ref().map(|d| d.seq),
         })
         .collect();
     if c.json {
@@ -76,6 +119,15 @@ pub async fn run(c: &Common, _a: Args) -> Result<i32> {
         let mut tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if r.forgotten {
             tags.insert(0, "FORGOTTEN".into());
+        }
+        if let Some(d) = &r.deltas {
+            tags.insert(
+                0,
+                format!(
+                    "+{} delta segment(s) to revision {} at {}",
+                    d.segments, d.last_revision, d.last_event_time
+                ),
+            );
         }
         println!(
             "{:<8}  {:<20}  {:<8}  {:<16}  {:<24}  {:>10}  {:<12}  {}",

@@ -109,6 +109,8 @@ pub struct PruneReport {
     pub snapshots_removed: Vec<Id>,
     pub packs_deleted: u64,
     pub segments_deleted: u64,
+    /// Links and ends of delta chains whose base and segments are all gone.
+    pub chain_objects_deleted: u64,
     pub bytes_freed: u64,
     /// Pending packs a kept snapshot needs again: not deleted.
     pub packs_needed_again: Vec<Id>,
@@ -433,6 +435,60 @@ mod repack_selection_tests {
     }
 }
 
+/// Delete the links and ends of delta chains (FORMAT.md 8e) whose base and segments are all gone
+/// (pruned now or before): after the manifests, so a chain whose objects survive a crash here has
+/// no base and is never used, and the next prune finishes the job.
+async fn delete_dead_chains(
+    vault: &Vault,
+    catalog: &Catalog,
+    opts: &PruneOptions,
+    dropped: &BTreeSet<Id>,
+    guard: &mut Option<&mut PruneLockGuard>,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let objects = vault.store.list(format::DELTAS_PREFIX).await?;
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let mut alive = HashSet::new();
+    for s in catalog.snapshots_without_streams()? {
+        if dropped.contains(&s.id) {
+            continue;
+        }
+        alive.insert(s.id);
+        if let Some(d) = &s.manifest.etcd_v3_delta {
+            alive.insert(d.base);
+        }
+    }
+    let mut dead: Vec<String> = objects
+        .into_iter()
+        .map(|o| o.name)
+        .filter(|name| {
+            let base = name
+                .strip_prefix(format::DELTAS_PREFIX)
+                .and_then(|r| r.split('/').nth(1))
+                .and_then(Id::parse);
+            base.is_some_and(|b| !alive.contains(&b))
+        })
+        .collect();
+    dead.sort();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    step(
+        opts,
+        &format!("deleting {} link(s) and end(s) of delta chains whose base is gone", dead.len()),
+    );
+    for name in dead {
+        if !opts.dry_run {
+            keep(guard, vault).await?;
+            vault.store.delete(&name).await?;
+        }
+        report.chain_objects_deleted += 1;
+    }
+    Ok(())
+}
+
 /// The deleting half of pass 2: the manifests of `dropped` (marked as not kept already), then
 /// each candidate pack nothing needs: its index segment (only once every pack it lists goes),
 /// then the pack. Streams: one delete at a time, lock renewed between them.
@@ -491,6 +547,7 @@ async fn delete(
         }
         report.snapshots_removed.push(*id);
     }
+    delete_dead_chains(vault, catalog, opts, dropped, guard, report).await?;
     let mut order: Vec<(&Id, &BTreeSet<Id>)> = segments.iter().filter(|(_, p)| p.iter().all(|p| !blocked.contains(p))).collect();
     order.sort();
     let total = doomed.len() - doomed.intersection(&blocked).count();

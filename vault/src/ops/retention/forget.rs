@@ -107,12 +107,21 @@ pub async fn apply(
         .map(|s| (s.id, s.manifest))
         .collect();
     let mut entries = Vec::new();
+    let mut bases = Vec::new();
     for s in plan.removed() {
         let m = manifests.get(&s.id).ok_or_else(|| {
             Error::not_found(format!("snapshot {} is no longer in the catalog", s.id.short()))
                 .hint("another host changed the vault while this plan was made; run forget again")
         })?;
         entries.push(log::entry(&s.id, m, s.reasons.iter().map(|r| r.text.clone()).collect()));
+        bases.push(s.id);
+    }
+    // A delta chain follows its base (FORMAT.md 8e): the segments go in the same record.
+    let tombstones = log::read_cached(vault, catalog).await?.tombstones();
+    for (id, m, base) in chain_segments(&manifests, &bases) {
+        if !tombstones.contains_key(id) {
+            entries.push(log::entry(id, m, vec![format!("delta segment in the chain of {}", base.short())]));
+        }
     }
     report.applied = true;
     if entries.is_empty() {
@@ -126,6 +135,19 @@ pub async fn apply(
     };
     report.record = Some(log::append(vault, new, now).await?);
     Ok(())
+}
+
+/// The delta segments whose base is one of `bases`, with their base, in a stable order.
+fn chain_segments<'a>(manifests: &'a HashMap<Id, SnapshotManifest>, bases: &[Id]) -> Vec<(&'a Id, &'a SnapshotManifest, Id)> {
+    let mut out: Vec<(&Id, &SnapshotManifest, Id)> = manifests
+        .iter()
+        .filter_map(|(id, m)| {
+            let base = m.etcd_v3_delta.as_ref()?.base;
+            bases.contains(&base).then_some((id, m, base))
+        })
+        .collect();
+    out.sort_by_key(|(id, m, _)| (m.etcd_v3_delta.as_ref().map(|d| d.seq), **id));
+    out
 }
 
 /// Bring forgotten snapshots back, with a reason, before prune deletes them.
@@ -156,7 +178,24 @@ pub async fn undelete(
                 _ => e,
             })?;
         match tombstones.get(&snap.id) {
-            Some(Tombstone::Forgotten) => entries.push(log::entry(&snap.id, &snap.manifest, vec![reason.to_string()])),
+            Some(Tombstone::Forgotten) => {
+                entries.push(log::entry(&snap.id, &snap.manifest, vec![reason.to_string()]));
+                // Its delta chain comes back with it.
+                let manifests: HashMap<Id, SnapshotManifest> = catalog
+                    .snapshots_without_streams()?
+                    .into_iter()
+                    .map(|s| (s.id, s.manifest))
+                    .collect();
+                for (id, m, _) in chain_segments(&manifests, &[snap.id]) {
+                    if tombstones.get(id) == Some(&Tombstone::Forgotten) {
+                        entries.push(log::entry(
+                            id,
+                            m,
+                            vec![format!("{reason} (delta segment in the chain of {})", snap.id.short())],
+                        ));
+                    }
+                }
+            }
             Some(Tombstone::Pruned) => {
                 return Err(Error::not_found(format!(
                     "snapshot {} was pruned: its data is gone",
