@@ -504,7 +504,7 @@ impl Replayer {
     }
 }
 
-fn base_past_target(base_revision: i64) -> Error {
+pub(crate) fn base_past_target(base_revision: i64) -> Error {
     Error::usage(format!(
         "the base snapshot holds revision {base_revision}, which is past the target"
     ))
