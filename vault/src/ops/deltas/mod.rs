@@ -7,3 +7,4 @@ pub mod replay;
 pub mod restore;
 pub mod segment;
 pub mod target;
+pub mod verify;

@@ -7,7 +7,7 @@ use sha2::Digest;
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::delta_stream::{Decoder, Record, Summary};
 use crate::error::{Error, Result};
-use crate::format::{DeltaLink, EtcdV3DeltaInfo, PayloadKind};
+use crate::format::{BlobEntry, DeltaLink, EtcdV3DeltaInfo, Id, PayloadKind};
 use crate::ops::read::{locate, read_located};
 use crate::repo::Vault;
 
@@ -55,17 +55,33 @@ pub fn check_against_link(seg: &SnapshotEntry, link: &DeltaLink) -> Result<(), S
     Ok(())
 }
 
-/// Read, decode and check a whole segment: every record in order, and what it covers. An error
-/// names the segment (`what`).
-pub async fn read(vault: &Vault, catalog: &Catalog, seg: &SnapshotEntry, what: &str) -> Result<(Vec<Record>, Summary)> {
-    let i = info(seg)?.clone();
+/// Where the chunks of a segment's stream are: the first half of [`read`], apart so that a
+/// caller holding `&mut Catalog` in a future that must be `Send` need not hold it across awaits.
+pub fn locate_segment(catalog: &Catalog, seg: &SnapshotEntry, what: &str) -> Result<Vec<(Id, BlobEntry)>> {
     let stream = seg
         .manifest
         .streams
         .first()
-        .ok_or_else(|| Error::integrity(format!("{what} has no stream")))?
-        .clone();
-    let located = locate(catalog, &stream).map_err(|e| Error::integrity(format!("{what}: {}", e.what)))?;
+        .ok_or_else(|| Error::integrity(format!("{what} has no stream")))?;
+    locate(catalog, stream).map_err(|e| Error::integrity(format!("{what}: {}", e.what)))
+}
+
+/// Read, decode and check a whole segment: every record in order, and what it covers. An error
+/// names the segment (`what`).
+pub async fn read(vault: &Vault, catalog: &Catalog, seg: &SnapshotEntry, what: &str) -> Result<(Vec<Record>, Summary)> {
+    let located = locate_segment(catalog, seg, what)?;
+    read_located_segment(vault, seg, located, what).await
+}
+
+/// [`read`] of a segment whose chunks are located already.
+pub async fn read_located_segment(
+    vault: &Vault,
+    seg: &SnapshotEntry,
+    located: Vec<(Id, BlobEntry)>,
+    what: &str,
+) -> Result<(Vec<Record>, Summary)> {
+    let i = info(seg)?.clone();
+    let stream = seg.manifest.streams[0].clone();
     let name = what.to_string();
     let (records, summary, size, sha) = read_located(vault, located, move |rx| {
         let mut d = Decoder::new(name);
