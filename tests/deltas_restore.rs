@@ -270,7 +270,7 @@ async fn point_in_time_restore_replays_segments_and_refuses_past_a_missing_one()
     catalog.sync(&vault).await.unwrap();
     let s0 = write_segment(&vault, &mut catalog, base, &cluster_id, 0, None, &all[..cut1]).await;
     let s1 = write_segment(&vault, &mut catalog, base, &cluster_id, 1, Some(s0), &all[cut1..cut2]).await;
-    let _s2 = write_segment(&vault, &mut catalog, base, &cluster_id, 2, Some(s1), &all[cut2..]).await;
+    let s2 = write_segment(&vault, &mut catalog, base, &cluster_id, 2, Some(s1), &all[cut2..]).await;
     let seg0_last = all[cut1 - 1].0;
     let seg1 = (all[cut1].0, all[cut2 - 1].0);
 
@@ -294,8 +294,42 @@ async fn point_in_time_restore_replays_segments_and_refuses_past_a_missing_one()
     let p = ctl.restorer(&["etcd", "history", "--prefix", "/l/", "--json"]).ok().json();
     assert_eq!(p["changes"].as_array().unwrap().len(), 6, "4 puts and 2 deletes by the revoke: {p}");
 
+    // A damaged pack of the last segment: a restore into it refuses naming it, before it works,
+    // --up-to-last-whole stops at the end of the segment before it, and verify names it.
+    ctl.restorer(&["verify", "--all", "--json"]).ok();
+    let seg2_entry = catalog.snapshots().unwrap().into_iter().find(|e| e.id == s2).unwrap();
+    let (pack, _) = catalog.chunk_locations(&seg2_entry.manifest.streams[0].chunks[0]).unwrap()[0];
+    let pack_file = Path::new(&ctl.repo).join(vault::format::pack_name(&pack));
+    let mut bytes = std::fs::read(&pack_file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    let mut perm = std::fs::metadata(&pack_file).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&pack_file, perm).unwrap();
+    std::fs::write(&pack_file, bytes).unwrap();
+    let head_s = head.to_string();
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    ctl.restorer(&restore_args(&["--revision", &head_s], &dir.join("damaged").join("member"), &peer))
+        .failed()
+        .code(3)
+        .mentions(&["delta segment seq 2", &s2.short(), &format!("whole up to revision {}", seg1.1)]);
+    assert!(!dir.join("damaged").join("member").exists(), "a refused restore leaves no data dir");
+    let r = restore_and_compare(
+        &ctl,
+        dir,
+        "damaged-last-whole",
+        &["--revision", &head_s, "--up-to-last-whole"],
+        &mut source,
+        seg1.1,
+    )
+    .await;
+    assert!(s(&r, "stopped_early").contains("seq 2"), "{r}");
+    ctl.restorer(&["verify", "--all"])
+        .failed()
+        .mentions(&["delta segment seq 2", &s2.short()]);
+
     // A missing segment manifest: verify names it, a restore past it refuses naming it.
-    ctl.writer(&["verify", "--all", "--json"]).ok();
     vault.store.delete(&vault::format::snapshot_name(&s1)).await.unwrap();
     ctl.writer(&["verify", "--all"])
         .failed()

@@ -4,6 +4,9 @@
 //! saved. Because the chain is dense and each transaction makes exactly one revision, the replayed
 //! etcd lands on the original revision numbers; that is asserted after every group.
 //!
+//! The temporary etcd holds every Secret of the cluster, so it listens on 127.0.0.1 only, with
+//! TLS and client certificates made for this replay ([`tls`]): another local user cannot read it.
+//!
 //! Leases are granted with their original ids and granted TTLs and kept alive during the replay,
 //! so that a short TTL cannot expire keys (a write that would shift every later revision).
 
@@ -100,6 +103,7 @@ pub struct TempEtcd {
     child: Option<Child>,
     data_dir: PathBuf,
     log: PathBuf,
+    tls: tls::ReplayTls,
     pub endpoint: String,
     pub client: Client,
     keepalive: Option<KeepAlive>,
@@ -125,8 +129,9 @@ impl TempEtcd {
         let data_dir = work.join(format!("replay-etcd-{attempt}"));
         let log = work.join(format!("replay-etcd-{attempt}.log"));
         let _ = fs::remove_dir_all(&data_dir);
-        let client_url = format!("http://127.0.0.1:{}", free_port()?);
-        let peer_url = format!("http://127.0.0.1:{}", free_port()?);
+        let client_url = format!("https://127.0.0.1:{}", free_port()?);
+        let peer_url = format!("https://127.0.0.1:{}", free_port()?);
+        let tls = tls::ReplayTls::make(work)?;
         let initial_cluster = format!("{NAME}={peer_url}");
         if let Some(base) = base {
             let (tool, tool_name) = restore_tool(opts.tool.as_deref())?;
@@ -165,20 +170,29 @@ impl TempEtcd {
             .args(["--max-txn-ops", "1000000", "--max-request-bytes", "67108864"])
             .args(["--quota-backend-bytes", "8589934592", "--auto-compaction-retention", "0"])
             .args(["--snapshot-count", "10000000"])
+            .args(tls.etcd_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .map_err(|e| Error::io(format!("cannot run {}", etcd.display())).with_source(e))?;
+        // (connects lazily: etcd need not answer yet)
+        let client = match Client::connect([client_url.as_str()], Some(tls.connect_options())).await {
+            Ok(c) => c,
+            Err(e) => {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::source_err("cannot make an etcd client").with_source(e));
+            }
+        };
         let mut t = TempEtcd {
             child: Some(child),
             data_dir,
             log,
+            tls,
             endpoint: client_url.clone(),
-            // replaced below once etcd answers
-            client: Client::connect([client_url.as_str()], None)
-                .await
-                .map_err(|e| Error::source_err("cannot make an etcd client").with_source(e))?,
+            client,
             keepalive: None,
         };
         t.wait_healthy(Duration::from_secs(30)).await?;
@@ -287,6 +301,7 @@ impl TempEtcd {
         }
         let _ = fs::remove_dir_all(&self.data_dir);
         let _ = fs::remove_file(&self.log);
+        self.tls.remove();
     }
 }
 
@@ -529,3 +544,4 @@ pub fn is_base_past_target(e: &Error) -> Option<i64> {
 
 #[cfg(test)]
 mod tests;
+mod tls;

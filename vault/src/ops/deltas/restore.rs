@@ -130,6 +130,8 @@ async fn replay_plan(
                     }
                 }
             }
+            // The segment after a time target is read only to check the base against it.
+            Err(_) if matches!(plan.stop, StopAt::ReceivedBy(ms) if s.first_event_time.timestamp_millis() > ms) => break,
             Err(e) if up_to_last_whole => {
                 stopped_early = Some(e.what);
                 break;

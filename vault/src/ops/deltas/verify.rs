@@ -45,18 +45,22 @@ pub async fn check(
             }
         }
     }
-    if content {
-        for seg in selected.iter().filter(|s| s.manifest.kind == PayloadKind::EtcdV3Delta) {
-            if !problems.get(&seg.id).is_none_or(|p| p.is_empty()) {
+    for seg in selected.iter().filter(|s| s.manifest.kind == PayloadKind::EtcdV3Delta) {
+        let what = match segment::info(seg) {
+            Ok(i) => segment::describe(i.seq, i.first_revision, i.last_revision, &seg.id.short()),
+            Err(e) => {
+                problems.entry(seg.id).or_default().push(e.what);
                 continue;
             }
-            let what = match segment::info(seg) {
-                Ok(i) => segment::describe(i.seq, i.first_revision, i.last_revision, &seg.id.short()),
-                Err(e) => {
-                    problems.entry(seg.id).or_default().push(e.what);
-                    continue;
-                }
-            };
+        };
+        // What the generic checks found, said of the segment.
+        if let Some(found) = problems.get_mut(&seg.id).filter(|p| !p.is_empty()) {
+            for p in found.iter_mut() {
+                *p = format!("{what}: {p}");
+            }
+            continue;
+        }
+        if content {
             let located = match segment::locate_segment(catalog, seg, &what) {
                 Ok(l) => l,
                 Err(e) => {

@@ -116,6 +116,14 @@ async fn replays_groups_onto_a_base_up_to_the_target_revision() {
         .collect();
     assert_eq!(got, want);
     assert_eq!(check.lease_ids().await.unwrap(), vec![LEASE], "the lease keeps its original id");
+
+    // Only a client with the replay's own certificate may read the temporary etcd.
+    let ca = std::fs::read(&check.tls.ca).unwrap();
+    let tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+    let anonymous = Client::connect([check.endpoint.as_str()], Some(etcd_client::ConnectOptions::new().with_tls(tls))).await;
+    if let Ok(mut c) = anonymous {
+        assert!(c.get("a", None).await.is_err(), "a client without the certificate reads nothing");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
