@@ -234,25 +234,29 @@ pub async fn resolve(vault: &Vault, catalog: &Catalog, target: Target, q: &Targe
             broken = Some(u);
         }
     }
-    match broken {
-        // A newer chain would have reached the target but for a problem.
-        Some(u) if plans.is_empty() || plans[0].base.revision < u.base.revision => {
-            if q.up_to_last_whole {
-                let mut p = vec![plan(target, u, true)];
-                p.extend(plans);
-                return Ok(p);
-            }
-            Err(Error::integrity(format!(
-                "cannot restore to {target}: {}; the chain of base {} is whole up to revision {} ({})",
-                u.problem.as_deref().unwrap_or("the chain is broken"),
+    if !plans.is_empty() {
+        if let Some(u) = broken {
+            let used = plans[0].base.id.short();
+            plans[0].warnings.push(format!(
+                "the newer chain of base {} does not reach {target} ({}); the chain of base {used} does",
                 u.base.id.short(),
-                u.last_whole_revision,
-                u.last_whole_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            ))
-            .hint("pass --up-to-last-whole to restore to that point, or choose an earlier --revision/--at"))
+                u.problem.as_deref().unwrap_or("it is broken")
+            ));
         }
-        _ if !plans.is_empty() => Ok(plans),
-        _ => {
+        return Ok(plans);
+    }
+    match broken {
+        // A chain would have reached the target but for a problem.
+        Some(u) if q.up_to_last_whole => Ok(vec![plan(target, u, true)]),
+        Some(u) => Err(Error::integrity(format!(
+            "cannot restore to {target}: {}; the chain of base {} is whole up to revision {} ({})",
+            u.problem.as_deref().unwrap_or("the chain is broken"),
+            u.base.id.short(),
+            u.last_whole_revision,
+            u.last_whole_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ))
+        .hint("pass --up-to-last-whole to restore to that point, or choose an earlier --revision/--at")),
+        None => {
             let (rev, time) = newest_reach.expect("a base was considered");
             Err(Error::not_found(format!(
                 "no delta chain reaches {target}: the newest point covered is revision {rev} ({})",
@@ -301,5 +305,85 @@ fn plan(target: Target, u: UsableChain, cut: bool) -> Plan {
         problem: u.problem,
         cut_to_last_whole: cut,
         warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    /// Base at revision 10 (time 1000), three segments of 10 revisions, 10 ms per revision.
+    fn chain(problem: Option<&str>) -> UsableChain {
+        let whole: Vec<PlannedSegment> = (0..3u64)
+            .map(|i| {
+                let first = 11 + 10 * i as i64;
+                PlannedSegment {
+                    seq: i,
+                    id: Id::of_stored(&i.to_le_bytes()),
+                    first_revision: first,
+                    last_revision: first + 9,
+                    events: 10,
+                    first_event_time: t(1000 + 10 * (first - 10)),
+                    last_event_time: t(1000 + 10 * (first - 1)),
+                    catch_up: i == 2,
+                    bytes: 100,
+                }
+            })
+            .collect();
+        UsableChain {
+            base: PlannedBase {
+                id: Id::of_stored(b"base"),
+                time: t(1000),
+                revision: 10,
+                job: "etcd".into(),
+                cluster_id: "c".into(),
+            },
+            claimed_until: 40,
+            last_whole_revision: whole.last().unwrap().last_revision,
+            last_whole_time: whole.last().unwrap().last_event_time,
+            whole,
+            problem: problem.map(String::from),
+        }
+    }
+
+    fn seqs(p: &Plan) -> Vec<u64> {
+        p.segments.iter().map(|s| s.seq).collect()
+    }
+
+    #[test]
+    fn a_revision_target_takes_the_segments_up_to_the_one_holding_it() {
+        let p = plan(Target::Revision(21), chain(None), false);
+        assert_eq!((seqs(&p), p.stop, p.events), (vec![0, 1], StopAt::Revision(21), 20));
+        let p = plan(Target::Revision(20), chain(None), false);
+        assert_eq!(seqs(&p), vec![0], "the last revision of a segment needs no more");
+        let p = plan(Target::Revision(10), chain(None), false);
+        assert!(p.segments.is_empty(), "the base's own revision needs no segment");
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_time_target_reads_one_segment_past_it_and_warns_of_catch_up() {
+        // Segment 1's first group is received at 1110 ms: a time right on it includes it.
+        let p = plan(Target::Time(t(1110)), chain(None), false);
+        assert_eq!((seqs(&p), p.stop), (vec![0, 1, 2], StopAt::ReceivedBy(1110)));
+        assert_eq!(p.warnings.len(), 1, "segment 2 was caught up: {:?}", p.warnings);
+        let p = plan(Target::Time(t(1109)), chain(None), false);
+        assert_eq!(seqs(&p), vec![0, 1], "one segment past the time, to check the base against");
+        let p = plan(Target::Time(t(5000)), chain(None), false);
+        assert_eq!(seqs(&p), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn cut_to_the_last_whole_point() {
+        let mut c = chain(Some("delta segment seq 2 (...): its manifest is missing from the vault"));
+        c.whole.pop();
+        c.last_whole_revision = 30;
+        let p = plan(Target::Revision(35), c, true);
+        assert_eq!((seqs(&p), p.stop, p.cut_to_last_whole), (vec![0, 1], StopAt::Revision(30), true));
+        assert!(p.problem.unwrap().contains("seq 2"));
     }
 }
