@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use vault::ops::deltas::replay::{ReplayOptions, StopAt};
-use vault::ops::deltas::restore::{PointInTimeReport, plan, restore_to_point};
+use vault::ops::deltas::restore::{PointInTimeReport, Replayed, plan, restore_to_point};
 use vault::ops::deltas::target::{Plan, Target, TargetQuery};
 use vault::ops::etcd_restore::EtcdRestoreOptions;
 use vault::{Error, Result};
@@ -99,7 +99,7 @@ pub async fn run(c: &Common, a: RestoreArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn print_plan(plan: &Plan) {
+pub fn print_plan(plan: &Plan) {
     let b = &plan.base;
     println!(
         "base: snapshot {} of job {} (cluster {}), revision {}, taken {}",
@@ -142,7 +142,24 @@ fn print_plan(plan: &Plan) {
     }
 }
 
-fn print_report(r: &PointInTimeReport, name: &str) {
+fn print_report(report: &PointInTimeReport, name: &str) {
+    let r = &report.replayed;
+    print_replayed(r);
+    let restore = &report.restore;
+    if let Some(old) = &restore.moved_aside {
+        println!("existing data dir {} moved aside to {}", restore.data_dir.display(), old.display());
+    }
+    println!(
+        "restored into {} with {}{}",
+        restore.data_dir.display(),
+        restore.tool,
+        restore.owner.as_ref().map(|o| format!(", owned by {o}")).unwrap_or_default()
+    );
+    println!("next: start etcd with --name {name} --data-dir {}", restore.data_dir.display());
+}
+
+/// The plan followed and what the replay reached.
+pub fn print_replayed(r: &Replayed) {
     print_plan(&r.plan);
     for b in &r.bases_past_target {
         println!("skipped: {b}");
@@ -150,23 +167,12 @@ fn print_report(r: &PointInTimeReport, name: &str) {
     if let Some(why) = &r.stopped_early {
         println!("stopped at the last whole segment: {why}");
     }
-    if let Some(old) = &r.restore.moved_aside {
-        println!(
-            "existing data dir {} moved aside to {}",
-            r.restore.data_dir.display(),
-            old.display()
-        );
-    }
     println!(
-        "restored revision {} (its change received {}) into {}: base at revision {} + {} revision(s), {} event(s) replayed, with {}{}",
+        "reached revision {} (its change received {}): base at revision {} + {} revision(s), {} event(s) replayed",
         r.revision,
         ts(&r.time),
-        r.restore.data_dir.display(),
         r.base_revision,
         r.groups_applied,
-        r.events_applied,
-        r.restore.tool,
-        r.restore.owner.as_ref().map(|o| format!(", owned by {o}")).unwrap_or_default()
+        r.events_applied
     );
-    println!("next: start etcd with --name {name} --data-dir {}", r.restore.data_dir.display());
 }

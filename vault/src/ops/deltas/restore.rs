@@ -6,10 +6,10 @@
 //! beside the data dir, removed at the end.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -17,15 +17,47 @@ use crate::ops::deltas::replay::{self, ReplayOptions, Replayer, StopAt, TempEtcd
 use crate::ops::deltas::segment;
 use crate::ops::deltas::target::{self, Plan, Target, TargetQuery};
 use crate::ops::etcd_restore::{
-    EtcdRestoreOptions, EtcdRestoreReport, check_member_flags, make_staging_dir, place_staged, resolve_owner, restore_tool,
+    EtcdRestoreOptions, EtcdRestoreReport, STAGED, Staged, check_member_flags, make_staging_dir, place_staged, resolve_owner, restore_tool,
     stage_file_restore,
 };
 use crate::ops::restore::restore_to_file;
 use crate::repo::Vault;
 
+/// What a point-in-time target and where to find it: what a recovery flow's journal keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointInTime {
+    pub target: Target,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub up_to_last_whole: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_binary: Option<PathBuf>,
+}
+
+impl PointInTime {
+    pub fn query(&self) -> TargetQuery {
+        TargetQuery {
+            job: self.job.clone(),
+            cluster_id: self.cluster_id.clone(),
+            up_to_last_whole: self.up_to_last_whole,
+        }
+    }
+}
+
 /// What a point-in-time restore did.
 #[derive(Clone, Debug, Serialize)]
 pub struct PointInTimeReport {
+    #[serde(flatten)]
+    pub replayed: Replayed,
+    pub restore: EtcdRestoreReport,
+}
+
+/// What the replay of a point-in-time restore did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Replayed {
     pub plan: Plan,
     /// The revision the base snapshot held (at least the one recorded at capture).
     pub base_revision: i64,
@@ -42,7 +74,8 @@ pub struct PointInTimeReport {
     /// Bases tried first whose snapshot held revisions past the target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bases_past_target: Vec<String>,
-    pub restore: EtcdRestoreReport,
+    /// The sha256 of the replayed snapshot.
+    pub sha256: String,
 }
 
 /// Only resolve: the plan `restore_to_point` would follow first.
@@ -59,38 +92,88 @@ pub async fn restore_to_point(
     replay_opts: &ReplayOptions,
 ) -> Result<PointInTimeReport> {
     // Usage problems first, before anything is fetched.
-    check_member_flags(opts)?;
-    restore_tool(opts.tool.as_deref())?;
-    resolve_owner(opts.owner.as_deref())?;
-    replay::etcd_binary(replay_opts.etcd_binary.as_deref())?;
+    check_usage(opts, replay_opts)?;
     let plans = target::resolve(vault, catalog, target, q).await?;
     let suffix = hex::encode(crate::crypto::random_bytes::<4>());
     let staging = make_staging_dir(&opts.data_dir, "pitr", &suffix)?;
     let result = async {
-        let mut past = Vec::new();
-        for plan in plans {
-            match replay_plan(vault, catalog, &plan, q.up_to_last_whole, opts, replay_opts, &staging).await {
-                Ok(mut report) => {
-                    report.bases_past_target = past;
-                    return Ok(report);
-                }
-                Err(e) if is_base_past_target(&e).is_some() => past.push(format!(
-                    "base {} holds revision {}, past {target}",
-                    plan.base.id.short(),
-                    is_base_past_target(&e).unwrap_or_default()
-                )),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::not_found(format!(
-            "no base snapshot with a delta chain is at or before {target}: {}",
-            past.join("; ")
-        ))
-        .hint("choose a later --revision/--at"))
+        let (staged, replayed) = stage_plans(vault, catalog, plans, target, q.up_to_last_whole, opts, replay_opts, &staging).await?;
+        let moved_aside = place_staged(&staged.dir, &opts.data_dir)?;
+        Ok(PointInTimeReport {
+            restore: EtcdRestoreReport {
+                snapshot: replayed.plan.base.id.hex(),
+                data_dir: opts.data_dir.clone(),
+                moved_aside,
+                tool: staged.tool,
+                owner: staged.owner,
+                revision: Some(replayed.revision),
+                sha256: replayed.sha256.clone(),
+            },
+            replayed,
+        })
     }
     .await;
     let _ = fs::remove_dir_all(&staging);
     result
+}
+
+/// Build the member data dir for `target` at `staging/member-data` (`staging`: an existing
+/// private directory; what else this makes in it is removed): a recovery flow's staging step.
+pub async fn stage_to_point(
+    vault: &Vault,
+    catalog: &Catalog,
+    point: &PointInTime,
+    opts: &EtcdRestoreOptions,
+    replay_opts: &ReplayOptions,
+    staging: &Path,
+) -> Result<(Staged, Replayed)> {
+    check_usage(opts, replay_opts)?;
+    let q = point.query();
+    let plans = target::resolve(vault, catalog, point.target, &q).await?;
+    let _ = fs::remove_dir_all(staging.join(STAGED));
+    stage_plans(vault, catalog, plans, point.target, q.up_to_last_whole, opts, replay_opts, staging).await
+}
+
+fn check_usage(opts: &EtcdRestoreOptions, replay_opts: &ReplayOptions) -> Result<()> {
+    check_member_flags(opts)?;
+    restore_tool(opts.tool.as_deref())?;
+    resolve_owner(opts.owner.as_deref())?;
+    replay::etcd_binary(replay_opts.etcd_binary.as_deref())?;
+    Ok(())
+}
+
+/// Try the candidate plans in order (a base found past the target gives way to the next).
+#[allow(clippy::too_many_arguments)]
+async fn stage_plans(
+    vault: &Vault,
+    catalog: &Catalog,
+    plans: Vec<Plan>,
+    target: Target,
+    up_to_last_whole: bool,
+    opts: &EtcdRestoreOptions,
+    replay_opts: &ReplayOptions,
+    staging: &Path,
+) -> Result<(Staged, Replayed)> {
+    let mut past = Vec::new();
+    for plan in plans {
+        match replay_plan(vault, catalog, &plan, up_to_last_whole, opts, replay_opts, staging).await {
+            Ok((staged, mut replayed)) => {
+                replayed.bases_past_target = past;
+                return Ok((staged, replayed));
+            }
+            Err(e) if is_base_past_target(&e).is_some() => past.push(format!(
+                "base {} holds revision {}, past {target}",
+                plan.base.id.short(),
+                is_base_past_target(&e).unwrap_or_default()
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::not_found(format!(
+        "no base snapshot with a delta chain is at or before {target}: {}",
+        past.join("; ")
+    ))
+    .hint("choose a later --revision/--at"))
 }
 
 async fn replay_plan(
@@ -101,7 +184,7 @@ async fn replay_plan(
     opts: &EtcdRestoreOptions,
     replay_opts: &ReplayOptions,
     staging: &Path,
-) -> Result<PointInTimeReport> {
+) -> Result<(Staged, Replayed)> {
     let snaps = catalog.snapshots()?;
     let find = |id| {
         snaps
@@ -171,6 +254,7 @@ async fn replay_plan(
     }
     let replayed = staging.join("replayed.db");
     let finished = r.finish(&replayed).await;
+    let _ = fs::remove_dir(&work);
     let (progress, sha) = match finished {
         Ok(x) => x,
         Err(e) => {
@@ -181,28 +265,22 @@ async fn replay_plan(
     let staged = stage_file_restore(&replayed, sha.clone(), opts, staging);
     let _ = fs::remove_file(&replayed);
     let staged = staged?;
-    let moved_aside = place_staged(&staged.dir, &opts.data_dir)?;
-    Ok(PointInTimeReport {
-        plan: plan.clone(),
-        base_revision: progress.base_revision,
-        revision: progress.revision,
-        time: progress
-            .received_ms
-            .and_then(DateTime::from_timestamp_millis)
-            .unwrap_or(plan.base.time),
-        groups_applied: progress.groups_applied,
-        events_applied: progress.events_applied,
-        leases_granted: progress.leases_granted,
-        stopped_early,
-        bases_past_target: Vec::new(),
-        restore: EtcdRestoreReport {
-            snapshot: plan.base.id.hex(),
-            data_dir: opts.data_dir.clone(),
-            moved_aside,
-            tool: staged.tool,
-            owner: staged.owner,
-            revision: Some(progress.revision),
+    Ok((
+        staged,
+        Replayed {
+            plan: plan.clone(),
+            base_revision: progress.base_revision,
+            revision: progress.revision,
+            time: progress
+                .received_ms
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or(plan.base.time),
+            groups_applied: progress.groups_applied,
+            events_applied: progress.events_applied,
+            leases_granted: progress.leases_granted,
+            stopped_early,
+            bases_past_target: Vec::new(),
             sha256: sha,
         },
-    })
+    ))
 }

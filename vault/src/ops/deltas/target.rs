@@ -18,7 +18,7 @@ use crate::ops::deltas::segment;
 use crate::repo::Vault;
 
 /// What to restore to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Revision(i64),
