@@ -286,6 +286,49 @@ async fn point_in_time_restore_replays_segments_and_refuses_past_a_missing_one()
     let at = time(t0 + 10 * (at_rev - base_rev) + 5).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     restore_and_compare(&ctl, dir, "at", &["--at", &at], &mut source, at_rev).await;
 
+    // An interrupt during the replay stops the temporary etcd (only the process it started) and
+    // removes the staging directory; the data dir is not touched.
+    let pidfile = dir.join("replay-etcd.pid");
+    let wrapper = dir.join("slow-etcd.sh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\necho $$ > {}\nsleep 5\nexec /usr/bin/etcd \"$@\"\n", pidfile.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let parent = dir.join("interrupted");
+    std::fs::create_dir_all(&parent).unwrap();
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let head_s = head.to_string();
+    let mut args: Vec<String> = vec![
+        "--repo".into(),
+        ctl.repo.clone(),
+        "--identity".into(),
+        ctl.identity.display().to_string(),
+    ];
+    args.extend(restore_args(
+        &["--revision", &head_s, "--etcd-binary", &wrapper.display().to_string()],
+        &parent.join("member"),
+        &peer,
+    ));
+    let mut sp = ctl.spawn("interrupted", &args);
+    let etcd_pid = vault_e2e::wait_for(std::time::Duration::from_secs(60), std::time::Duration::from_millis(20), || {
+        std::fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse::<i32>().ok())
+    })
+    .expect("the temporary etcd was started");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = sp
+        .wait_timeout(std::time::Duration::from_secs(30))
+        .expect("vaultctl exits after SIGTERM");
+    assert!(!st.success());
+    assert!(sp.stderr().contains("interrupted by SIGTERM"), "{}", sp.stderr());
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(etcd_pid), None).is_err(),
+        "the temporary etcd {etcd_pid} is gone"
+    );
+    let left: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "no staging directory and no data dir left: {left:?}");
+
     // History: every change to /a/1 (two puts and the range delete), with sizes.
     let h = ctl.restorer(&["etcd", "history", "/a/1", "--json"]).ok().json();
     let ops: Vec<String> = h["changes"].as_array().unwrap().iter().map(|c| s(c, "op")).collect();
@@ -308,7 +351,6 @@ async fn point_in_time_restore_replays_segments_and_refuses_past_a_missing_one()
     perm.set_readonly(false);
     std::fs::set_permissions(&pack_file, perm).unwrap();
     std::fs::write(&pack_file, bytes).unwrap();
-    let head_s = head.to_string();
     let peer = format!("http://127.0.0.1:{}", free_port());
     ctl.restorer(&restore_args(&["--revision", &head_s], &dir.join("damaged").join("member"), &peer))
         .failed()

@@ -88,7 +88,13 @@ pub async fn run(c: &Common, a: RestoreArgs) -> Result<i32> {
         etcd_binary: p.etcd_binary.clone(),
         tool: opts.tool.clone(),
     };
-    let report = restore_to_point(&vault, &catalog, target, &q, &opts, &replay).await;
+    // An interrupt drops the restore: its temporary etcd is stopped and its staging removed.
+    let report = tokio::select! {
+        r = restore_to_point(&vault, &catalog, target, &q, &opts, &replay) => r,
+        signal = interrupted() => Err(Error::io(format!(
+            "interrupted by {signal}: the temporary etcd was stopped and the staging directory removed; the data dir was not touched"
+        ))),
+    };
     output::finish(pb);
     let report = report?;
     if c.json {
@@ -175,4 +181,16 @@ pub fn print_replayed(r: &Replayed) {
         r.groups_applied,
         r.events_applied
     );
+}
+
+/// SIGINT or SIGTERM (never, when the handlers cannot be installed).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

@@ -96,7 +96,10 @@ pub async fn restore_to_point(
     let plans = target::resolve(vault, catalog, target, q).await?;
     let suffix = hex::encode(crate::crypto::random_bytes::<4>());
     let staging = make_staging_dir(&opts.data_dir, "pitr", &suffix)?;
-    let result = async {
+    // Removed however this ends, also when the caller drops this future (an interrupt): the
+    // temporary etcd is stopped by its own drop.
+    let _remove = RemoveDirOnDrop(staging.clone());
+    async {
         let (staged, replayed) = stage_plans(vault, catalog, plans, target, q.up_to_last_whole, opts, replay_opts, &staging).await?;
         let moved_aside = place_staged(&staged.dir, &opts.data_dir)?;
         Ok(PointInTimeReport {
@@ -112,9 +115,15 @@ pub async fn restore_to_point(
             replayed,
         })
     }
-    .await;
-    let _ = fs::remove_dir_all(&staging);
-    result
+    .await
+}
+
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Build the member data dir for `target` at `staging/member-data` (`staging`: an existing
