@@ -102,6 +102,8 @@ struct UsableChain {
     last_whole_revision: i64,
     last_whole_time: DateTime<Utc>,
     problem: Option<String>,
+    /// Why the chain was closed, when it was.
+    end: Option<crate::format::DeltaChainEnd>,
 }
 
 fn base_of(s: &SnapshotEntry) -> Option<PlannedBase> {
@@ -123,6 +125,7 @@ async fn usable_chain(vault: &Vault, catalog: &Catalog, snaps: &[SnapshotEntry],
         last_whole_time: base.time,
         whole: Vec::new(),
         problem: None,
+        end: chain.end.clone(),
         base,
     };
     let whole_until = chain.whole_until(u.base.revision);
@@ -215,8 +218,12 @@ pub async fn resolve(vault: &Vault, catalog: &Catalog, target: Target, q: &Targe
     let mut plans = Vec::new();
     let mut broken: Option<UsableChain> = None;
     let mut newest_reach: Option<(i64, DateTime<Utc>)> = None;
+    let mut closed = Vec::new();
     for b in bases {
         let u = usable_chain(vault, catalog, &snaps, b).await?;
+        if let Some(e) = &u.end {
+            closed.push(e.clone());
+        }
         if newest_reach.is_none_or(|(r, _)| u.last_whole_revision > r) {
             newest_reach = Some((u.last_whole_revision, u.last_whole_time));
         }
@@ -257,6 +264,10 @@ pub async fn resolve(vault: &Vault, catalog: &Catalog, target: Target, q: &Targe
         ))
         .hint("pass --up-to-last-whole to restore to that point, or choose an earlier --revision/--at")),
         None => {
+            if let Some(lost) = lost_to_compaction(&closed, target) {
+                return Err(Error::not_found(format!("cannot restore to {target}: {lost}"))
+                    .hint("choose a point before the loss, or one covered by the next chain (see `vaultctl snapshots`)"));
+            }
             let (rev, time) = newest_reach.expect("a base was considered");
             Err(Error::not_found(format!(
                 "no delta chain reaches {target}: the newest point covered is revision {rev} ({})",
@@ -265,6 +276,26 @@ pub async fn resolve(vault: &Vault, catalog: &Catalog, target: Target, q: &Targe
             .hint("choose an earlier --revision/--at; a change newer than the last committed segment is not in the vault yet"))
         }
     }
+}
+
+/// A sentence naming the revisions a chain lost to etcd's compaction, when the target is in them.
+fn lost_to_compaction(ends: &[crate::format::DeltaChainEnd], target: Target) -> Option<String> {
+    ends.iter().find_map(|e| {
+        let c = e.compact_revision?;
+        let lost = match target {
+            Target::Revision(r) => r > e.last_revision && r < c,
+            Target::Time(_) => false,
+        };
+        (e.reason == "compacted" && lost).then(|| {
+            format!(
+                "the chain of base {} ended at revision {}: the watch fell behind etcd's compaction, and revisions {}..={} were never captured",
+                e.base.short(),
+                e.last_revision,
+                e.last_revision + 1,
+                c - 1
+            )
+        })
+    })
 }
 
 fn plan(target: Target, u: UsableChain, cut: bool) -> Plan {
@@ -347,6 +378,7 @@ mod tests {
             last_whole_time: whole.last().unwrap().last_event_time,
             whole,
             problem: problem.map(String::from),
+            end: None,
         }
     }
 
@@ -375,6 +407,24 @@ mod tests {
         assert_eq!(seqs(&p), vec![0, 1], "one segment past the time, to check the base against");
         let p = plan(Target::Time(t(5000)), chain(None), false);
         assert_eq!(seqs(&p), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_revision_lost_to_compaction_is_named() {
+        let end = crate::format::DeltaChainEnd {
+            base: Id::of_stored(b"base"),
+            reason: "compacted".into(),
+            last_revision: 40,
+            next_base: None,
+            compact_revision: Some(50),
+            watcher: "w".into(),
+            time: t(0),
+        };
+        let ends = [end];
+        let lost = lost_to_compaction(&ends, Target::Revision(45)).unwrap();
+        assert!(lost.contains("revisions 41..=49 were never captured"), "{lost}");
+        assert!(lost_to_compaction(&ends, Target::Revision(40)).is_none());
+        assert!(lost_to_compaction(&ends, Target::Revision(50)).is_none());
     }
 
     #[test]
