@@ -10,7 +10,7 @@
 //! Leases are granted with their original ids and granted TTLs and kept alive during the replay,
 //! so that a short TTL cannot expire keys (a write that would shift every later revision).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -365,8 +365,14 @@ pub struct Replayer {
     leases: HashSet<i64>,
     /// Leases granted from lease records (some may hold no key at the end).
     granted: BTreeSet<i64>,
+    /// A sample of keys last put by the replay: (revision, create_revision, version) as the
+    /// source recorded them, checked against the temporary etcd at the end.
+    sample: HashMap<Vec<u8>, (i64, i64, i64)>,
     pub progress: ReplayProgress,
 }
+
+/// How many keys [`Replayer`] checks at the end.
+const SAMPLE: usize = 256;
 
 impl Replayer {
     /// Take over a started etcd: read its revision (S) and keep its leases alive.
@@ -383,6 +389,7 @@ impl Replayer {
             stop,
             leases,
             granted: BTreeSet::new(),
+            sample: HashMap::new(),
             progress: ReplayProgress {
                 base_revision,
                 revision: base_revision,
@@ -484,6 +491,24 @@ impl Replayer {
             ))
             .hint("the revisions of a replay must follow the original ones; this chain cannot be replayed onto this base"));
         }
+        for e in &g.events {
+            match e {
+                // version 0: not recorded (a real put has version 1 or more)
+                Event::Put {
+                    key,
+                    create_revision,
+                    version,
+                    ..
+                } if *version > 0 => {
+                    if self.sample.len() < SAMPLE || self.sample.contains_key(key) {
+                        self.sample.insert(key.clone(), (g.revision, *create_revision, *version));
+                    }
+                }
+                Event::Put { key, .. } | Event::Delete { key } => {
+                    self.sample.remove(key);
+                }
+            }
+        }
         self.progress.revision = g.revision;
         self.progress.received_ms = Some(g.received_ms);
         self.progress.groups_applied += 1;
@@ -494,6 +519,7 @@ impl Replayer {
     /// Revoke leases granted during the replay that no key uses any more (revoking a key-less
     /// lease makes no revision; checked), save the snapshot to `dest`, stop the temporary etcd.
     pub async fn finish(mut self, dest: &Path) -> Result<(ReplayProgress, String)> {
+        self.check_sample().await?;
         let in_use: HashSet<i64> = {
             let r = self
                 .etcd
@@ -516,6 +542,31 @@ impl Replayer {
         let sha = self.etcd.save_snapshot(dest).await?;
         self.etcd.stop();
         Ok((self.progress, sha))
+    }
+}
+
+impl Replayer {
+    /// The sampled keys have the create revision and version the source recorded: the replay
+    /// built the same history, not only the same values (a base that is not the chain's would
+    /// show here). Key names are content: the error names revisions only.
+    async fn check_sample(&mut self) -> Result<()> {
+        for (key, (rev, create, version)) in &self.sample {
+            let r = self
+                .etcd
+                .client
+                .get(key.clone(), None)
+                .await
+                .map_err(|e| Error::source_err(format!("cannot read the temporary etcd: {}", grpc_cause(&e))))?;
+            let got = r.kvs().first().map(|kv| (kv.create_revision(), kv.version()));
+            if got != Some((*create, *version)) {
+                let (gc, gv) = got.unwrap_or_default();
+                return Err(Error::integrity(format!(
+                    "the replay diverged from the source: the key put at revision {rev} has create revision {gc} and version {gv} in the replay, where the source recorded {create} and {version}"
+                ))
+                .hint("the base snapshot does not hold the history the segments continue; report this with `vaultctl verify` output"));
+            }
+        }
+        Ok(())
     }
 }
 

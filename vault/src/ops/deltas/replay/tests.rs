@@ -154,3 +154,36 @@ async fn a_base_past_the_target_and_a_gap_are_refused() {
     let e = r.apply(&group(5, vec![put("q", "1", 0)]), "segment 0").await.unwrap_err();
     assert!(e.to_string().contains("segment 0: revision 5 follows revision 3"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_builds_another_history_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = base(dir.path()).await;
+    // "a" was created at revision 2 (version 1): overwriting it makes version 2.
+    let overwrite = |create_revision, version| {
+        group(
+            4,
+            vec![Event::Put {
+                key: b"a".to_vec(),
+                value: b"again".to_vec(),
+                create_revision,
+                version,
+                lease: 0,
+            }],
+        )
+    };
+    for (create, version, ok) in [(2, 2, true), (2, 5, false), (4, 1, false)] {
+        let etcd = TempEtcd::start(Some(&base), dir.path(), &ReplayOptions::default()).await.unwrap();
+        let mut r = Replayer::new(etcd, StopAt::Revision(4)).await.unwrap();
+        r.apply(&overwrite(create, version), "seg").await.unwrap();
+        let got = r.finish(&dir.path().join("out.db")).await;
+        match got {
+            Ok(_) => assert!(ok, "create {create} version {version} passed"),
+            Err(e) => {
+                assert!(!ok, "{e}");
+                assert!(e.to_string().contains("diverged from the source"), "{e}");
+                assert!(!e.to_string().contains("\"a\""), "key names are content: {e}");
+            }
+        }
+    }
+}
