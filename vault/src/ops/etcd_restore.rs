@@ -122,6 +122,25 @@ pub async fn stage_snapshot_restore(
             snap.manifest.kind
         )));
     }
+    check_member_flags(opts)?;
+    restore_tool(opts.tool.as_deref())?;
+    resolve_owner(opts.owner.as_deref())?;
+    let snapshot_file = staging.join("snapshot.db");
+    let _ = fs::remove_file(&snapshot_file);
+    let _ = fs::remove_dir_all(staging.join(STAGED));
+    let restored = match restore_to_file(vault, catalog, snap, &snapshot_file, opts.progress.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_file(&snapshot_file);
+            return Err(e);
+        }
+    };
+    let staged = stage_file_restore(&snapshot_file, restored.sha256, opts, staging);
+    let _ = fs::remove_file(&snapshot_file);
+    staged
+}
+
+pub(crate) fn check_member_flags(opts: &EtcdRestoreOptions) -> Result<()> {
     for (flag, v) in [
         ("--name", &opts.name),
         ("--initial-cluster", &opts.initial_cluster),
@@ -132,27 +151,26 @@ pub async fn stage_snapshot_restore(
             return Err(Error::usage(format!("etcd restore needs {flag}")));
         }
     }
+    Ok(())
+}
+
+/// Build a member data dir at `staging/member-data` from a local, already checked etcd v3
+/// snapshot file (`sha256`: its recorded digest, reported) with the snapshot restore tool, and
+/// give it to its owner. The file itself is left alone; on an error the data dir is removed.
+pub fn stage_file_restore(snapshot_file: &Path, sha256: String, opts: &EtcdRestoreOptions, staging: &Path) -> Result<Staged> {
+    check_member_flags(opts)?;
     let (tool, tool_name) = restore_tool(opts.tool.as_deref())?;
     let owner = resolve_owner(opts.owner.as_deref())?;
-    let snapshot_file = staging.join("snapshot.db");
     let new_dir = staging.join(STAGED);
     let cleanup = || {
-        let _ = fs::remove_file(&snapshot_file);
         let _ = fs::remove_dir_all(&new_dir);
     };
     cleanup();
-    let restored = match restore_to_file(vault, catalog, snap, &snapshot_file, opts.progress.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            cleanup();
-            return Err(e);
-        }
-    };
     let mut cmd = Command::new(&tool);
     cmd.env("ETCDCTL_API", "3")
         .arg("snapshot")
         .arg("restore")
-        .arg(&snapshot_file)
+        .arg(snapshot_file)
         .arg("--name")
         .arg(&opts.name)
         .arg("--data-dir")
@@ -170,7 +188,6 @@ pub async fn stage_snapshot_restore(
             return Err(Error::io(format!("cannot run {}", tool.display())).with_source(e));
         }
     };
-    let _ = fs::remove_file(&snapshot_file);
     if !out.status.success() {
         cleanup();
         return Err(Error::source_err(format!(
@@ -190,7 +207,7 @@ pub async fn stage_snapshot_restore(
         dir: new_dir,
         tool: tool_name,
         owner: owner.map(|(n, _)| n),
-        sha256: restored.sha256,
+        sha256,
     })
 }
 

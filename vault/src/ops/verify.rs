@@ -195,6 +195,8 @@ pub async fn verify(vault: &Vault, catalog: &mut Catalog, snapshots: &[SnapshotE
             }
         }
     }
+    // Delta chains: D1 on the links of each selected base, D2 on each segment's events.
+    crate::ops::deltas::verify::check(vault, catalog, snapshots, level == "content", &mut problems).await?;
     let bad_packs = catalog
         .bad_packs()?
         .into_iter()

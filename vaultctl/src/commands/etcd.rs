@@ -1,4 +1,4 @@
-//! `vaultctl etcd restore ID --identity F --data-dir D --name N --initial-cluster C ...`
+//! `vaultctl etcd restore ID|--revision REV|--at TIME --identity F --data-dir D --name N --initial-cluster C ...`
 
 use std::path::PathBuf;
 
@@ -10,8 +10,11 @@ use crate::output;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Build a member data dir from a snapshot (etcdutl/etcdctl snapshot restore).
+    /// Build a member data dir from a snapshot (etcdutl/etcdctl snapshot restore), or from the
+    /// newest snapshot before a point in time with its delta segments replayed up to it.
     Restore(RestoreArgs),
+    /// The changes to keys recorded in delta segments: when, which revision, put or delete.
+    History(super::etcd_history::HistoryArgs),
     /// The etcd v2 keyspace.
     #[command(subcommand)]
     V2(super::etcd_v2::Command),
@@ -29,38 +32,45 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct RestoreArgs {
-    /// Snapshot ID, unique prefix, or `latest`.
-    id: String,
+    /// Snapshot ID, unique prefix, or `latest` (not with --revision/--at).
+    #[arg(required_unless_present_any = ["revision", "at"], conflicts_with_all = ["revision", "at"])]
+    id: Option<String>,
+    #[command(flatten)]
+    pub point: super::etcd_point_in_time::PointArgs,
     /// Member data dir to build; an existing one is moved aside, never deleted.
     #[arg(long)]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     #[arg(long)]
-    name: String,
+    pub name: String,
     #[arg(long)]
-    initial_cluster: String,
+    pub initial_cluster: String,
     #[arg(long)]
-    initial_cluster_token: String,
+    pub initial_cluster_token: String,
     #[arg(long)]
-    initial_advertise_peer_urls: String,
+    pub initial_advertise_peer_urls: String,
     /// etcdutl or etcdctl to use (default: etcdutl, else etcdctl, from PATH).
     #[arg(long)]
-    etcd_tool: Option<PathBuf>,
+    pub etcd_tool: Option<PathBuf>,
     /// Owner of the new data dir (default: user etcd when it exists and running as root).
     #[arg(long)]
-    owner: Option<String>,
+    pub owner: Option<String>,
 }
 
 pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let a = match cmd {
         Command::Restore(a) => a,
+        Command::History(a) => return super::etcd_history::run(c, a).await,
         Command::V2(cmd) => return super::etcd_v2::run(c, cmd).await,
         Command::Datadir(cmd) => return super::etcd_datadir::run(c, cmd).await,
         Command::Recover(a) => return super::etcd_recover::recover(c, *a).await,
         Command::Join(a) => return super::etcd_recover::join(c, *a).await,
         Command::Member(cmd) => return super::etcd_member::run_member(c, cmd).await,
     };
+    let Some(id) = a.id.clone() else {
+        return super::etcd_point_in_time::run(c, a).await;
+    };
     let (vault, catalog) = c.restorer("etcd restore").await?;
-    let snap = catalog.resolve_kind(&a.id, &vault::format::PayloadKind::EtcdV3)?;
+    let snap = catalog.resolve_kind(&id, &vault::format::PayloadKind::EtcdV3)?;
     let pb = output::progress(c.json, Some(snap.manifest.stats.bytes), "fetch snapshot");
     let opts = EtcdRestoreOptions {
         data_dir: a.data_dir,

@@ -1,9 +1,11 @@
 //! `vaultctl etcd recover ID` (flow 1) and `vaultctl etcd join --cluster URL` (flow 2).
 
 use vault::Result;
+use vault::ops::deltas::restore::PointInTime;
+use vault::ops::deltas::target::Target;
 use vault::ops::recovery::FlowContext;
 use vault::ops::recovery::join::plan_join;
-use vault::ops::recovery::recover::plan_recover;
+use vault::ops::recovery::recover::{plan_recover, replay_to_point};
 
 use super::etcd_flow::{FlowArgs, resume, resume_journal, run, show, show_or_execute};
 use crate::context::Common;
@@ -11,8 +13,25 @@ use crate::context::Common;
 #[derive(clap::Args)]
 pub struct RecoverArgs {
     /// Snapshot ID (etcd-v3 or etcd-datadir), unique prefix, or `latest` (the newest etcd-v3 one).
-    #[arg(required_unless_present = "resume")]
+    #[arg(required_unless_present_any = ["resume", "revision", "at"], conflicts_with_all = ["revision", "at"])]
     id: Option<String>,
+    /// Recover the cluster as it was at this revision (delta segments replayed on the newest
+    /// etcd-v3 snapshot before it).
+    #[arg(long, conflicts_with = "at")]
+    revision: Option<i64>,
+    /// Recover the cluster as it was at this time (RFC 3339): the last change received by then.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// With --revision/--at: when a segment needed is missing or damaged, stop at the last whole point.
+    #[arg(long)]
+    up_to_last_whole: bool,
+    /// With --revision/--at: only chains of this job.
+    #[arg(long)]
+    job: Option<String>,
+    /// With --revision/--at: only chains of this etcd cluster.
+    #[arg(long)]
+    cluster_id: Option<String>,
+
     #[command(flatten)]
     flow: FlowArgs,
     /// etcdutl or etcdctl to restore a v3 snapshot with (default: etcdutl, else etcdctl, from PATH).
@@ -53,12 +72,41 @@ pub async fn recover(c: &Common, a: RecoverArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let id = a.id.clone().unwrap_or_default();
     let (vault, catalog) = c.restorer(FLOW).await?;
-    let snap = catalog.resolve_kind(&id, &vault::format::PayloadKind::EtcdV3)?;
-    let (plan, checks) = plan_recover(&a.flow.options(), &snap).await?;
+    let point = point_in_time(&a)?;
+    let snap = match &point {
+        Some(p) => {
+            let target = vault::ops::deltas::restore::plan(&vault, &catalog, p.target, &p.query()).await?;
+            if !c.json {
+                super::etcd_point_in_time::print_plan(&target);
+                println!();
+            }
+            catalog.resolve(&target.base.id.hex())?
+        }
+        None => catalog.resolve_kind(a.id.as_deref().unwrap_or_default(), &vault::format::PayloadKind::EtcdV3)?,
+    };
+    let (mut plan, checks) = plan_recover(&a.flow.options(), &snap).await?;
+    if let Some(p) = point {
+        replay_to_point(&mut plan, p)?;
+    }
     let cx = context(&vault, &catalog, &snap, &a);
     show_or_execute(c, &a.flow, plan, checks, &cx).await
+}
+
+fn point_in_time(a: &RecoverArgs) -> Result<Option<PointInTime>> {
+    let target = match (a.revision, &a.at) {
+        (Some(r), _) => Target::Revision(r),
+        (None, Some(t)) => Target::Time(super::etcd_point_in_time::parse_time("--at", t)?),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(PointInTime {
+        target,
+        job: a.job.clone(),
+        cluster_id: a.cluster_id.clone(),
+        up_to_last_whole: a.up_to_last_whole,
+        // --etcd-binary (the flows' own flag) replays too; default: etcd on PATH, /usr/bin/etcd
+        etcd_binary: a.flow.etcd_binary.clone(),
+    }))
 }
 
 fn context<'a>(

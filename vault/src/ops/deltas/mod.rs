@@ -2,3 +2,9 @@
 //! of watch events after a base etcd-v3 snapshot, chained by link objects.
 
 pub mod chain;
+pub mod history;
+pub mod replay;
+pub mod restore;
+pub mod segment;
+pub mod target;
+pub mod verify;

@@ -72,6 +72,10 @@ pub enum Step {
         token: String,
         peer_urls: String,
         owner: Option<String>,
+        /// Replay delta segments on the snapshot up to this point first (`--revision`/`--at`):
+        /// the snapshot is then the newest base whose chain reaches it, chosen again when run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        point: Option<crate::ops::deltas::restore::PointInTime>,
     },
     /// Fetch the etcd-datadir snapshot, every file checked, into a private staging directory.
     StageDatadir { staging: PathBuf, owner: Option<String> },
@@ -129,11 +133,16 @@ impl Step {
                 initial_cluster,
                 token,
                 peer_urls,
+                point,
                 ..
             } => format!(
-                "fetch snapshot {snap}, verify it and build the new data dir in {} (changes nothing else): \
+                "fetch snapshot {snap}, verify it{} and build the new data dir in {} (changes nothing else): \
                  etcdctl snapshot restore snapshot.db --name {name} --initial-cluster {initial_cluster} \
                  --initial-cluster-token {token} --initial-advertise-peer-urls {peer_urls} --data-dir {}",
+                point
+                    .as_ref()
+                    .map(|p| format!(", replay its delta segments up to {} in a temporary etcd on 127.0.0.1", p.target))
+                    .unwrap_or_default(),
                 staging.display(),
                 staging.join(STAGED).display()
             ),
@@ -202,6 +211,7 @@ impl Step {
                 token,
                 peer_urls,
                 owner,
+                point,
             } => {
                 let dir = prepare_staging(host, staging)?;
                 if dir.join(DONE_MARK).exists() && dir.join(STAGED).is_dir() {
@@ -218,6 +228,27 @@ impl Step {
                     owner: owner.clone(),
                     progress: cx.progress.clone(),
                 };
+                if let Some(point) = point {
+                    let replay = crate::ops::deltas::replay::ReplayOptions {
+                        etcd_binary: point.etcd_binary.clone(),
+                        tool: cx.tool.clone(),
+                    };
+                    let (staged, r) = crate::ops::deltas::restore::stage_to_point(vault, catalog, point, &opts, &replay, &dir).await?;
+                    mark_staged(&dir)?;
+                    return Ok(Applied::Done(format!(
+                        "fetched snapshot {}, replayed {} revision(s) ({} events) up to revision {} (received {}){}, built the new data dir with {}",
+                        r.plan.base.id.short(),
+                        r.groups_applied,
+                        r.events_applied,
+                        r.revision,
+                        r.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        r.stopped_early
+                            .as_ref()
+                            .map(|w| format!(" (stopped at the last whole segment: {w})"))
+                            .unwrap_or_default(),
+                        staged.tool
+                    )));
+                }
                 let staged = stage_snapshot_restore(vault, catalog, snap, &opts, &dir).await?;
                 mark_staged(&dir)?;
                 Ok(Applied::Done(format!(

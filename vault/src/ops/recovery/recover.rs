@@ -70,6 +70,7 @@ pub async fn plan_recover(opts: &FlowOptions, snap: &SnapshotEntry) -> Result<(P
             token: token.clone(),
             peer_urls: me.peer_urls.join(","),
             owner: opts.owner.clone(),
+            point: None,
         });
     }
     steps.push(Step::Host { action: stop });
@@ -284,4 +285,16 @@ async fn recover_checks(
         ));
     }
     checks
+}
+
+/// Make a recover plan restore to a point in time: its staging step replays the delta segments
+/// of the snapshot (the base the target resolved to) up to `point`. Refused for a data-dir plan.
+pub fn replay_to_point(plan: &mut Plan, point: crate::ops::deltas::restore::PointInTime) -> Result<()> {
+    let Some(Step::StageV3 { point: p, .. }) = plan.steps.iter_mut().find(|s| matches!(s, Step::StageV3 { .. })) else {
+        return Err(Error::usage("a point-in-time recovery needs an etcd-v3 base snapshot"));
+    };
+    plan.summary
+        .push(format!("point in time: {}, replayed from delta segments", point.target));
+    *p = Some(point);
+    Ok(())
 }
