@@ -10,7 +10,7 @@ use crate::catalog::Catalog;
 use crate::delta_stream::{Event, Record};
 use crate::error::{Error, Result};
 use crate::format::PayloadKind;
-use crate::ops::deltas::{chain, segment};
+use crate::ops::deltas::{chain, segment_read};
 use crate::repo::Vault;
 
 #[derive(Clone, Debug)]
@@ -106,19 +106,19 @@ pub async fn history(vault: &Vault, catalog: &Catalog, q: &HistoryQuery) -> Resu
             if l.last_revision <= listed_until || l.last_event_time < q.since {
                 continue;
             }
-            let what = segment::describe_link(l);
+            let what = segment_read::describe_link(l);
             let Some(seg) = snaps.iter().find(|s| s.id == l.segment) else {
                 out.problems.push(format!("{what}: its manifest is missing from the vault"));
                 continue;
             };
-            let Ok(info) = segment::info(seg) else {
+            let Ok(info) = segment_read::info(seg) else {
                 out.problems.push(format!("{what}: its manifest is not a delta segment"));
                 continue;
             };
             if info.first_event_time > q.until {
                 break;
             }
-            let records = match segment::read(vault, catalog, seg, &what).await {
+            let records = match segment_read::read(vault, catalog, seg, &what).await {
                 Ok((r, _)) => r,
                 Err(e) => {
                     out.problems.push(e.what);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::ops::deltas::replay::{self, ReplayOptions, Replayer, StopAt, TempEtcd, is_base_past_target};
-use crate::ops::deltas::segment;
+use crate::ops::deltas::segment_read;
 use crate::ops::deltas::target::{self, Plan, Target, TargetQuery};
 use crate::ops::etcd_restore::{
     EtcdRestoreOptions, EtcdRestoreReport, STAGED, Staged, check_member_flags, make_staging_dir, place_staged, resolve_owner, restore_tool,
@@ -210,10 +210,10 @@ async fn replay_plan(
     let mut r = Replayer::new(etcd?, plan.stop).await?;
     let mut stopped_early = None;
     for s in &plan.segments {
-        let what = segment::describe(s.seq, s.first_revision, s.last_revision, &s.id.short());
+        let what = segment_read::describe(s.seq, s.first_revision, s.last_revision, &s.id.short());
         // A whole segment is decoded and checked before any of it is applied, so a broken one
         // leaves the replay at the end of the segment before it.
-        match segment::read(vault, catalog, find(s.id)?, &what).await {
+        match segment_read::read(vault, catalog, find(s.id)?, &what).await {
             Ok((records, _)) => {
                 for rec in &records {
                     r.apply(rec, &what).await?;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::{Id, PayloadKind};
 use crate::ops::deltas::chain::{self, Chain};
 use crate::ops::deltas::replay::StopAt;
-use crate::ops::deltas::segment;
+use crate::ops::deltas::segment_read;
 use crate::repo::Vault;
 
 /// What to restore to.
@@ -130,7 +130,7 @@ async fn usable_chain(vault: &Vault, catalog: &Catalog, snaps: &[SnapshotEntry],
     };
     let whole_until = chain.whole_until(u.base.revision);
     for l in &chain.links {
-        let what = segment::describe_link(l);
+        let what = segment_read::describe_link(l);
         if l.last_revision > whole_until || (l.seq as usize) != u.whole.len() {
             u.problem = Some(
                 chain
@@ -145,7 +145,7 @@ async fn usable_chain(vault: &Vault, catalog: &Catalog, snaps: &[SnapshotEntry],
             u.problem = Some(format!("{what}: its manifest is missing from the vault"));
             break;
         };
-        if let Err(p) = segment::check_against_link(seg, l) {
+        if let Err(p) = segment_read::check_against_link(seg, l) {
             u.problem = Some(p);
             break;
         }
@@ -154,7 +154,7 @@ async fn usable_chain(vault: &Vault, catalog: &Catalog, snaps: &[SnapshotEntry],
             u.problem = Some(format!("{what}: {}", e.what));
             break;
         }
-        let i = segment::info(seg)?;
+        let i = segment_read::info(seg)?;
         u.whole.push(PlannedSegment {
             seq: l.seq,
             id: l.segment,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{ErrorKind, Result};
 use crate::format::{Id, PayloadKind};
-use crate::ops::deltas::{chain, segment};
+use crate::ops::deltas::{chain, segment_read};
 use crate::repo::Vault;
 
 pub async fn check(
@@ -36,9 +36,9 @@ pub async fn check(
         list.extend(c.problems.iter().cloned());
         for l in &c.links {
             match all.iter().find(|s| s.id == l.segment) {
-                None => list.push(format!("{}: its manifest is missing from the vault", segment::describe_link(l))),
+                None => list.push(format!("{}: its manifest is missing from the vault", segment_read::describe_link(l))),
                 Some(seg) => {
-                    if let Err(p) = segment::check_against_link(seg, l) {
+                    if let Err(p) = segment_read::check_against_link(seg, l) {
                         list.push(p);
                     }
                 }
@@ -46,8 +46,8 @@ pub async fn check(
         }
     }
     for seg in selected.iter().filter(|s| s.manifest.kind == PayloadKind::EtcdV3Delta) {
-        let what = match segment::info(seg) {
-            Ok(i) => segment::describe(i.seq, i.first_revision, i.last_revision, &seg.id.short()),
+        let what = match segment_read::info(seg) {
+            Ok(i) => segment_read::describe(i.seq, i.first_revision, i.last_revision, &seg.id.short()),
             Err(e) => {
                 problems.entry(seg.id).or_default().push(e.what);
                 continue;
@@ -61,14 +61,14 @@ pub async fn check(
             continue;
         }
         if content {
-            let located = match segment::locate_segment(catalog, seg, &what) {
+            let located = match segment_read::locate_segment(catalog, seg, &what) {
                 Ok(l) => l,
                 Err(e) => {
                     problems.entry(seg.id).or_default().push(e.what);
                     continue;
                 }
             };
-            match segment::read_located_segment(vault, seg, located, &what).await {
+            match segment_read::read_located_segment(vault, seg, located, &what).await {
                 Ok(_) => {}
                 Err(e) if matches!(e.kind, ErrorKind::Integrity | ErrorKind::NotFound) => problems.entry(seg.id).or_default().push(e.what),
                 Err(e) => return Err(e),
