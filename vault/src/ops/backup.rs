@@ -218,10 +218,14 @@ where
 }
 
 /// Commit a manifest (the last write of a capture) and record it in the catalog. The manifest
-/// records the deletion log's head and the previous snapshot of its group (FORMAT.md 8b).
+/// records the deletion log's head and the previous snapshot of its group (FORMAT.md 8b); a delta
+/// segment belongs to no group and records none (8e).
 pub async fn commit(vault: &Vault, catalog: &mut Catalog, manifest: &SnapshotManifest) -> Result<Id> {
     let mut manifest = manifest.clone();
-    manifest.previous = retention::log::previous_in_group(catalog, &manifest)?;
+    manifest.previous = match manifest.kind {
+        PayloadKind::EtcdV3Delta => None,
+        _ => retention::log::previous_in_group(catalog, &manifest)?,
+    };
     manifest.log_head = retention::log::head(vault).await?;
     let id = vault.write_snapshot(&manifest).await?;
     catalog.add_snapshot(&id, &manifest)?;

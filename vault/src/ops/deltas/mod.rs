@@ -2,3 +2,4 @@
 //! of watch events after a base etcd-v3 snapshot, chained by link objects.
 
 pub mod chain;
+pub mod segment;
