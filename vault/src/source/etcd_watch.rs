@@ -113,18 +113,12 @@ impl Assembler {
     }
 }
 
-/// The leases put in `g` that are not in `seen` (each once, in order), added to `seen`.
-pub fn new_leases(g: &EventGroup, seen: &mut HashSet<i64>) -> Vec<i64> {
-    let mut out = Vec::new();
-    for e in &g.events {
-        if let Event::Put { lease, .. } = e
-            && *lease != 0
-            && seen.insert(*lease)
-        {
-            out.push(*lease);
-        }
-    }
-    out
+/// The first lease put in `g` that is not in `seen`.
+pub fn first_new_lease(g: &EventGroup, seen: &HashSet<i64>) -> Option<i64> {
+    g.events.iter().find_map(|e| match e {
+        Event::Put { lease, .. } if *lease != 0 && !seen.contains(lease) => Some(*lease),
+        _ => None,
+    })
 }
 
 /// A watch of every key on one member.
@@ -134,6 +128,8 @@ pub struct EtcdWatch {
     member: EtcdV3Info,
     assembler: Assembler,
     leases: HashSet<i64>,
+    /// Groups received and not returned yet.
+    pending: VecDeque<EventGroup>,
     queue: VecDeque<WatchItem>,
 }
 
@@ -173,6 +169,7 @@ impl EtcdWatch {
             assembler: Assembler::new(start_revision, format!("{what} on {}", member.endpoint)),
             member,
             leases: HashSet::new(),
+            pending: VecDeque::new(),
             queue: VecDeque::new(),
         })
     }
@@ -199,9 +196,20 @@ impl EtcdWatch {
     }
 
     /// The next item. A broken stream is a source error (the caller watches again from what it
-    /// committed); a non-dense sequence an integrity error.
+    /// committed); a non-dense sequence an integrity error. Cancel-safe (it may be raced against
+    /// a timer): a group received is kept until it is returned, a lease marked seen only once
+    /// its record is returned.
     pub async fn next(&mut self) -> Result<WatchItem> {
         loop {
+            if let Some(g) = self.pending.front() {
+                if let Some(id) = first_new_lease(g, &self.leases) {
+                    let lease = self.lease(id).await?;
+                    self.leases.insert(id);
+                    return Ok(WatchItem::Lease(lease));
+                }
+                let g = self.pending.pop_front().expect("front exists");
+                return Ok(WatchItem::Group(g));
+            }
             if let Some(item) = self.queue.pop_front() {
                 return Ok(item);
             }
@@ -246,13 +254,7 @@ impl EtcdWatch {
                 continue;
             }
             let events = resp.events().iter().filter_map(convert).collect();
-            for g in self.assembler.response(header_revision, events, at_ms)? {
-                for id in new_leases(&g, &mut self.leases) {
-                    let lease = self.lease(id).await?;
-                    self.queue.push_back(WatchItem::Lease(lease));
-                }
-                self.queue.push_back(WatchItem::Group(g));
-            }
+            self.pending.extend(self.assembler.response(header_revision, events, at_ms)?);
         }
     }
 
@@ -348,7 +350,10 @@ mod tests {
             catch_up: false,
             events: vec![put("a", 5), put("b", 5), put("c", 0), put("d", 6)],
         };
-        assert_eq!(new_leases(&g, &mut seen), vec![5, 6]);
-        assert!(new_leases(&g, &mut seen).is_empty());
+        assert_eq!(first_new_lease(&g, &seen), Some(5));
+        seen.insert(5);
+        assert_eq!(first_new_lease(&g, &seen), Some(6));
+        seen.insert(6);
+        assert_eq!(first_new_lease(&g, &seen), None);
     }
 }
