@@ -35,7 +35,17 @@ use crate::config::{JobConfig, JobKind, Scope};
 use crate::run::{Daemon, now_secs};
 use crate::runs::{RunRecord, RunState, Trigger};
 
-pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, stopping: tokio::sync::watch::Receiver<bool>) {
+    // Continuous capture runs beside the schedule and stops with it (it commits what it holds
+    // and releases its lock first).
+    let watcher = crate::deltas::start(&d, &job, stopping.clone());
+    scheduled_runs(d, job, stopping).await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+}
+
+async fn scheduled_runs(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
     let schedule = match check::schedule(&job.schedule) {
         Ok(s) => s,
         Err(e) => {
