@@ -242,7 +242,9 @@ impl Holder<'_> {
             }
             match self.chain_to_extend().await {
                 Ok(Ok(state)) => {
-                    waiting = None;
+                    if waiting.take().is_some() {
+                        (self.report)(WatcherEvent::Holding);
+                    }
                     match self.watch(state, stop).await {
                         Ok(Watched::Stopped) => return Ok(Held::Stopped),
                         Ok(Watched::Lost) => return Ok(Held::Lost),
