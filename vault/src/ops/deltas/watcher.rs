@@ -154,11 +154,13 @@ pub async fn run(vault: SharedVault, opts: WatcherOptions, report: ReportFn, mut
                 }
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                // Said once per holder (its renewals change the rest of the text).
                 let holder = e.what.clone();
-                if last_standby.as_deref() != Some(&holder) {
+                let who = holder.split(" since ").next().unwrap_or(&holder).to_string();
+                if last_standby.as_deref() != Some(&who) {
                     tracing::info!("job {}: delta watcher stands by: {holder}", opts.job);
-                    report(WatcherEvent::Standby { holder: holder.clone() });
-                    last_standby = Some(holder);
+                    report(WatcherEvent::Standby { holder });
+                    last_standby = Some(who);
                 }
             }
             Err(e) if e.kind == ErrorKind::Usage => return Err(e),
