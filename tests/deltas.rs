@@ -290,10 +290,37 @@ fn deltas_cover_every_write_survive_a_sigkill_and_break_cleanly_at_compaction() 
     let (_, groups) = rt.block_on(wait_covered(&vault, &cat, &base, last, Duration::from_secs(30), &|| a.log()));
     rt.block_on(assert_matches_etcd(&mut client, &groups, base.revision + 1, last));
     assert!(a.metric("vault_etcd_deltas_segments_total{job=\"etcd\"}").unwrap() >= 1.0);
+    // Idle: nothing is committed, yet the recovery point stays current (progress responses).
+    std::thread::sleep(Duration::from_secs(5));
     let rpo = a
         .metric("vault_etcd_deltas_recovery_point_seconds{job=\"etcd\"}")
         .expect("recovery point");
-    assert!(rpo < 10.0, "recovery point {rpo} s:\n{}", a.log());
+    assert!(rpo < 3.5, "recovery point {rpo} s after 5 idle seconds:\n{}", a.log());
+    let age = a
+        .metric("vault_etcd_deltas_newest_event_age_seconds{job=\"etcd\"}")
+        .expect("newest event age");
+    assert!(age >= 5.0, "newest event age {age} s after 5 idle seconds");
+
+    // A new full snapshot: the old chain ends (superseded) once it reached the new base's
+    // revision, and the new base's chain carries on.
+    ctl.run(&["run", "etcd", "--wait", "--daemon-config", &cfg])
+        .ok()
+        .mentions(&["succeeded: snapshot"]);
+    let old_base = base;
+    let base = rt.block_on(current_base(&vault, &cat, "etcd")).unwrap().expect("a base");
+    assert_ne!(base.id, old_base.id);
+    let last = rt.block_on(mixed_writes(&mut client, 11));
+    let (_, groups) = rt.block_on(wait_covered(&vault, &cat, &base, last, Duration::from_secs(30), &|| a.log()));
+    rt.block_on(assert_matches_etcd(&mut client, &groups, base.revision + 1, last));
+    let old = rt
+        .block_on(chain::read_chain(&vault, "etcd", &old_base.id, old_base.revision))
+        .unwrap();
+    let end = old.end.clone().unwrap_or_else(|| panic!("the old chain did not end:\n{}", a.log()));
+    assert_eq!((end.reason.as_str(), end.next_base), ("superseded", Some(base.id)), "{end:?}");
+    assert!(
+        old.whole_until(old_base.revision) >= base.revision,
+        "the old chain stops short of the new base: {end:?}"
+    );
 
     // 2. A standby, a write load, SIGKILL of the watching daemon: the standby takes over.
     let b = start_daemon(&ctl, dir, "host-b", &endpoint);
