@@ -96,7 +96,19 @@ impl SegmentWriter {
             let source = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             }));
-            let r = backup::ingest_stream((*task_vault).as_ref(), &mut catalog, EVENTS_STREAM, source, false, None).await;
+            // Not deduplicated against the vault: listing the store and loading every chunk ID
+            // for each segment (every few seconds) would cost far more than the few chunks a
+            // segment shares with others (its changes are mostly new values).
+            let r = backup::ingest_stream_known(
+                (*task_vault).as_ref(),
+                &mut catalog,
+                EVENTS_STREAM,
+                source,
+                false,
+                None,
+                Default::default(),
+            )
+            .await;
             (catalog, r)
         });
         let mut encoder = Encoder::new();
