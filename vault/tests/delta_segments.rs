@@ -161,3 +161,76 @@ async fn two_segments_are_chained_and_read_back_event_for_event() {
     assert_eq!(read.len(), written.len());
     assert!(read == written, "the decoded records differ from those written");
 }
+
+/// An etcd-v3 snapshot stand-in (no etcd here): a small stream with the facts a base needs.
+async fn commit_base(v: &Vault, cat: &mut Catalog, revision: i64, seed: u8) -> Id {
+    let src = futures::stream::iter(vec![Ok(bytes::Bytes::from(vec![seed; 50_000]))]);
+    let ingested = vault::ops::backup::ingest_stream(v, cat, "snapshot.db", src, false, None)
+        .await
+        .unwrap();
+    let mut m = vault::ops::backup::BackupOptions {
+        job: "etcd".into(),
+        host: Some("master-0".into()),
+        ..Default::default()
+    }
+    .manifest(PayloadKind::EtcdV3, vec![ingested.stream], ingested.stats);
+    m.etcd_v3 = Some(vault::format::EtcdV3Info {
+        cluster_id: "cdf818194e3a8c32".into(),
+        revision,
+        ..Default::default()
+    });
+    vault::ops::backup::commit(v, cat, &m).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forgetting_a_base_forgets_its_chain_in_the_same_record() {
+    use vault::ops::retention::{RetentionPolicy, Scope, forget, log};
+    let (dir, v) = vault().await;
+    let shared: Arc<Vault> = Arc::new(v);
+    let sv: SharedVault = shared.clone();
+    let v: &Vault = &shared;
+    let cat_path = dir.path().join("cat");
+    let mut cat = Catalog::open(&cat_path, &v.config.vault_id).unwrap();
+    let old = commit_base(v, &mut cat, 100, 1).await;
+    let mut segments = Vec::new();
+    for seq in 0..2u64 {
+        let mut w = SegmentWriter::open(
+            sv.clone(),
+            Catalog::open(&cat_path, &v.config.vault_id).unwrap(),
+            spec(old, seq, segments.last().copied()),
+        )
+        .unwrap();
+        for r in 0..10 {
+            w.push_group(&group(101 + seq as i64 * 10 + r)).await.unwrap();
+        }
+        let (_, closed) = w.close(chrono::Utc::now()).await.unwrap();
+        let Closed::Committed { id, .. } = closed else {
+            panic!("{closed:?}")
+        };
+        segments.push(id);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let new = commit_base(v, &mut cat, 121, 2).await;
+    cat.sync(v).await.unwrap();
+
+    let policy = RetentionPolicy {
+        keep_last: Some(1),
+        ..Default::default()
+    };
+    let actor = forget::Actor {
+        host: "test".into(),
+        command: "test".into(),
+    };
+    let now = chrono::Utc::now();
+    let mut report = forget::plan(v, &mut cat, &policy, &Scope::default(), now).await.unwrap();
+    forget::apply(v, &mut cat, &mut report, true, &actor, now).await.unwrap();
+    let record = report.record.expect("a forget record");
+    let forgotten: Vec<Id> = record.record.expect("readable").entries.iter().map(|e| e.snapshot).collect();
+    assert_eq!(forgotten, vec![old, segments[0], segments[1]], "the base, then its chain in order");
+    let tombstones = log::read(v).await.unwrap().tombstones();
+    assert!(!tombstones.contains_key(&new));
+    // Planning again finds nothing more to forget, and the segments are not planned twice.
+    let mut again = forget::plan(v, &mut cat, &policy, &Scope::default(), now).await.unwrap();
+    forget::apply(v, &mut cat, &mut again, true, &actor, now).await.unwrap();
+    assert!(again.record.is_none(), "{:?}", again.record);
+}

@@ -14,7 +14,7 @@ use super::plan::{RetentionPlan, plan_retention};
 use super::{RetentionPolicy, Scope};
 use crate::catalog::{Catalog, SnapshotEntry};
 use crate::error::{Error, Result};
-use crate::format::{Id, LogAction, SnapshotManifest};
+use crate::format::{Id, LogAction, LogEntry, PayloadKind, SnapshotManifest};
 use crate::repo::Vault;
 
 /// Who applies a plan, for the log record.
@@ -114,6 +114,7 @@ pub async fn apply(
         })?;
         entries.push(log::entry(&s.id, m, s.reasons.iter().map(|r| r.text.clone()).collect()));
     }
+    entries.extend(chains_of(&manifests, &entries, &log::read_cached(vault, catalog).await?));
     report.applied = true;
     if entries.is_empty() {
         return Ok(());
@@ -126,6 +127,31 @@ pub async fn apply(
     };
     report.record = Some(log::append(vault, new, now).await?);
     Ok(())
+}
+
+/// The delta segments (docs/FORMAT.md section 8e) of the etcd-v3 bases among `removed`, not
+/// forgotten yet: a chain follows its base into the same record, as it is no use without it.
+fn chains_of(manifests: &HashMap<Id, SnapshotManifest>, removed: &[LogEntry], log: &DeletionLog) -> Vec<LogEntry> {
+    let bases: std::collections::HashSet<Id> = removed
+        .iter()
+        .filter(|e| e.kind == PayloadKind::EtcdV3)
+        .map(|e| e.snapshot)
+        .collect();
+    if bases.is_empty() {
+        return Vec::new();
+    }
+    let tombstones = log.tombstones();
+    let mut out: Vec<(i64, LogEntry)> = manifests
+        .iter()
+        .filter(|(id, _)| !tombstones.contains_key(id))
+        .filter_map(|(id, m)| {
+            let d = m.etcd_v3_delta.as_ref().filter(|d| bases.contains(&d.base))?;
+            let reason = format!("delta segment {} of the chain of {}, forgotten with it", d.seq, d.base.short());
+            Some((d.first_revision, log::entry(id, m, vec![reason])))
+        })
+        .collect();
+    out.sort_by_key(|(first, e)| (*first, e.snapshot));
+    out.into_iter().map(|(_, e)| e).collect()
 }
 
 /// Bring forgotten snapshots back, with a reason, before prune deletes them.
