@@ -8,7 +8,7 @@
 //!    revision it needs compacted, ends the chain (`compacted`), takes a full snapshot at once and
 //!    starts a new chain from it; the stopped one, continued, does not extend the old chain.
 //!
-//! Run `cargo build -p vaultctl -p vaultd` first.
+//! On a local vault and on S3 (moto). Run `cargo build -p vaultctl -p vaultd` first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use vault::repo::{KeySource, Vault};
 use vault::store::Store;
 use vault_e2e::daemon::{get, metric, vaultd_run, write_private};
 use vault_e2e::process::Proc;
-use vault_e2e::{Ctl, EtcdCluster, free_port, tempdir, wait_for};
+use vault_e2e::{Ctl, EtcdCluster, Moto, free_port, tempdir, wait_for};
 
 const LEASE_SECS: u64 = 6;
 const TOKEN: &str = "deltas-test-token";
@@ -35,7 +35,44 @@ struct Daemon {
     config: PathBuf,
 }
 
-fn start_daemon(ctl: &Ctl, dir: &Path, host: &str, endpoint: &str) -> Daemon {
+/// Where the vault is: a local directory, or a bucket on moto (S3).
+struct Backend {
+    repo: String,
+    /// The daemon config's `[s3]` table (empty for a local vault).
+    s3_table: String,
+    s3: Option<vault::store::S3Options>,
+    env: Vec<(String, String)>,
+    _moto: Option<Moto>,
+}
+
+impl Backend {
+    fn local(dir: &Path) -> Backend {
+        Backend {
+            repo: dir.join("vault").display().to_string(),
+            s3_table: String::new(),
+            s3: None,
+            env: vec![],
+            _moto: None,
+        }
+    }
+
+    fn s3() -> Backend {
+        let moto = Moto::start();
+        moto.create_bucket("deltas");
+        Backend {
+            repo: "s3://deltas/vault".into(),
+            s3_table: format!(
+                "[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true\n",
+                moto.endpoint()
+            ),
+            s3: Some(moto.s3_options()),
+            env: moto.env(),
+            _moto: Some(moto),
+        }
+    }
+}
+
+fn start_daemon(ctl: &Ctl, backend: &Backend, dir: &Path, host: &str, endpoint: &str) -> Daemon {
     let port = free_port();
     let ddir = dir.join(host);
     std::fs::create_dir_all(&ddir).unwrap();
@@ -44,10 +81,11 @@ fn start_daemon(ctl: &Ctl, dir: &Path, host: &str, endpoint: &str) -> Daemon {
     write_private(
         &config,
         &format!(
-            "repo = \"{}\"\nwriter_key = \"{}\"\ncatalog = \"{}\"\nhost = \"{host}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n[[job]]\nname = \"etcd\"\nkind = \"etcd-v3\"\nschedule = \"0 0 0 1 1 * 2099\"\ntimeout_secs = 300\ndeltas_every_secs = 1\ndeltas_lease_secs = {LEASE_SECS}\n[job.etcd]\nendpoints = [\"{endpoint}\"]\n",
+            "repo = \"{}\"\nwriter_key = \"{}\"\ncatalog = \"{}\"\nhost = \"{host}\"\n{}[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n[[job]]\nname = \"etcd\"\nkind = \"etcd-v3\"\nschedule = \"0 0 0 1 1 * 2099\"\ntimeout_secs = 300\ndeltas_every_secs = 1\ndeltas_lease_secs = {LEASE_SECS}\n[job.etcd]\nendpoints = [\"{endpoint}\"]\n",
             ctl.repo,
             ctl.writer_key.display(),
             ddir.join("catalog.sqlite").display(),
+            backend.s3_table,
             ddir.join("token").display(),
         ),
     );
@@ -84,8 +122,8 @@ impl Daemon {
 }
 
 /// The vault opened with both keys, as the test reads it.
-async fn open_vault(ctl: &Ctl) -> Vault {
-    let store = Store::open(&ctl.repo, &Default::default()).unwrap();
+async fn open_vault(ctl: &Ctl, backend: &Backend) -> Vault {
+    let store = Store::open(&ctl.repo, &backend.s3.clone().unwrap_or_default()).unwrap();
     let keys = KeySource {
         writer_key: Some(ctl.writer_key.clone()),
         identity: Some(ctl.identity.clone()),
@@ -263,19 +301,28 @@ async fn wait_covered(
 #[test]
 fn deltas_cover_every_write_survive_a_sigkill_and_break_cleanly_at_compaction() {
     let tmp = tempdir("deltas");
-    let dir = tmp.path();
+    scenario(tmp.path(), Backend::local(tmp.path()));
+}
+
+#[test]
+fn deltas_on_s3_cover_every_write_survive_a_sigkill_and_break_cleanly_at_compaction() {
+    let tmp = tempdir("deltas-s3");
+    scenario(tmp.path(), Backend::s3());
+}
+
+fn scenario(dir: &Path, backend: Backend) {
     let etcd = EtcdCluster::start(1, None);
     let endpoint = etcd.endpoints()[0].clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut ctl = Ctl::new(&dir.join("ctl"), &dir.join("vault").display().to_string(), vec![]);
+    let mut ctl = Ctl::new(&dir.join("ctl"), &backend.repo, backend.env.clone());
     ctl.setup(&["--pack-size-mib", "1"]);
     let cat = dir.join("test-catalog.sqlite");
-    let vault = rt.block_on(open_vault(&ctl));
+    let vault = rt.block_on(open_vault(&ctl, &backend));
     let mut client = rt.block_on(etcd.client());
     rt.block_on(mixed_writes(&mut client, 0));
 
     // 1. The first daemon, its full snapshot, then writes: the chain covers each one.
-    let mut a = start_daemon(&ctl, dir, "host-a", &endpoint);
+    let mut a = start_daemon(&ctl, &backend, dir, "host-a", &endpoint);
     assert!(
         wait_for(Duration::from_secs(20), Duration::from_millis(100), || a.has_lock().then_some(())).is_some(),
         "host-a does not hold the watcher lock:\n{}",
@@ -323,7 +370,7 @@ fn deltas_cover_every_write_survive_a_sigkill_and_break_cleanly_at_compaction() 
     );
 
     // 2. A standby, a write load, SIGKILL of the watching daemon: the standby takes over.
-    let b = start_daemon(&ctl, dir, "host-b", &endpoint);
+    let b = start_daemon(&ctl, &backend, dir, "host-b", &endpoint);
     assert!(
         wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
             (b.metric("vault_etcd_deltas_watcher{job=\"etcd\",state=\"standby\"}") == Some(1.0)).then_some(())
@@ -377,7 +424,7 @@ fn deltas_cover_every_write_survive_a_sigkill_and_break_cleanly_at_compaction() 
 
     // 3. A compaction while the watching daemon (host-b) is stopped: host-a, started again,
     // takes over, finds the revision it needs compacted, ends the chain and snapshots at once.
-    let a = start_daemon(&ctl, dir, "host-a", &endpoint);
+    let a = start_daemon(&ctl, &backend, dir, "host-a", &endpoint);
     let b_pid = nix::unistd::Pid::from_raw(b.proc.pid() as i32);
     std::thread::sleep(Duration::from_millis(1500));
     nix::sys::signal::kill(b_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
