@@ -171,7 +171,10 @@ async fn chain_groups(vault: &Vault, cat_path: &Path, base: &Base) -> (Chain, Ve
 /// etcd's own history of revisions `from..=to` (a watch of every key), as groups.
 async fn etcd_history(client: &mut Client, from: i64, to: i64) -> Vec<(i64, Vec<Event>)> {
     let mut stream = client
-        .watch(vec![0u8], Some(WatchOptions::new().with_all_keys().with_start_revision(from)))
+        .watch(
+            vec![0u8],
+            Some(WatchOptions::new().with_all_keys().with_start_revision(from).with_fragment()),
+        )
         .await
         .unwrap();
     let mut out: Vec<(i64, Vec<Event>)> = Vec::new();
@@ -402,6 +405,19 @@ fn scenario(dir: &Path, backend: Backend) {
     std::thread::sleep(Duration::from_millis(2500));
     a.proc.kill();
     let killed = Instant::now();
+    // While nobody watches, large values: the standby catches up over a batch far above gRPC's
+    // 4 MiB message size, which etcd sends in fragments (one revision of two 600 KiB values may
+    // be split between two of them).
+    rt.block_on(async {
+        for i in 0..16 {
+            client.put(format!("/registry/big/v{i}"), vec![b'a' + i as u8; 512 << 10], None).await.unwrap();
+        }
+        let txn = Txn::new().and_then(vec![
+            TxnOp::put("/registry/big/pair-1", vec![b'x'; 600 << 10], None),
+            TxnOp::put("/registry/big/pair-2", vec![b'y'; 600 << 10], None),
+        ]);
+        client.txn(txn).await.unwrap();
+    });
     let took_over = wait_for(Duration::from_secs(LEASE_SECS + 10), Duration::from_millis(100), || {
         b.holding().then_some(())
     });

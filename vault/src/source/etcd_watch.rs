@@ -5,12 +5,14 @@
 //! of revisions that is not dense (a hole, a repeat, a step back) is never handed on: it is an
 //! integrity error, as it means a bug or a filtering proxy, never a quiet change.
 //!
-//! Fragments: etcd 3.4+ can split a large revision over several responses (`fragment`), but
-//! etcd-client 0.21 does not expose a response's `fragment` flag, so they could not be told apart
-//! from whole responses. The watch is made without fragmenting, so each response holds whole
-//! revisions (etcd's watch batches split between revisions only), and the client's decode limit
-//! is raised to [`MAX_WATCH_MESSAGE_BYTES`] so that a large revision (a big transaction, a lease
-//! revoke deleting many keys) still arrives.
+//! Fragments: without them etcd sends a catch-up batch of up to 1000 revisions as one message
+//! (with large values, far beyond any decode limit and the watcher's memory). The watch asks for
+//! fragments (etcd 3.4+ splits a response at its request size limit), but etcd-client 0.21 does
+//! not expose a response's `fragment` flag, so the [`Assembler`] holds each response's last group
+//! until a later revision or a progress response shows it whole; the watcher asks for progress
+//! every second. (So a revision sent twice in a row would be taken for its own fragment; once a
+//! later revision or a progress response came, a repeat is refused.) The client's decode limit is also raised to [`MAX_WATCH_MESSAGE_BYTES`], for a
+//! single event larger than etcd's fragment size.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -50,12 +52,19 @@ fn now_ms() -> i64 {
 }
 
 /// Turns responses into groups and checks density (no etcd involved: unit-tested below).
+///
+/// The watch asks etcd to fragment large responses, and etcd-client 0.21 does not say which
+/// response is a fragment, so the last group of a response is held back: the next response may
+/// continue its revision (a fragment), and only a later revision or a progress response (which
+/// etcd sends after every fragment of what came before it) says the group is whole.
 #[derive(Clone, Debug)]
 pub struct Assembler {
-    /// The revision the next group must have.
+    /// The revision the next new group must have.
     pub next_revision: i64,
     /// The newest head revision etcd reported.
     pub head_revision: i64,
+    /// The last group received, possibly not whole yet.
+    held: Option<EventGroup>,
     what: String,
 }
 
@@ -65,16 +74,19 @@ impl Assembler {
         Assembler {
             next_revision: start_revision,
             head_revision: start_revision - 1,
+            held: None,
             what: what.into(),
         }
     }
 
     /// One response's events, as `(mod_revision, event)` in etcd's order, received at `at_ms`
-    /// with etcd's head at `header_revision`. Every revision must follow the one before.
+    /// with etcd's head at `header_revision`. Every revision must follow the one before. Returns
+    /// the groups known whole; the last one is held until [`Assembler::release`] or a later
+    /// revision.
     pub fn response(&mut self, header_revision: i64, events: Vec<(i64, Event)>, at_ms: i64) -> Result<Vec<EventGroup>> {
-        let mut groups: Vec<EventGroup> = Vec::new();
+        let mut whole: Vec<EventGroup> = Vec::new();
         for (rev, ev) in events {
-            if let Some(g) = groups.last_mut()
+            if let Some(g) = self.held.as_mut()
                 && g.revision == rev
             {
                 g.events.push(ev);
@@ -90,21 +102,26 @@ impl Assembler {
                 .hint("the etcd member or a proxy in between filtered or reordered events; the watch restarts from the last committed revision, and a repeat means a bug to report"));
             }
             self.next_revision = rev + 1;
-            groups.push(EventGroup {
+            whole.extend(self.held.replace(EventGroup {
                 revision: rev,
                 received_ms: at_ms,
                 catch_up: false,
                 events: vec![ev],
-            });
+            }));
         }
         let head = header_revision.max(self.next_revision - 1);
         self.head_revision = self.head_revision.max(head);
         // Groups that arrived while etcd's head was ahead of them were caught up with: their
         // receive time may be well after the change.
-        for g in &mut groups {
+        for g in whole.iter_mut().chain(self.held.as_mut()) {
             g.catch_up = g.revision < head;
         }
-        Ok(groups)
+        Ok(whole)
+    }
+
+    /// The held group, now known whole (a progress response came after it).
+    pub fn release(&mut self) -> Option<EventGroup> {
+        self.held.take()
     }
 
     /// How many revisions etcd's head is ahead of what was delivered.
@@ -156,7 +173,8 @@ impl EtcdWatch {
         let options = WatchOptions::new()
             .with_all_keys()
             .with_start_revision(start_revision)
-            .with_progress_notify();
+            .with_progress_notify()
+            .with_fragment();
         let stream = client
             .watch_client()
             .max_decoding_message_size(MAX_WATCH_MESSAGE_BYTES)
@@ -246,6 +264,8 @@ impl EtcdWatch {
             if resp.events().is_empty() {
                 if !resp.created() && header_revision > 0 {
                     let _ = self.assembler.response(header_revision, Vec::new(), at_ms)?;
+                    // Every fragment before a progress response has arrived.
+                    self.pending.extend(self.assembler.release());
                     self.queue.push_back(WatchItem::Progress {
                         revision: header_revision,
                         at_ms,
@@ -318,14 +338,33 @@ mod tests {
                 5,
             )
             .unwrap();
-        assert_eq!(groups.len(), 2);
+        assert_eq!(groups.len(), 1, "11 is held: a fragment of it may follow");
         assert_eq!(groups[0].events.len(), 2, "a txn's events stay one group");
-        assert!(groups[0].catch_up && groups[1].catch_up, "etcd's head (12) was ahead");
+        assert!(groups[0].catch_up, "etcd's head (12) was ahead");
         assert_eq!(a.lag(), 1);
         let groups = a.response(12, vec![(12, put("c", 0))], 6).unwrap();
-        assert!(!groups[0].catch_up);
+        assert_eq!(groups[0].revision, 11);
+        assert!(groups[0].catch_up);
+        assert!(!a.release().unwrap().catch_up, "12 was etcd's head");
         assert_eq!(a.lag(), 0);
         assert_eq!(a.next_revision, 13);
+    }
+
+    #[test]
+    fn a_revision_fragmented_over_responses_is_one_group_released_by_progress() {
+        let mut a = Assembler::new(10, "test");
+        // revision 10 whole, revision 11 split over two responses (fragments)
+        let g = a.response(11, vec![(10, put("a", 0)), (11, put("b", 0))], 1).unwrap();
+        assert_eq!(g.iter().map(|g| g.revision).collect::<Vec<_>>(), vec![10], "11 may go on");
+        let g = a.response(11, vec![(11, put("c", 0)), (11, put("d", 0))], 2).unwrap();
+        assert!(g.is_empty(), "still revision 11");
+        let g = a.response(12, vec![(12, put("e", 0))], 3).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].revision, g[0].events.len()), (11, 3), "the fragments are one group");
+        // the held 12 comes out with a progress response, and not before
+        let held = a.release().unwrap();
+        assert_eq!((held.revision, held.events.len(), held.catch_up), (12, 1, false));
+        assert!(a.release().is_none());
     }
 
     #[test]
@@ -336,9 +375,18 @@ mod tests {
         let mut a = Assembler::new(10, "test");
         a.response(10, vec![(10, put("a", 0))], 0).unwrap();
         assert!(a.response(12, vec![(12, put("a", 0))], 0).is_err(), "a hole");
+        // A revision sent again once it is known whole (a later one, or a progress response,
+        // came after it); right after itself it cannot be told from a fragment.
+        let mut a = Assembler::new(10, "test");
+        a.response(10, vec![(10, put("a", 0)), (11, put("b", 0))], 0).unwrap();
+        assert!(a.response(11, vec![(10, put("a", 0))], 0).is_err(), "a revision sent twice");
         let mut a = Assembler::new(10, "test");
         a.response(10, vec![(10, put("a", 0))], 0).unwrap();
-        assert!(a.response(10, vec![(10, put("a", 0))], 0).is_err(), "a revision sent twice");
+        a.release().unwrap();
+        assert!(
+            a.response(10, vec![(10, put("a", 0))], 0).is_err(),
+            "a revision sent again after progress"
+        );
     }
 
     #[test]
