@@ -72,9 +72,11 @@ pub(crate) fn start(d: &Arc<Daemon>, job: &JobConfig, stopping: tokio::sync::wat
                 stream_bytes,
                 stored_bytes,
                 last_event_time,
+                lag,
                 ..
             } => update(&d, &job, |s| {
                 s.state = "holding";
+                s.lag_revisions = lag;
                 s.segments += 1;
                 s.stream_bytes += stream_bytes;
                 s.stored_bytes += stored_bytes;

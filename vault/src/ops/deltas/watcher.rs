@@ -76,6 +76,8 @@ pub enum WatcherEvent {
         stored_bytes: u64,
         last_event_time: DateTime<Utc>,
         covered_until: DateTime<Utc>,
+        /// Revisions etcd's head was ahead of the watch at the commit.
+        lag: i64,
     },
     /// Everything etcd had up to now is committed as of `until` (`lag` revisions behind etcd's
     /// head when reported). Sent after each commit and while idle.
@@ -529,6 +531,7 @@ impl Holder<'_> {
                     stored_bytes: stored,
                     last_event_time: link.last_event_time,
                     covered_until: link.covered_until,
+                    lag,
                 });
                 if head_seen.is_some() {
                     self.covered = Some(link.covered_until);
