@@ -410,7 +410,10 @@ fn scenario(dir: &Path, backend: Backend) {
     // be split between two of them).
     rt.block_on(async {
         for i in 0..16 {
-            client.put(format!("/registry/big/v{i}"), vec![b'a' + i as u8; 512 << 10], None).await.unwrap();
+            client
+                .put(format!("/registry/big/v{i}"), vec![b'a' + i as u8; 512 << 10], None)
+                .await
+                .unwrap();
         }
         let txn = Txn::new().and_then(vec![
             TxnOp::put("/registry/big/pair-1", vec![b'x'; 600 << 10], None),

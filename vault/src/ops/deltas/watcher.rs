@@ -311,8 +311,13 @@ impl Holder<'_> {
         }))
     }
 
-    /// Close `base`'s chain.
-    async fn end_chain(&self, state: &ChainState, reason: &str, next_base: Option<Id>, compact_revision: Option<i64>) -> Result<()> {
+    /// Close `base`'s chain. False when the lock was lost (nothing written: the holder decides).
+    async fn end_chain(&mut self, state: &ChainState, reason: &str, next_base: Option<Id>, compact_revision: Option<i64>) -> Result<bool> {
+        // A watcher that stalled (stopped, partitioned from the store) must not end a chain
+        // another one extends now.
+        if !self.keep().await? {
+            return Ok(false);
+        }
         let end = DeltaChainEnd {
             base: state.base.id,
             reason: reason.into(),
@@ -322,7 +327,9 @@ impl Holder<'_> {
             watcher: self.guard.info.owner.clone(),
             time: Utc::now(),
         };
-        chain::write_end(self.v(), &self.opts.job, &end).await?;
+        if chain::write_end(self.v(), &self.opts.job, &end).await? == chain::LinkCreated::Taken {
+            return Ok(true); // ended already (by the watcher before this one)
+        }
         let lost = compact_revision.map(|c| (state.first, c - 1)).filter(|(a, b)| a <= b);
         match lost {
             Some((a, b)) => tracing::error!(
@@ -342,7 +349,7 @@ impl Holder<'_> {
             reason: reason.into(),
             lost,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Watch and extend one chain.
@@ -352,8 +359,8 @@ impl Holder<'_> {
         let mut watch = EtcdWatch::start(&opts.etcd, state.first, &what).await?;
         let member = watch.member().clone();
         if member.cluster_id != state.base.cluster_id && !state.base.cluster_id.is_empty() {
-            if state.seq > 0 {
-                self.end_chain(&state, "cluster-changed", None, None).await?;
+            if state.seq > 0 && !self.end_chain(&state, "cluster-changed", None, None).await? {
+                return Ok(Watched::Lost);
             }
             return Err(Error::source_err(format!(
                 "etcd member {} belongs to cluster {}, the newest snapshot {} of job {} to cluster {}",
@@ -433,10 +440,14 @@ impl Holder<'_> {
                     }
                 }
                 Some(Ok(WatchItem::Compacted { compact_revision })) => {
-                    if let Some((w, _)) = segment.take() {
-                        self.flush(w, &mut state, head_seen, watch.lag()).await?;
+                    if let Some((w, _)) = segment.take()
+                        && !self.flush(w, &mut state, head_seen, watch.lag()).await?
+                    {
+                        return Ok(Watched::Lost);
                     }
-                    self.end_chain(&state, "compacted", None, Some(compact_revision)).await?;
+                    if !self.end_chain(&state, "compacted", None, Some(compact_revision)).await? {
+                        return Ok(Watched::Lost);
+                    }
                     return Ok(Watched::Again);
                 }
                 Some(Err(e)) => {
@@ -486,8 +497,8 @@ impl Holder<'_> {
                 {
                     return Ok(Watched::Lost);
                 }
-                if state.seq > 0 {
-                    self.end_chain(&state, "superseded", Some(next.id), None).await?;
+                if state.seq > 0 && !self.end_chain(&state, "superseded", Some(next.id), None).await? {
+                    return Ok(Watched::Lost);
                 }
                 return Ok(Watched::Again);
             }
