@@ -1,7 +1,8 @@
 //! The delta watcher task of an etcd-v3 job with `deltas_every_secs` (docs/FORMAT.md section
-//! 8e): runs `vault::ops::deltas::watcher::run` next to the job's schedule loop, keeps its figures
-//! for /metrics, and when the chain breaks at etcd's compaction takes a full snapshot of the job at
-//! once (the new snapshot starts the next chain) and sends the `deltas-compacted` webhook.
+//! 8e): runs `vault::ops::deltas::watcher::run` next to the job's schedule loop and keeps its
+//! figures for /metrics. When the chain breaks at etcd's compaction it tells the job loop, which
+//! takes a full snapshot at once (the new snapshot starts the next chain) and sends the
+//! `deltas-compacted` webhook.
 
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use vault::repo::Vault;
 use crate::config::JobConfig;
 use crate::metrics::{DeltaStats, unix_seconds};
 use crate::run::Daemon;
-use crate::runs::Trigger;
 
 impl AsRef<Vault> for Daemon {
     fn as_ref(&self) -> &Vault {
@@ -24,8 +24,17 @@ fn update(d: &Daemon, job: &str, f: impl FnOnce(&mut DeltaStats)) {
     d.update(job, |s| f(s.deltas.get_or_insert_with(Default::default)));
 }
 
+/// A full snapshot is wanted at once: the delta chain broke at etcd's compaction, losing these
+/// revisions (first, last).
+pub(crate) type CompactedRange = (i64, i64);
+
 /// Start the job's watcher if it has continuous capture; it stops when `stopping` turns true.
-pub(crate) fn start(d: &Arc<Daemon>, job: &JobConfig, stopping: tokio::sync::watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+/// The receiver hears of each compaction break (the caller takes the full snapshot).
+pub(crate) fn start(
+    d: &Arc<Daemon>,
+    job: &JobConfig,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Option<(tokio::task::JoinHandle<()>, tokio::sync::mpsc::UnboundedReceiver<CompactedRange>)> {
     let deltas = job.deltas()?;
     let etcd = job.etcd.clone()?;
     let opts = WatcherOptions {
@@ -38,29 +47,8 @@ pub(crate) fn start(d: &Arc<Daemon>, job: &JobConfig, stopping: tokio::sync::wat
         catalog_path: d.catalog_path.clone(),
     };
     update(d, &job.name, |s| s.state = "standby");
-    // Compaction: a full snapshot at once, outside the schedule, one at a time.
-    let (compacted_tx, mut compacted_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, i64)>();
-    let snapshots = {
-        let d = d.clone();
-        let job = job.clone();
-        tokio::spawn(async move {
-            while let Some((from, to)) = compacted_rx.recv().await {
-                let id = d.runs.begin(&job.name, Trigger::Compacted, None);
-                let record = crate::schedule::run_once(&d, &job, &id, None).await;
-                tracing::warn!(
-                    "job {}: full snapshot after the delta chain broke at etcd's compaction (revisions {from} to {to} lost): {}",
-                    job.name,
-                    record.snapshot.as_deref().unwrap_or("none committed; see the run")
-                );
-                let (failures, last_success) = {
-                    let stats = d.stats.lock().expect("stats lock");
-                    let s = stats.get(&job.name).cloned().unwrap_or_default();
-                    (s.consecutive_failures, s.last_success)
-                };
-                d.send_event(crate::webhook::Event::DeltasCompacted, &job, failures, last_success, &record);
-            }
-        })
-    };
+    // Compaction: the job loop takes a full snapshot at once (the range lost rides along).
+    let (compacted_tx, compacted_rx) = tokio::sync::mpsc::unbounded_channel::<CompactedRange>();
     let report = {
         let d = d.clone();
         let job = job.name.clone();
@@ -102,11 +90,10 @@ pub(crate) fn start(d: &Arc<Daemon>, job: &JobConfig, stopping: tokio::sync::wat
     };
     let vault: SharedVault = d.clone();
     let name = job.name.clone();
-    Some(tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         if let Err(e) = watcher::run(vault, opts, report, stopping).await {
             tracing::error!("job {name}: continuous capture stopped: {e}");
         }
-        // The report (and with it the channel) is gone: a compaction snapshot under way ends.
-        let _ = snapshots.await;
-    }))
+    });
+    Some((handle, compacted_rx))
 }
