@@ -656,13 +656,14 @@ impl Catalog {
     }
 
     /// The newest `limit` snapshots of `job` (from `host` only, when given), newest first, their
-    /// manifests without the chunk lists (`streams` empty).
+    /// manifests without the chunk lists (`streams` empty). Delta segments are not snapshots of a
+    /// group (section 8e) and are left out.
     pub fn recent_snapshots(&self, job: &str, host: Option<&str>, limit: u32) -> Result<Vec<SnapshotEntry>> {
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT id, json_set(manifest, '$.streams', json('[]')) FROM snapshots
-                 WHERE job=?1 AND (?2 IS NULL OR host=?2) ORDER BY time DESC, id DESC LIMIT ?3",
+                 WHERE job=?1 AND (?2 IS NULL OR host=?2) AND kind != 'etcd-v3-delta' ORDER BY time DESC, id DESC LIMIT ?3",
             )
             .context(ErrorKind::Io, db_err(&self.path))?;
         let rows = stmt
@@ -690,12 +691,12 @@ impl Catalog {
     }
 
     /// The time of the newest snapshot of `job` (from `host` only, when given), without reading
-    /// manifests.
+    /// manifests. Delta segments are left out: they do not stand for a scheduled capture.
     pub fn latest_time(&self, job: &str, host: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let t: Option<String> = self
             .conn
             .query_row(
-                "SELECT MAX(time) FROM snapshots WHERE job=?1 AND (?2 IS NULL OR host=?2)",
+                "SELECT MAX(time) FROM snapshots WHERE job=?1 AND (?2 IS NULL OR host=?2) AND kind != 'etcd-v3-delta'",
                 params![job, host],
                 |r| r.get(0),
             )

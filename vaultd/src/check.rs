@@ -157,6 +157,32 @@ pub fn static_problems(cfg: &DaemonConfig, loc: &Locator, profile_dirs: &[PathBu
                 }
             }
         }
+        let deltas_keys = [
+            ("deltas_every_secs", job.deltas_every_secs.is_some()),
+            ("deltas_max_bytes", job.deltas_max_bytes.is_some()),
+            ("deltas_lease_secs", job.deltas_lease_secs.is_some()),
+        ];
+        if job.kind().is_some_and(|k| k != JobKind::EtcdV3) {
+            for (k, set) in deltas_keys {
+                if set {
+                    out.push(loc.problem(key(k), "applies to etcd-v3 jobs only (continuous capture of etcd's changes)"));
+                }
+            }
+        }
+        if job.deltas_max_bytes.is_some_and(|b| b < 64 << 10) {
+            out.push(loc.problem(key("deltas_max_bytes"), "must be at least 65536 (64 KiB)"));
+        }
+        if let Some(l) = job.deltas_lease_secs
+            && !(3..=3600).contains(&l)
+        {
+            out.push(loc.problem(key("deltas_lease_secs"), "must be between 3 and 3600 seconds"));
+        }
+        if (job.deltas_max_bytes.is_some() || job.deltas_lease_secs.is_some()) && job.deltas_every_secs.unwrap_or(0) == 0 {
+            out.push(loc.problem(
+                key("deltas_every_secs"),
+                "continuous capture is off (deltas_every_secs absent or 0), so deltas_max_bytes and deltas_lease_secs do nothing: set deltas_every_secs (e.g. 20) or remove them",
+            ));
+        }
         if job.read_data_percent.is_some() && job.kind().is_some_and(|k| k != JobKind::Verify) {
             out.push(loc.problem(key("read_data_percent"), "applies to verify jobs only"));
         }

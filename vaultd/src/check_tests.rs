@@ -504,3 +504,36 @@ fn a_jobs_retention_table_is_parsed_and_checked() {
     assert_eq!(p.problems[0].key, "job[0].retention.keep_dayly", "{:?}", p.problems);
     assert!(p.problems[0].message.contains("keep_daily"), "{:?}", p.problems);
 }
+
+#[test]
+fn deltas_settings_apply_to_etcd_v3_jobs_within_bounds() {
+    let good = format!(
+        "{HEAD}{}",
+        etcd_job("etcd").replace(
+            "[job.etcd]",
+            "deltas_every_secs = 20\ndeltas_lease_secs = 30\ndeltas_max_bytes = 1048576\n[job.etcd]"
+        )
+    );
+    assert!(statics(&good).is_empty(), "{:?}", statics(&good));
+    let p = parse(&good);
+    let d = p.config.unwrap().jobs[0].deltas().expect("on");
+    assert_eq!((d.every.as_secs(), d.max_bytes, d.lease.as_secs()), (20, 1 << 20, 30));
+
+    let files = format!("{HEAD}{}deltas_every_secs = 20\n", files_job_text("f"));
+    let ps = statics(&files);
+    assert!(
+        ps.iter()
+            .any(|p| p.key == "job[0].deltas_every_secs" && p.message.contains("etcd-v3 jobs only")),
+        "{ps:?}"
+    );
+
+    let bad = etcd_job("etcd").replace("[job.etcd]", "deltas_max_bytes = 10\ndeltas_lease_secs = 1\n[job.etcd]");
+    let ps = statics(&format!("{HEAD}{bad}"));
+    let keys: Vec<&str> = ps.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"job[0].deltas_max_bytes"), "{ps:?}");
+    assert!(keys.contains(&"job[0].deltas_lease_secs"), "{ps:?}");
+    assert!(keys.contains(&"job[0].deltas_every_secs"), "off, so the others do nothing: {ps:?}");
+
+    let off = format!("{HEAD}{}", etcd_job("etcd"));
+    assert!(parse(&off).config.unwrap().jobs[0].deltas().is_none());
+}

@@ -207,6 +207,15 @@ pub struct JobConfig {
     pub etcd_conf: Option<PathBuf>,
     /// etcd-datadir: etcdutl or etcdctl to run (default: from PATH).
     pub etcd_tool: Option<PathBuf>,
+    /// etcd-v3: continuous capture (docs/FORMAT.md section 8e): commit the watched changes as a
+    /// delta segment this often (seconds after a segment's first change); absent or 0: off.
+    pub deltas_every_secs: Option<u64>,
+    /// etcd-v3 with deltas: ... or once a segment's encoded changes reach this many bytes
+    /// (default 32 MiB).
+    pub deltas_max_bytes: Option<u64>,
+    /// etcd-v3 with deltas: the lease of the job's watcher lock (default 30 s): a standby daemon
+    /// takes over within about this long after the watching one died.
+    pub deltas_lease_secs: Option<u64>,
     /// `[job.retention]`: which snapshots of the job's groups to keep (the fields of
     /// `vault::ops::retention::RetentionPolicy`); recorded in the vault with the schedule.
     pub retention: Option<RetentionPolicy>,
@@ -245,6 +254,16 @@ impl JobConfig {
         }
     }
 
+    /// The continuous capture settings of an etcd-v3 job that turned it on.
+    pub fn deltas(&self) -> Option<Deltas> {
+        let every = self.deltas_every_secs.filter(|&s| s > 0)?;
+        (self.kind() == Some(JobKind::EtcdV3)).then(|| Deltas {
+            every: std::time::Duration::from_secs(every),
+            max_bytes: self.deltas_max_bytes.unwrap_or(vault::ops::deltas::watcher::DEFAULT_MAX_BYTES),
+            lease: std::time::Duration::from_secs(self.deltas_lease_secs.unwrap_or(vault::ops::deltas::watcher::DEFAULT_LEASE_SECS)),
+        })
+    }
+
     /// The files selection of a files job.
     pub fn selection(&self) -> FilesSelection {
         FilesSelection {
@@ -254,6 +273,14 @@ impl JobConfig {
             root: self.root.clone().unwrap_or_else(|| PathBuf::from("/")),
         }
     }
+}
+
+/// An etcd-v3 job's continuous capture, with defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deltas {
+    pub every: std::time::Duration,
+    pub max_bytes: u64,
+    pub lease: std::time::Duration,
 }
 
 /// The trimmed content of a one-line secret file the config names (`what`: "token file", ...).

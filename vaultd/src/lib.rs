@@ -7,6 +7,7 @@ pub mod audit;
 pub mod check;
 pub mod config;
 pub mod daemon_id;
+pub mod deltas;
 pub mod listen;
 pub mod metrics;
 pub mod notify;

@@ -34,6 +34,28 @@ pub struct JobStats {
     pub retention_groups_need_confirm: u64,
     /// Times applying the retention policy failed.
     pub retention_failures: u64,
+    /// The job's delta watcher (continuous capture), when the job has it.
+    pub deltas: Option<DeltaStats>,
+}
+
+/// What /metrics reports about a job's delta watcher on this daemon.
+#[derive(Clone, Debug, Default)]
+pub struct DeltaStats {
+    /// "holding", "standby" or "waiting" (holding with no base to extend).
+    pub state: &'static str,
+    /// The newest time everything etcd had was committed (Unix time): the recovery point.
+    pub covered_until: Option<f64>,
+    /// When the newest committed change was received (Unix time).
+    pub newest_event: Option<f64>,
+    /// Revisions etcd's head was ahead of the watch when last reported.
+    pub lag_revisions: i64,
+    pub segments: u64,
+    /// Encoded and stored bytes of the last segment.
+    pub last_segment_bytes: Option<(u64, u64)>,
+    pub stream_bytes: u64,
+    pub stored_bytes: u64,
+    /// Chain ends by reason (superseded, compacted, cluster-changed) and lost races.
+    pub chain_breaks: BTreeMap<String, u64>,
 }
 
 /// What /metrics reports about the vault as a whole: the catalog's summary and when it was taken.
@@ -195,6 +217,100 @@ pub fn render_metrics(stats: &BTreeMap<String, JobStats>, vault: Option<&VaultSt
         "counter",
         &|s| Some(s.retries as f64),
     );
+    let now = unix_seconds(chrono::Utc::now());
+    fn d<'a>(f: &'a dyn Fn(&DeltaStats) -> Option<f64>) -> impl Fn(&JobStats) -> Option<f64> + 'a {
+        move |s| s.deltas.as_ref().and_then(f)
+    }
+    gauge(
+        "vault_etcd_deltas_recovery_point_seconds",
+        "Seconds since the newest time every change etcd had was committed as delta segments (the recovery point; alert on it).",
+        "gauge",
+        &d(&|x| x.covered_until.map(|t| (now - t).max(0.0))),
+    );
+    gauge(
+        "vault_etcd_deltas_newest_event_age_seconds",
+        "Seconds since the newest committed change was received (grows on an idle cluster; see the recovery point).",
+        "gauge",
+        &d(&|x| x.newest_event.map(|t| (now - t).max(0.0))),
+    );
+    gauge(
+        "vault_etcd_deltas_lag_revisions",
+        "Revisions etcd's head was ahead of the delta watch when last reported.",
+        "gauge",
+        &d(&|x| (x.state == "holding").then_some(x.lag_revisions as f64)),
+    );
+    gauge(
+        "vault_etcd_deltas_segments_total",
+        "Delta segments this daemon committed.",
+        "counter",
+        &d(&|x| Some(x.segments as f64)),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vault_etcd_deltas_segment_bytes Bytes of the last delta segment: its encoded changes (stream) and what was stored for them (stored).\n# TYPE vault_etcd_deltas_segment_bytes gauge"
+    );
+    for (job, s) in stats {
+        if let Some((stream, stored)) = s.deltas.as_ref().and_then(|x| x.last_segment_bytes) {
+            let _ = writeln!(
+                out,
+                "vault_etcd_deltas_segment_bytes{{job=\"{}\",kind=\"stream\"}} {stream}",
+                label(job)
+            );
+            let _ = writeln!(
+                out,
+                "vault_etcd_deltas_segment_bytes{{job=\"{}\",kind=\"stored\"}} {stored}",
+                label(job)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vault_etcd_deltas_bytes_total Bytes of all delta segments this daemon committed: encoded (stream) and stored.\n# TYPE vault_etcd_deltas_bytes_total counter"
+    );
+    for (job, s) in stats {
+        if let Some(x) = &s.deltas {
+            let _ = writeln!(
+                out,
+                "vault_etcd_deltas_bytes_total{{job=\"{}\",kind=\"stream\"}} {}",
+                label(job),
+                x.stream_bytes
+            );
+            let _ = writeln!(
+                out,
+                "vault_etcd_deltas_bytes_total{{job=\"{}\",kind=\"stored\"}} {}",
+                label(job),
+                x.stored_bytes
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vault_etcd_deltas_chain_breaks_total Delta chains this daemon ended, by reason (compacted: changes were lost before they were captured).\n# TYPE vault_etcd_deltas_chain_breaks_total counter"
+    );
+    for (job, s) in stats {
+        if let Some(x) = &s.deltas {
+            for reason in ["compacted", "superseded", "cluster-changed", "lost-race"] {
+                let n = x.chain_breaks.get(reason).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "vault_etcd_deltas_chain_breaks_total{{job=\"{}\",reason=\"{reason}\"}} {n}",
+                    label(job)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vault_etcd_deltas_watcher 1 for the delta watcher's state on this daemon (holding: it watches; standby: another daemon does; waiting: it holds the lock but has no snapshot to extend).\n# TYPE vault_etcd_deltas_watcher gauge"
+    );
+    for (job, s) in stats {
+        if let Some(x) = &s.deltas {
+            for state in ["holding", "standby", "waiting"] {
+                let v = u8::from(x.state == state);
+                let _ = writeln!(out, "vault_etcd_deltas_watcher{{job=\"{}\",state=\"{state}\"}} {v}", label(job));
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP vault_job_runs_total Finished runs by outcome (skipped: a cluster-wide slot another daemon claimed).\n# TYPE vault_job_runs_total counter"
@@ -294,6 +410,50 @@ mod tests {
         );
         assert!(!text.contains("vault_job_last_success_timestamp_seconds{job=\"files\"}"), "{text}");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("vault_")), "{text}");
+        assert!(!text.contains("vault_etcd_deltas_watcher{"), "no job has deltas: {text}");
+    }
+
+    #[test]
+    fn delta_metrics_give_the_recovery_point_and_the_watcher_state() {
+        let now = unix_seconds(chrono::Utc::now());
+        let mut stats = BTreeMap::new();
+        let mut deltas = DeltaStats {
+            state: "holding",
+            covered_until: Some(now - 5.0),
+            newest_event: Some(now - 60.0),
+            lag_revisions: 3,
+            segments: 4,
+            last_segment_bytes: Some((1000, 400)),
+            ..Default::default()
+        };
+        deltas.chain_breaks.insert("compacted".into(), 1);
+        stats.insert(
+            "etcd".to_string(),
+            JobStats {
+                deltas: Some(deltas),
+                ..Default::default()
+            },
+        );
+        let text = render_metrics(&stats, None);
+        let value = |prefix: &str| -> f64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix} in {text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let rpo = value("vault_etcd_deltas_recovery_point_seconds{job=\"etcd\"}");
+        assert!((4.0..30.0).contains(&rpo), "{rpo}");
+        assert!(value("vault_etcd_deltas_newest_event_age_seconds{job=\"etcd\"}") >= 59.0);
+        assert_eq!(value("vault_etcd_deltas_lag_revisions{job=\"etcd\"}"), 3.0);
+        assert_eq!(value("vault_etcd_deltas_segment_bytes{job=\"etcd\",kind=\"stored\"}"), 400.0);
+        assert_eq!(
+            value("vault_etcd_deltas_chain_breaks_total{job=\"etcd\",reason=\"compacted\"}"),
+            1.0
+        );
+        assert_eq!(value("vault_etcd_deltas_watcher{job=\"etcd\",state=\"holding\"}"), 1.0);
+        assert_eq!(value("vault_etcd_deltas_watcher{job=\"etcd\",state=\"standby\"}"), 0.0);
         assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("vault_")), "{text}");
     }
 }

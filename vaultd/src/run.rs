@@ -464,7 +464,7 @@ impl Daemon {
         self.send_event(webhook::Event::Missed, job, failures, last_success, run);
     }
 
-    fn send_event(&self, event: webhook::Event, job: &JobConfig, failures: u32, last_success: Option<f64>, run: &RunRecord) {
+    pub(crate) fn send_event(&self, event: webhook::Event, job: &JobConfig, failures: u32, last_success: Option<f64>, run: &RunRecord) {
         let hook = self.live.read().expect("live settings lock").webhook.clone();
         if let Some(hook) = hook {
             hook.send(webhook::Body {

@@ -23,6 +23,9 @@ pub enum Trigger {
     Api,
     /// A cluster-wide slot whose claimant's lease ran out with no snapshot: taken over.
     Takeover,
+    /// The job's delta chain broke at etcd's compaction: a full snapshot at once, to start a new
+    /// chain (no slot).
+    Compacted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

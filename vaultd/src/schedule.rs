@@ -35,7 +35,47 @@ use crate::config::{JobConfig, JobKind, Scope};
 use crate::run::{Daemon, now_secs};
 use crate::runs::{RunRecord, RunState, Trigger};
 
-pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn job_loop(d: Arc<Daemon>, job: JobConfig, stopping: tokio::sync::watch::Receiver<bool>) {
+    // Continuous capture runs beside the schedule and stops with it (it commits what it holds
+    // and releases its lock first).
+    let watcher = crate::deltas::start(&d, &job, stopping.clone()).map(|(watcher, mut compacted)| {
+        let (d, job) = (d.clone(), job.clone());
+        let snapshots = tokio::spawn(async move {
+            while let Some(lost) = compacted.recv().await {
+                compacted_snapshot(&d, &job, lost).await;
+            }
+        });
+        (watcher, snapshots)
+    });
+    scheduled_runs(d, job, stopping).await;
+    if let Some((watcher, snapshots)) = watcher {
+        let _ = watcher.await;
+        // The watcher is gone and with it the channel: a snapshot under way ends, then this.
+        let _ = snapshots.await;
+    }
+}
+
+/// The job's delta chain broke at etcd's compaction, losing revisions `lost`: a full snapshot at
+/// once (no slot: only the watcher holding the job's lock asks), and the webhook.
+async fn compacted_snapshot(d: &Daemon, job: &JobConfig, lost: crate::deltas::CompactedRange) {
+    let id = d.runs.begin(&job.name, Trigger::Compacted, None);
+    let record = run_once(d, job, &id, None).await;
+    tracing::warn!(
+        "job {}: full snapshot after the delta chain broke at etcd's compaction (revisions {} to {} lost): {}",
+        job.name,
+        lost.0,
+        lost.1,
+        record.snapshot.as_deref().unwrap_or("none committed; see the run")
+    );
+    let (failures, last_success) = {
+        let stats = d.stats.lock().expect("stats lock");
+        let s = stats.get(&job.name).cloned().unwrap_or_default();
+        (s.consecutive_failures, s.last_success)
+    };
+    d.send_event(crate::webhook::Event::DeltasCompacted, job, failures, last_success, &record);
+}
+
+async fn scheduled_runs(d: Arc<Daemon>, job: JobConfig, mut stopping: tokio::sync::watch::Receiver<bool>) {
     let schedule = match check::schedule(&job.schedule) {
         Ok(s) => s,
         Err(e) => {

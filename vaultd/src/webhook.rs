@@ -1,7 +1,8 @@
 //! The optional `[webhook]`: a JSON POST when a run fails (failure, timeout), when a job
 //! succeeds again after failing ("recovery"), when a cluster-wide slot passed with no snapshot
 //! ("missed", sent by one daemon) and when another daemon claims slots under this one's host name
-//! ("duplicate-host"). Delivery is in the background with a few attempts;
+//! ("duplicate-host"), and when a delta chain broke at etcd's compaction ("deltas-compacted", with
+//! the full snapshot taken for it). Delivery is in the background with a few attempts;
 //! it never delays or fails a run. The URL may hold a secret (chat webhooks put one in the path),
 //! so logs name only its host.
 
@@ -44,6 +45,9 @@ pub enum Event {
     Missed,
     /// Another daemon (another daemon ID) claimed a slot under this daemon's host name.
     DuplicateHost,
+    /// The delta watch fell behind etcd's compaction: changes were lost before they were
+    /// captured, the chain ended, and a full snapshot was taken at once (the run in the body).
+    DeltasCompacted,
 }
 
 /// The JSON body of one event.

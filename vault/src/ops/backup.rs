@@ -143,8 +143,28 @@ where
     S: Stream<Item = Result<Bytes>> + Unpin,
 {
     vault.check_may_write("a backup")?;
+    let known = packing::present_chunks(vault, catalog).await?;
+    ingest_stream_known(vault, catalog, name, source, check_etcd_trailer, progress, known).await
+}
+
+/// [`ingest_stream`] deduplicating against `known` only (chunks the vault holds whole, outside
+/// pending sets): an empty set stores every chunk anew, without listing the store (delta segments,
+/// committed every few seconds, whose chunks are mostly new anyway).
+pub async fn ingest_stream_known<S>(
+    vault: &Vault,
+    catalog: &mut Catalog,
+    name: &str,
+    source: S,
+    check_etcd_trailer: bool,
+    progress: Option<ProgressFn>,
+    known: std::collections::HashSet<Id>,
+) -> Result<IngestedStream>
+where
+    S: Stream<Item = Result<Bytes>> + Unpin,
+{
+    vault.check_may_write("a backup")?;
     let started = Instant::now();
-    let (mut sink, packer) = packing::start(vault, packing::present_chunks(vault, catalog).await?);
+    let (mut sink, packer) = packing::start(vault, known);
     let chunker = vault.chunker();
     let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
 
@@ -218,10 +238,14 @@ where
 }
 
 /// Commit a manifest (the last write of a capture) and record it in the catalog. The manifest
-/// records the deletion log's head and the previous snapshot of its group (FORMAT.md 8b).
+/// records the deletion log's head and the previous snapshot of its group (FORMAT.md 8b); a delta
+/// segment belongs to no group and records none (8e).
 pub async fn commit(vault: &Vault, catalog: &mut Catalog, manifest: &SnapshotManifest) -> Result<Id> {
     let mut manifest = manifest.clone();
-    manifest.previous = retention::log::previous_in_group(catalog, &manifest)?;
+    manifest.previous = match manifest.kind {
+        PayloadKind::EtcdV3Delta => None,
+        _ => retention::log::previous_in_group(catalog, &manifest)?,
+    };
     manifest.log_head = retention::log::head(vault).await?;
     let id = vault.write_snapshot(&manifest).await?;
     catalog.add_snapshot(&id, &manifest)?;

@@ -7,6 +7,7 @@ pub mod etcd_datadir;
 pub mod etcd_restore;
 pub mod etcd_v2;
 pub mod files;
+pub mod lease_lock;
 pub mod pack_health;
 pub mod packing;
 pub mod prune;

@@ -186,8 +186,11 @@ pub async fn gather(vault: &Vault, catalog: &mut Catalog) -> Result<AuditInput> 
     let deletion_log = log::read(vault).await?;
     let findings = deletion_log.check(&entries, &catalog.vanished()?);
     let forgotten = deletion_log.forgotten();
+    // Delta segments (section 8e) take no slot and belong to no retention group: they are not
+    // the snapshots a schedule promises.
     let mut snapshots: Vec<AuditSnapshot> = entries
         .into_iter()
+        .filter(|s| s.manifest.kind != crate::format::PayloadKind::EtcdV3Delta)
         .map(|s| AuditSnapshot {
             id: s.id,
             time: s.manifest.time,

@@ -5,6 +5,8 @@ pub mod chain;
 pub mod history;
 pub mod replay;
 pub mod restore;
+pub mod segment;
 pub mod segment_read;
 pub mod target;
 pub mod verify;
+pub mod watcher;

@@ -36,7 +36,10 @@ pub async fn check(
         list.extend(c.problems.iter().cloned());
         for l in &c.links {
             match all.iter().find(|s| s.id == l.segment) {
-                None => list.push(format!("{}: its manifest is missing from the vault", segment_read::describe_link(l))),
+                None => list.push(format!(
+                    "{}: its manifest is missing from the vault",
+                    segment_read::describe_link(l)
+                )),
                 Some(seg) => {
                     if let Err(p) = segment_read::check_against_link(seg, l) {
                         list.push(p);

@@ -120,7 +120,9 @@ pub async fn apply(
     let tombstones = log::read_cached(vault, catalog).await?.tombstones();
     for (id, m, base) in chain_segments(&manifests, &bases) {
         if !tombstones.contains_key(id) {
-            entries.push(log::entry(id, m, vec![format!("delta segment in the chain of {}", base.short())]));
+            let seq = m.etcd_v3_delta.as_ref().map_or(0, |d| d.seq);
+            let reason = format!("delta segment {seq} of the chain of {}, forgotten with it", base.short());
+            entries.push(log::entry(id, m, vec![reason]));
         }
     }
     report.applied = true;

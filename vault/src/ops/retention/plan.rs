@@ -11,7 +11,7 @@ use super::group::{Group, Scope};
 use super::policy::{RetentionPolicy, Span, Unit};
 use crate::catalog::SnapshotEntry;
 use crate::error::Result;
-use crate::format::Id;
+use crate::format::{Id, PayloadKind};
 
 /// A snapshot that must not be removed, for a reason, until a time (for good when `None`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -151,7 +151,9 @@ pub fn plan_retention(snapshots: &[SnapshotEntry], policy: &RetentionPolicy, now
     }
 
     let mut by_group: BTreeMap<Group, Vec<&SnapshotEntry>> = BTreeMap::new();
-    for s in snapshots {
+    // Delta segments (section 8e) follow their base: they never count toward a policy and are
+    // never planned on their own.
+    for s in snapshots.iter().filter(|s| s.manifest.kind != PayloadKind::EtcdV3Delta) {
         by_group.entry(Group::of(&s.manifest)).or_default().push(s);
     }
     let groups: Vec<GroupPlan> = by_group

@@ -565,3 +565,28 @@ fn an_empty_policy_plans_nothing() {
     let e = plan_retention(&year()[..3], &RetentionPolicy::default(), t(NOW), &[]).unwrap_err();
     assert!(e.to_string().contains("keeps nothing"), "{e}");
 }
+
+#[test]
+fn delta_segments_count_toward_no_policy_and_are_never_planned() {
+    let mut snaps = Vec::new();
+    for h in 0..3 {
+        let at = t("2026-11-30T00:00:00Z") + TimeDelta::hours(h);
+        snaps.push(etcd("master-0", "cdf818194e3a8c32", at));
+        // many segments after each base, newer than it: with them counted, keep_last 2 would
+        // keep two segments and no base at all
+        for m in 1..5 {
+            let mut d = etcd("master-0", "cdf818194e3a8c32", at + TimeDelta::minutes(m));
+            d.manifest.kind = PayloadKind::EtcdV3Delta;
+            snaps.push(d);
+        }
+    }
+    let policy = RetentionPolicy {
+        keep_last: Some(2),
+        ..Default::default()
+    };
+    let plan = plan_retention(&snaps, &policy, t(NOW), &[]).unwrap();
+    let g = only_group(&plan);
+    assert_eq!(g.snapshots.len(), 3, "only the bases are planned");
+    assert!(g.snapshots.iter().all(|s| s.kind == "etcd-v3"));
+    assert_eq!(kept_times(g), times(&["2026-11-30T01:00:00Z", "2026-11-30T02:00:00Z"]));
+}
