@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A real demo on a fresh Debian machine: installs what is missing, starts a throwaway etcd,
-# makes a local vault with a new key, backs up, verifies, lets vaultd take scheduled snapshots for a
-# few seconds (and asks it how it went), applies its retention policy and prunes, audits, restores to a data dir, starts etcd on the restored data
-# dir and shows the keys. Everything lives in a temp dir; only the etcd
-# processes this script started are stopped.
+# makes a local vault with a new key, backs up, verifies, runs vaultd for a few seconds (scheduled
+# host-file captures, etcd snapshots on request with continuous capture of every change between
+# them, retention after each run; asks it how it went), makes a "bad change" (deletes a Secret),
+# prunes, audits, finds the bad change with `etcd history`, restores etcd to the revision just
+# before it, starts etcd on the restored data dir and shows the keys. Everything lives in a temp
+# dir; only the processes this script started are stopped.
 # Usage: bash scripts/demo.sh
 #        VAULTCTL=dist/vaultctl VAULTD=dist/vaultd bash scripts/demo.sh   (given binaries, e.g. a release)
 set -euo pipefail
@@ -71,7 +73,7 @@ export VAULT_REPO="$WORK/vault" VAULT_CATALOG="$WORK/catalog.sqlite"
 "$VAULTCTL" --identity "$WORK/operator.age" verify --all
 set +x
 
-echo "== vaultd: an etcd snapshot and this host's demo files every 2 seconds for a few seconds; a verify job run on request"
+echo "== vaultd: this host's demo files every 2 seconds, etcd snapshots on request with every change in between captured each second, a verify job run on request"
 mkdir -p "$WORK/host/etc/origin/master"
 echo "kind: MasterConfig" > "$WORK/host/etc/origin/master/master-config.yaml"
 head -c 24 /dev/urandom | base64 > "$WORK/api.token"; chmod 600 "$WORK/api.token"
@@ -86,7 +88,9 @@ token_file = "$WORK/api.token"
 [[job]]
 name = "etcd"
 kind = "etcd-v3"
-schedule = "*/2 * * * * *"
+schedule = "0 0 3 * * *"
+deltas_every_secs = 1
+deltas_lease_secs = 6
 [job.etcd]
 endpoints = ["http://127.0.0.1:$C1"]
 [job.retention]
@@ -110,23 +114,38 @@ set +x
 "$VAULTD" run --config "$WORK/vaultd.toml" 2>"$WORK/vaultd.log" &
 VAULTD_PID=$!
 PIDS+=("$VAULTD_PID")
-sleep 7
+sleep 2
+set -x
+for i in 1 2 3; do "$VAULTCTL" run etcd --wait --daemon-config "$WORK/vaultd.toml"; done
+set +x
+sleep 2
+echo "== a change, then a bad change: the Secret kube-system/ca-key is deleted"
+etcdctl --endpoints "http://127.0.0.1:$C1" put /registry/configmaps/default/demo-4 '{"kind":"ConfigMap","metadata":{"name":"demo-4"}}' >/dev/null
+etcdctl --endpoints "http://127.0.0.1:$C1" del /registry/secrets/kube-system/ca-key
+sleep 3
 set -x
 "$VAULTCTL" status --daemon-config "$WORK/vaultd.toml"
 "$VAULTCTL" run verify --wait --daemon-config "$WORK/vaultd.toml"
 set +x
-curl -s -H "Authorization: Bearer $(cat "$WORK/api.token")" "http://127.0.0.1:$API/metrics" | grep -E '^vault_(job_runs_total\{.*success|repository_size_bytes|snapshots)' || true
+curl -s -H "Authorization: Bearer $(cat "$WORK/api.token")" "http://127.0.0.1:$API/metrics" | grep -E '^vault_(job_runs_total\{.*success|repository_size_bytes|snapshots|etcd_deltas_(recovery_point_seconds|segments_total))' || true
 kill -TERM "$VAULTD_PID"; wait "$VAULTD_PID" || true
 echo "   vaultd log: $WORK/vaultd.log"
-echo "== retention: vaultd forgot all but the 2 newest etcd snapshots after its runs; prune deletes their data, the audit reports"
+echo "== retention: vaultd forgot all but the 2 newest etcd snapshots (with their chains of changes) after its runs; prune deletes their data, the audit reports"
 set -x
 "$VAULTCTL" --writer-key "$WORK/writer.key" snapshots
 "$VAULTCTL" --writer-key "$WORK/writer.key" deletion-log
 "$VAULTCTL" --writer-key "$WORK/writer.key" --identity "$WORK/operator.age" prune --grace 0
 "$VAULTCTL" --writer-key "$WORK/writer.key" audit --since 1h --html "$WORK/audit.html" || echo "(audit exit $?: a control is not met)"
 set +x
+echo "== which change deleted the Secret? (etcd history reads the captured changes: it needs the identity)"
 set -x
-"$VAULTCTL" --identity "$WORK/operator.age" etcd restore latest --data-dir "$WORK/restored.etcd" \
+"$VAULTCTL" --identity "$WORK/operator.age" etcd history --prefix /registry/secrets/ --since 1h
+set +x
+BAD=$("$VAULTCTL" --identity "$WORK/operator.age" --json etcd history --prefix /registry/secrets/ --since 1h |
+  python3 -c 'import json,sys; print([c["revision"] for c in json.load(sys.stdin)["changes"] if c["op"] == "delete"][-1])')
+echo "== restore etcd as it was at revision $((BAD - 1)), just before the bad change"
+set -x
+"$VAULTCTL" --identity "$WORK/operator.age" etcd restore --revision "$((BAD - 1))" --data-dir "$WORK/restored.etcd" \
   --name restored --initial-cluster "restored=http://127.0.0.1:$P2" --initial-cluster-token demo-restore \
   --initial-advertise-peer-urls "http://127.0.0.1:$P2"
 set +x
@@ -140,4 +159,5 @@ wait_healthy "http://127.0.0.1:$C2"
 echo "== keys in the restored etcd:"
 etcdctl --endpoints "http://127.0.0.1:$C2" get --prefix /registry --keys-only | grep .
 n=$(etcdctl --endpoints "http://127.0.0.1:$C2" get --prefix /registry --keys-only | grep -c .)
-echo "== demo done: $n keys restored; files are in $WORK"
+etcdctl --endpoints "http://127.0.0.1:$C2" get /registry/secrets/kube-system/ca-key --print-value-only | grep -q tls.key
+echo "== demo done: $n keys restored, the deleted Secret is back and demo-4 (written just before) is there; files are in $WORK"
