@@ -80,7 +80,6 @@ measure() {
     log "  $label: $(tail -n 1 "$MEASURE" | cut -f2) s"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 revision() { ETCDCTL_API=3 etcdctl --endpoints "$EP" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])'; }
 api() { curl -sf -H "Authorization: Bearer $(cat "$T/token")" "http://127.0.0.1:$PORT$1" "${@:2}"; }
 # run_job: run the etcd job through the API and wait for its snapshot; prints the run record.
@@ -101,19 +100,9 @@ host_facts
 build_facts
 start_load_sampler
 
-CPORT=$(free_port)
-PPORT=$(free_port)
-EP=http://127.0.0.1:$CPORT
-log "starting etcd on $EP"
-etcd --name bench --data-dir "$T/etcd" --listen-client-urls "$EP" --advertise-client-urls "$EP" \
-    --listen-peer-urls "http://127.0.0.1:$PPORT" --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
-    --initial-cluster "bench=http://127.0.0.1:$PPORT" --quota-backend-bytes $((8 << 30)) \
-    --logger zap --log-level warn >"$T/etcd.log" 2>&1 &
-ETCD_PID=$!
-for ((i = 0; i < 600; i++)); do
-    curl -s -m 1 "$EP/health" 2>/dev/null | grep -q '"health":"true"' && break
-    sleep 0.05
-done
+start_etcd "$T/etcd" "$T/etcd.log"
+PPORT=$PEER_PORT
+log "etcd on $EP"
 fact etcd_version "$(etcd --version | head -n 1 | sed 's/.*: //')"
 fact keys "$KEYS"
 fact rate "$RATE"

@@ -7,6 +7,26 @@ die() {
 }
 
 need() { command -v "$1" >/dev/null 2>&1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_etcd DATA_DIR LOG: one etcd member named bench on free 127.0.0.1 ports (backend quota
+# 8 GiB), healthy when it returns; sets EP (client URL), PEER_PORT and ETCD_PID.
+start_etcd() {
+    local cport i
+    cport=$(free_port)
+    PEER_PORT=$(free_port)
+    EP=http://127.0.0.1:$cport
+    etcd --name bench --data-dir "$1" --listen-client-urls "$EP" --advertise-client-urls "$EP" \
+        --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+        --initial-cluster "bench=http://127.0.0.1:$PEER_PORT" --quota-backend-bytes $((8 << 30)) \
+        --logger zap --log-level warn >"$2" 2>&1 &
+    ETCD_PID=$!
+    for ((i = 0; i < 600; i++)); do
+        curl -s -m 1 "$EP/health" 2>/dev/null | grep -q '"health":"true"' && return 0
+        sleep 0.05
+    done
+    die "etcd on $EP did not become healthy (log: $2)"
+}
 if [[ ! -x /usr/bin/time ]]; then
     log "installing GNU time (Debian package 'time') for peak-RSS measurement"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null ||

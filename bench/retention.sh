@@ -135,20 +135,10 @@ synthetic_phase() {
 }
 
 restic_phase() {
-    local cport pport ep i
-    cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    pport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    ep=http://127.0.0.1:$cport
-    log "restic: starting etcd on $ep"
-    etcd --name bench --data-dir "$T/etcd" --listen-client-urls "$ep" --advertise-client-urls "$ep" \
-        --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-        --initial-cluster "bench=http://127.0.0.1:$pport" --quota-backend-bytes $((8 << 30)) \
-        --logger zap --log-level warn >"$T/etcd.log" 2>&1 &
-    ETCD_PID=$!
-    for ((i = 0; i < 600; i++)); do
-        curl -s -m 1 "$ep/health" 2>/dev/null | grep -q '"health":"true"' && break
-        sleep 0.05
-    done
+    local ep
+    start_etcd "$T/etcd" "$T/etcd.log"
+    ep=$EP
+    log "restic: etcd on $ep"
     fact etcd_version "$(etcd --version | head -n 1 | sed 's/.*: //')"
     fact restic_version "$(restic version | awk '{print $2}')"
     fact series "$SERIES"

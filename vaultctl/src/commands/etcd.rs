@@ -56,6 +56,22 @@ pub struct RestoreArgs {
     pub owner: Option<String>,
 }
 
+impl RestoreArgs {
+    /// The member flags as the library's options, with a progress bar.
+    pub fn options(&self, progress: Option<vault::ops::backup::ProgressFn>) -> EtcdRestoreOptions {
+        EtcdRestoreOptions {
+            data_dir: self.data_dir.clone(),
+            name: self.name.clone(),
+            initial_cluster: self.initial_cluster.clone(),
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls.clone(),
+            tool: self.etcd_tool.clone(),
+            owner: self.owner.clone(),
+            progress,
+        }
+    }
+}
+
 pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let a = match cmd {
         Command::Restore(a) => a,
@@ -72,16 +88,7 @@ pub async fn run(c: &Common, cmd: Command) -> Result<i32> {
     let (vault, catalog) = c.restorer("etcd restore").await?;
     let snap = catalog.resolve_kind(&id, &vault::format::PayloadKind::EtcdV3)?;
     let pb = output::progress(c.json, Some(snap.manifest.stats.bytes), "fetch snapshot");
-    let opts = EtcdRestoreOptions {
-        data_dir: a.data_dir,
-        name: a.name,
-        initial_cluster: a.initial_cluster,
-        initial_cluster_token: a.initial_cluster_token,
-        initial_advertise_peer_urls: a.initial_advertise_peer_urls,
-        tool: a.etcd_tool,
-        owner: a.owner,
-        progress: output::progress_fn(&pb),
-    };
+    let opts = a.options(output::progress_fn(&pb));
     let report = etcd_restore(&vault, &catalog, &snap, &opts).await;
     output::finish(pb);
     let report = report?;

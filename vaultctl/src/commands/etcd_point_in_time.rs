@@ -7,7 +7,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use vault::ops::deltas::replay::{ReplayOptions, StopAt};
 use vault::ops::deltas::restore::{PointInTimeReport, Replayed, plan, restore_to_point};
 use vault::ops::deltas::target::{Plan, Target, TargetQuery};
-use vault::ops::etcd_restore::EtcdRestoreOptions;
 use vault::{Error, Result};
 
 use super::etcd::RestoreArgs;
@@ -74,16 +73,7 @@ pub async fn run(c: &Common, a: RestoreArgs) -> Result<i32> {
         return Ok(0);
     }
     let pb = output::progress(c.json, None, "fetch base snapshot");
-    let opts = EtcdRestoreOptions {
-        data_dir: a.data_dir,
-        name: a.name,
-        initial_cluster: a.initial_cluster,
-        initial_cluster_token: a.initial_cluster_token,
-        initial_advertise_peer_urls: a.initial_advertise_peer_urls,
-        tool: a.etcd_tool,
-        owner: a.owner,
-        progress: output::progress_fn(&pb),
-    };
+    let opts = a.options(output::progress_fn(&pb));
     let replay = ReplayOptions {
         etcd_binary: p.etcd_binary.clone(),
         tool: opts.tool.clone(),
