@@ -16,6 +16,7 @@ use vault::repo::{KeySource, Vault};
 use vault_e2e::daemon::{get, request, vaultd_run, write_private};
 use vault_e2e::data::{Rng, k8s_like, k8s_value};
 use vault_e2e::process::Proc;
+use vault_e2e::vaultctl::member_restore_args;
 use vault_e2e::{Ctl, EtcdCluster, free_port, tempdir, wait_for};
 
 const TOKEN: &str = "deltas-pitr-token";
@@ -91,28 +92,6 @@ fn take_base(port: u16, daemon: &Proc) {
         }
     })
     .unwrap_or_else(|| panic!("no base snapshot within 60 s\n{}", daemon.log_tail(40)));
-}
-
-/// `vaultctl etcd restore TARGET...` of a one-member cluster `pitr` with peer URL `peer`.
-fn restore_args(target: Vec<String>, data_dir: &Path, peer: &str) -> Vec<String> {
-    let mut args: Vec<String> = ["etcd", "restore"].map(String::from).to_vec();
-    args.extend(target);
-    args.extend(
-        [
-            "--data-dir",
-            &data_dir.display().to_string(),
-            "--name",
-            "pitr",
-            "--initial-cluster",
-            &format!("pitr={peer}"),
-            "--initial-cluster-token",
-            "restored",
-            "--initial-advertise-peer-urls",
-            peer,
-        ]
-        .map(String::from),
-    );
-    args
 }
 
 /// The highest revision some chain of job `etcd` covers without a hole.
@@ -260,7 +239,8 @@ fn restore_at_a_revision_or_time_equals_etcds_own_answer_at_that_revision() {
             } else {
                 vec!["--revision".to_string(), rev.to_string()]
             };
-            let args = restore_args(target, &data_dir, &peer);
+            let target: Vec<&str> = target.iter().map(String::as_str).collect();
+            let args = member_restore_args(&target, &data_dir, "pitr", &peer);
             let run = ctl.restorer(&args);
             assert!(
                 run.code == Some(0),
@@ -361,6 +341,6 @@ fn restore_at_a_revision_or_time_equals_etcds_own_answer_at_that_revision() {
     assert_eq!(verified.code, Some(0), "{verified}");
     let data_dir = dir.join("restored-after-prune");
     let peer = format!("http://127.0.0.1:{}", free_port());
-    let run = ctl.restorer(&restore_args(vec!["--revision".into(), last.to_string()], &data_dir, &peer));
+    let run = ctl.restorer(&member_restore_args(&["--revision", &last.to_string()], &data_dir, "pitr", &peer));
     assert_eq!(run.code, Some(0), "a restore through the second chain after the prune:\n{run}");
 }

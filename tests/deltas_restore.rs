@@ -191,23 +191,8 @@ async fn write_segment(
 }
 
 fn restore_args(target: &[&str], data_dir: &Path, peer: &str) -> Vec<String> {
-    let mut a: Vec<String> = ["etcd", "restore"].iter().chain(target).map(|s| s.to_string()).collect();
-    a.extend(
-        [
-            "--data-dir",
-            &data_dir.display().to_string(),
-            "--name",
-            "pitr",
-            "--initial-cluster",
-            &format!("pitr={peer}"),
-            "--initial-cluster-token",
-            "restored",
-            "--initial-advertise-peer-urls",
-            peer,
-            "--json",
-        ]
-        .map(String::from),
-    );
+    let mut a = vault_e2e::vaultctl::member_restore_args(target, data_dir, "pitr", peer);
+    a.push("--json".into());
     a
 }
 

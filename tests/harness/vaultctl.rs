@@ -169,23 +169,29 @@ impl std::fmt::Display for Run {
 
 /// Arguments of `vaultctl etcd restore ID` for a one-member cluster `name` with peer URL `peer`.
 pub fn single_member_restore_args(id: &str, data_dir: &Path, name: &str, peer: &str) -> Vec<String> {
-    [
-        "etcd",
-        "restore",
-        id,
-        "--data-dir",
-        &data_dir.display().to_string(),
-        "--name",
-        name,
-        "--initial-cluster",
-        &format!("{name}={peer}"),
-        "--initial-cluster-token",
-        "restored",
-        "--initial-advertise-peer-urls",
-        peer,
-    ]
-    .map(String::from)
-    .to_vec()
+    member_restore_args(&[id], data_dir, name, peer)
+}
+
+/// Arguments of `vaultctl etcd restore TARGET...` (an ID, or `--revision REV`, `--at TIME`, ...)
+/// for a one-member cluster `name` with peer URL `peer`.
+pub fn member_restore_args(target: &[&str], data_dir: &Path, name: &str, peer: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["etcd", "restore"].iter().chain(target).map(|s| s.to_string()).collect();
+    args.extend(
+        [
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--name",
+            name,
+            "--initial-cluster",
+            &format!("{name}={peer}"),
+            "--initial-cluster-token",
+            "restored",
+            "--initial-advertise-peer-urls",
+            peer,
+        ]
+        .map(String::from),
+    );
+    args
 }
 
 /// A vaultctl "session": one vault URL, its keys, its environment, and a scratch directory that
