@@ -520,15 +520,7 @@ impl Replayer {
     /// lease makes no revision; checked), save the snapshot to `dest`, stop the temporary etcd.
     pub async fn finish(mut self, dest: &Path) -> Result<(ReplayProgress, String)> {
         self.check_sample().await?;
-        let in_use: HashSet<i64> = {
-            let r = self
-                .etcd
-                .client
-                .get("", Some(etcd_client::GetOptions::new().with_all_keys().with_keys_only()))
-                .await
-                .map_err(|e| Error::source_err(format!("cannot read the temporary etcd's keys: {}", grpc_cause(&e))))?;
-            r.kvs().iter().map(|kv| kv.lease()).filter(|l| *l != 0).collect()
-        };
+        let in_use = self.leases_in_use().await?;
         for id in self.granted.iter().filter(|id| !in_use.contains(id)) {
             let _ = self.etcd.client.lease_revoke(*id).await;
         }
@@ -546,6 +538,31 @@ impl Replayer {
 }
 
 impl Replayer {
+    /// The leases the temporary etcd's keys use, read a page of keys at a time (one response for
+    /// a whole cluster's keys would pass the client's message limit).
+    async fn leases_in_use(&mut self) -> Result<HashSet<i64>> {
+        const PAGE: i64 = 10_000;
+        let mut in_use = HashSet::new();
+        let mut from = vec![0u8];
+        loop {
+            let r = self
+                .etcd
+                .client
+                .get(
+                    from.clone(),
+                    Some(etcd_client::GetOptions::new().with_from_key().with_keys_only().with_limit(PAGE)),
+                )
+                .await
+                .map_err(|e| Error::source_err(format!("cannot read the temporary etcd's keys: {}", grpc_cause(&e))))?;
+            in_use.extend(r.kvs().iter().map(|kv| kv.lease()).filter(|l| *l != 0));
+            match r.kvs().last() {
+                // The next page starts right after the last key.
+                Some(last) if r.more() => from = [last.key(), b"\0"].concat(),
+                _ => return Ok(in_use),
+            }
+        }
+    }
+
     /// The sampled keys have the create revision and version the source recorded: the replay
     /// built the same history, not only the same values (a base that is not the chain's would
     /// show here). Key names are content: the error names revisions only.
