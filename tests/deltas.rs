@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, WatchOptions};
 use vault::catalog::Catalog;
-use vault::delta_stream::{Decoder, Event, EventGroup, Record};
+use vault::delta_stream::{Event, EventGroup, Record};
 use vault::ops::deltas::chain::{self, Chain};
+use vault::ops::deltas::segment_read;
 use vault::ops::deltas::watcher::{Base, current_base};
 use vault::repo::{KeySource, Vault};
 use vault::store::Store;
@@ -139,27 +140,14 @@ async fn chain_groups(vault: &Vault, cat_path: &Path, base: &Base) -> (Chain, Ve
     cat.sync(vault).await.unwrap();
     let mut groups = Vec::new();
     for l in &chain.links {
-        let m = cat.resolve(&l.segment.hex()).unwrap().manifest;
-        let info = m.etcd_v3_delta.clone().expect("a delta segment");
+        let seg = cat.resolve(&l.segment.hex()).unwrap();
+        let info = seg.manifest.etcd_v3_delta.clone().expect("a delta segment");
         assert_eq!(
             (info.base, info.seq, info.first_revision, info.last_revision),
             (base.id, l.seq, l.first_revision, l.last_revision)
         );
         let what = format!("segment {} of {}", l.seq, base.id.short());
-        let records = vault::ops::read::read_stream(vault, &cat, &m.streams[0], move |rx| {
-            let mut d = Decoder::new(what);
-            let mut out = Vec::new();
-            for piece in rx {
-                d.push(&piece);
-                while let Some(r) = d.next_record()? {
-                    out.push(r);
-                }
-            }
-            d.finish()?;
-            Ok(out)
-        })
-        .await
-        .unwrap();
+        let (records, _) = segment_read::read(vault, &cat, &seg, &what).await.unwrap();
         groups.extend(records.into_iter().filter_map(|r| match r {
             Record::Group(g) => Some(g),
             Record::Lease(_) => None,

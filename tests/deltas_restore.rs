@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use etcd_client::{Client, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 use vault::catalog::Catalog;
 use vault::delta_stream::{Encoder, Event, EventGroup, LeaseGrant, Record};
 use vault::format::{DeltaLink, EtcdV3DeltaInfo, Id, PayloadKind};
@@ -74,18 +74,8 @@ async fn groups(c: &mut Client, from: i64, to: i64, leases: &BTreeMap<i64, i64>,
     while by_rev.keys().next_back().copied().unwrap_or(from) < to {
         let resp = w.message().await.unwrap().expect("watch open");
         for e in resp.events() {
-            let kv = e.kv().unwrap();
-            let ev = match e.event_type() {
-                EventType::Put => Event::Put {
-                    key: kv.key().to_vec(),
-                    value: kv.value().to_vec(),
-                    create_revision: kv.create_revision(),
-                    version: kv.version(),
-                    lease: kv.lease(),
-                },
-                EventType::Delete => Event::Delete { key: kv.key().to_vec() },
-            };
-            by_rev.entry(kv.mod_revision()).or_default().push(ev);
+            let (rev, ev) = vault::source::etcd_watch::event_of(e).expect("a watch event has a key-value");
+            by_rev.entry(rev).or_default().push(ev);
         }
     }
     let mut seen = std::collections::HashSet::new();

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use vault::catalog::Catalog;
-use vault::delta_stream::{Decoder, Event, EventGroup, LeaseGrant, Record};
+use vault::delta_stream::{Event, EventGroup, LeaseGrant, Record};
 use vault::format::{Id, PayloadKind};
 use vault::ops::deltas::chain;
 use vault::ops::deltas::segment::{Closed, SegmentSpec, SegmentWriter, SharedVault};
+use vault::ops::deltas::segment_read;
 use vault::repo::{InitOptions, KeySource, Vault};
 use vault::store::Store;
 
@@ -132,7 +133,8 @@ async fn two_segments_are_chained_and_read_back_event_for_event() {
     cat.sync(v).await.unwrap();
     let mut read = Vec::new();
     for l in &c.links {
-        let m = cat.resolve(&l.segment.hex()).unwrap().manifest;
+        let seg = cat.resolve(&l.segment.hex()).unwrap();
+        let m = &seg.manifest;
         assert_eq!(m.kind, PayloadKind::EtcdV3Delta);
         assert_eq!(m.previous, None, "segments belong to no retention group");
         let info = m.etcd_v3_delta.clone().unwrap();
@@ -142,20 +144,7 @@ async fn two_segments_are_chained_and_read_back_event_for_event() {
         );
         assert_eq!(info.prev, if l.seq == 0 { None } else { Some(first) });
         let what = format!("segment {}", l.seq);
-        let records = vault::ops::read::read_stream(v, &cat, &m.streams[0], move |rx| {
-            let mut d = Decoder::new(what);
-            let mut out = Vec::new();
-            for piece in rx {
-                d.push(&piece);
-                while let Some(r) = d.next_record()? {
-                    out.push(r);
-                }
-            }
-            d.finish()?;
-            Ok(out)
-        })
-        .await
-        .unwrap();
+        let (records, _) = segment_read::read(v, &cat, &seg, &what).await.unwrap();
         read.extend(records);
     }
     assert_eq!(read.len(), written.len());

@@ -273,7 +273,7 @@ impl EtcdWatch {
                 }
                 continue;
             }
-            let events = resp.events().iter().filter_map(convert).collect();
+            let events = resp.events().iter().filter_map(event_of).collect();
             self.pending.extend(self.assembler.response(header_revision, events, at_ms)?);
         }
     }
@@ -299,7 +299,7 @@ impl EtcdWatch {
 
 /// One watch event as `(mod_revision, event)`; `None` for an event without a key-value (etcd
 /// always sends one; skipping it would make a hole, which the density check then reports).
-fn convert(e: &etcd_client::Event) -> Option<(i64, Event)> {
+pub fn event_of(e: &etcd_client::Event) -> Option<(i64, Event)> {
     let kv = e.kv()?;
     let event = match e.event_type() {
         EventType::Put => Event::Put {
