@@ -159,5 +159,10 @@ wait_healthy "http://127.0.0.1:$C2"
 echo "== keys in the restored etcd:"
 etcdctl --endpoints "http://127.0.0.1:$C2" get --prefix /registry --keys-only | grep .
 n=$(etcdctl --endpoints "http://127.0.0.1:$C2" get --prefix /registry --keys-only | grep -c .)
-etcdctl --endpoints "http://127.0.0.1:$C2" get /registry/secrets/kube-system/ca-key --print-value-only | grep -q tls.key
+# 10 keys written at the start, plus demo-4 written just before the bad change.
+[ "$n" = 11 ] || { echo "demo FAILED: the restored etcd has $n keys under /registry, expected 11" >&2; exit 1; }
+etcdctl --endpoints "http://127.0.0.1:$C2" get /registry/secrets/kube-system/ca-key --print-value-only | grep -q tls.key ||
+  { echo "demo FAILED: the deleted Secret kube-system/ca-key is not in the restored etcd" >&2; exit 1; }
+etcdctl --endpoints "http://127.0.0.1:$C2" get /registry/configmaps/default/demo-4 --keys-only | grep -q demo-4 ||
+  { echo "demo FAILED: demo-4, written just before the bad change, is not in the restored etcd" >&2; exit 1; }
 echo "== demo done: $n keys restored, the deleted Secret is back and demo-4 (written just before) is there; files are in $WORK"
