@@ -66,7 +66,15 @@ pub struct Assembler {
     /// The last group received, possibly not whole yet.
     held: Option<EventGroup>,
     what: String,
+    /// Rate window: when it started (ms) and etcd's head then.
+    window: Option<(i64, i64)>,
+    /// Revisions etcd made per second over the last whole window (its head's growth).
+    rate: i64,
 }
+
+/// A group this many revisions or fewer behind etcd's head is live (received as it happened) even
+/// on a slow cluster; more than a second of etcd's writes behind is catch-up.
+const LIVE_LAG: i64 = 16;
 
 impl Assembler {
     /// `what` names the watch in errors (endpoint and job).
@@ -76,6 +84,8 @@ impl Assembler {
             head_revision: start_revision - 1,
             held: None,
             what: what.into(),
+            window: None,
+            rate: 0,
         }
     }
 
@@ -111,10 +121,21 @@ impl Assembler {
         }
         let head = header_revision.max(self.next_revision - 1);
         self.head_revision = self.head_revision.max(head);
-        // Groups that arrived while etcd's head was ahead of them were caught up with: their
-        // receive time may be well after the change.
+        match self.window {
+            Some((start, head_then)) if at_ms - start >= 1000 => {
+                self.rate = (self.head_revision - head_then) * 1000 / (at_ms - start);
+                self.window = Some((at_ms, self.head_revision));
+            }
+            Some(_) => {}
+            None => self.window = Some((at_ms, self.head_revision)),
+        }
+        // A group further behind etcd's head than etcd writes in a second arrived while the watch
+        // was catching up (after a start, a reconnect, a stall): its receive time may be well
+        // after the change. Under a steady load etcd's head is always a few revisions ahead of a
+        // live watch; that is not catch-up.
+        let live = self.rate.max(LIVE_LAG);
         for g in whole.iter_mut().chain(self.held.as_mut()) {
-            g.catch_up = g.revision < head;
+            g.catch_up = self.head_revision - g.revision > live;
         }
         Ok(whole)
     }
@@ -329,25 +350,49 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_load_is_live_and_a_backlog_is_catch_up() {
+        // 500 revisions a second, etcd's head always 5 ahead: live, never catch-up.
+        let mut a = Assembler::new(1, "test");
+        for i in 1..=3_000i64 {
+            let groups = a.response(i + 5, vec![(i, put("k", 0))], i * 2).unwrap();
+            assert!(groups.iter().all(|g| !g.catch_up), "revision {i} is live");
+        }
+        assert_eq!(a.lag(), 5);
+        // A watch started 100,000 revisions back delivers history fast: catch-up until close.
+        let mut a = Assembler::new(1, "test");
+        let mut seen = Vec::new();
+        for i in 1..=100_000i64 {
+            seen.extend(a.response(100_000, vec![(i, put("k", 0))], i / 50).unwrap());
+        }
+        assert!(seen[..90_000].iter().all(|g| g.catch_up), "far behind the head");
+        assert!(!seen.last().unwrap().catch_up, "at the head");
+    }
+
+    #[test]
     fn a_revision_split_over_events_is_one_group_and_lag_marks_catch_up() {
         let mut a = Assembler::new(10, "test");
         let groups = a
             .response(
-                12,
+                112,
                 vec![(10, put("a", 0)), (10, put("b", 0)), (11, Event::Delete { key: b"a".to_vec() })],
                 5,
             )
             .unwrap();
         assert_eq!(groups.len(), 1, "11 is held: a fragment of it may follow");
         assert_eq!(groups[0].events.len(), 2, "a txn's events stay one group");
-        assert!(groups[0].catch_up, "etcd's head (12) was ahead");
-        assert_eq!(a.lag(), 1);
+        assert!(groups[0].catch_up, "etcd's head (112) was far ahead");
+        assert_eq!(a.lag(), 101);
         let groups = a.response(12, vec![(12, put("c", 0))], 6).unwrap();
         assert_eq!(groups[0].revision, 11);
-        assert!(groups[0].catch_up);
-        assert!(!a.release().unwrap().catch_up, "12 was etcd's head");
-        assert_eq!(a.lag(), 0);
-        assert_eq!(a.next_revision, 13);
+        assert!(groups[0].catch_up, "the head seen is 112");
+        assert!(a.release().unwrap().catch_up, "12 is 100 behind the head");
+        let groups = a.response(112, vec![(13, put("d", 0)), (14, put("e", 0))], 7).unwrap();
+        assert_eq!(groups.len(), 1);
+        let live = a.response(114, (15..=112).map(|r| (r, put("f", 0))).collect(), 8).unwrap();
+        assert!(!live.last().unwrap().catch_up, "111 is 3 behind the head");
+        assert!(!a.release().unwrap().catch_up, "112 is 2 behind");
+        assert_eq!(a.lag(), 2);
+        assert_eq!(a.next_revision, 113);
     }
 
     #[test]
