@@ -147,6 +147,9 @@ where
     ingest_stream_known(vault, catalog, name, source, check_etcd_trailer, progress, known).await
 }
 
+/// Pieces of the source queued for the chunker (which keeps up with any source: it only hashes).
+const QUEUED_PIECES: usize = 16;
+
 /// [`ingest_stream`] deduplicating against `known` only (chunks the vault holds whole, outside
 /// pending sets): an empty set stores every chunk anew, without listing the store (delta segments,
 /// committed every few seconds, whose chunks are mostly new anyway).
@@ -166,7 +169,7 @@ where
     let started = Instant::now();
     let (mut sink, packer) = packing::start(vault, known);
     let chunker = vault.chunker();
-    let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (src_tx, mut src_rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUED_PIECES);
 
     // Hash, chunk, identify and deduplicate on a thread of its own.
     let chunk_stage = std::thread::spawn(move || {

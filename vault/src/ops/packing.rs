@@ -108,10 +108,16 @@ pub struct Packer {
     rx: tokio::sync::mpsc::Receiver<(Bytes, IndexPack)>,
 }
 
+/// New chunks queued between the chunker and the packer. The packer (compression) is the slower
+/// stage, so this queue is usually full: 8 chunks are 2 MiB at the average chunk size. It was 64
+/// (16 MiB), which kept no stage busier and, through glibc's per-thread arenas, stayed resident in a
+/// daemon after its first full capture (docs/BENCHMARKS.md, continuous capture: RSS).
+const QUEUED_CHUNKS: usize = 8;
+
 /// Start packing for a capture. `known` is every chunk the vault already holds.
 pub fn start(vault: &Vault, known: HashSet<Id>) -> (ChunkSink, Packer) {
     let started = Instant::now();
-    let (tx, chunk_rx) = std::sync::mpsc::sync_channel::<(PackType, Id, Vec<u8>)>(64);
+    let (tx, chunk_rx) = std::sync::mpsc::sync_channel::<(PackType, Id, Vec<u8>)>(QUEUED_CHUNKS);
     let (pack_tx, rx) = tokio::sync::mpsc::channel::<(Bytes, IndexPack)>(1);
     let writer = vault.writer.clone();
     let recipients = vault.recipients.clone();
