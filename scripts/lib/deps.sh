@@ -26,6 +26,8 @@ install_demo_deps() {
   apt_want etcd etcd-server
   apt_want etcdctl etcd-client
   apt_want protoc protobuf-compiler
+  # tikv-jemalloc-sys (vaultd's allocator) builds jemalloc with its configure script and make
+  apt_want make make
   apt_install
 }
 

@@ -8,6 +8,13 @@ use clap::{CommandFactory, Parser, Subcommand};
 use vault::source::profile::SYSTEM_PROFILE_DIR;
 use vaultd::{check, config, run};
 
+/// jemalloc, configured in `.cargo/config.toml`, instead of glibc's malloc: a long-running daemon's
+/// memory then follows what it uses. glibc raises its mmap threshold after the first freed 16 MiB
+/// pack and from then keeps freed buffers in per-thread arenas: capturing etcd deltas, vaultd grew
+/// from 34 to 77 MiB in 10 minutes (docs/BENCHMARKS.md, issue 10).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "vaultd", version, about = "The vault daemon: scheduled etcd and host-file captures")]
 struct Cli {
