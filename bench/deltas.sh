@@ -62,24 +62,6 @@ FACTS="$T/facts.tsv"
 : >"$MEASURE"
 : >"$FACTS"
 
-# measure LABEL CMD...: run CMD under GNU time; stdout goes to $T/out/LABEL.out.
-measure() {
-    local label=$1 o="$T/out/$1" t0 t1 code=0
-    shift
-    t0=$(date +%s%N)
-    /usr/bin/time -v -o "$o.time" "$@" >"$o.out" 2>"$o.err" || code=$?
-    t1=$(date +%s%N)
-    if [[ $code != 0 ]]; then
-        log "FAILED ($code): $label: $*"
-        tail -n 20 "$o.err" >&2
-        exit 1
-    fi
-    awk -F': ' -v label="$label" -v ns="$((t1 - t0))" -v code="$code" '
-        /User time \(seconds\)/ {u=$2} /System time \(seconds\)/ {s=$2} /Maximum resident set size/ {m=$2}
-        END {printf "%s\t%.3f\t%s\t%s\t%s\t%s\n", label, ns/1e9, u, s, m, code}' "$o.time" >>"$MEASURE"
-    log "  $label: $(tail -n 1 "$MEASURE" | cut -f2) s"
-}
-
 revision() { ETCDCTL_API=3 etcdctl --endpoints "$EP" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])'; }
 api() { curl -sf -H "Authorization: Bearer $(cat "$T/token")" "http://127.0.0.1:$PORT$1" "${@:2}"; }
 # run_job: run the etcd job through the API and wait for its snapshot; prints the run record.
@@ -239,10 +221,10 @@ log "point-in-time restore to revision $END_REV against a plain restore of the b
 RESTORE_ARGS=(--name bench --initial-cluster "bench=http://127.0.0.1:$PPORT" --initial-cluster-token bench --initial-advertise-peer-urls "http://127.0.0.1:$PPORT")
 stop_pid "$ETCD_PID" # the restores need the disk and CPU; etcd is not used any more
 ETCD_PID=""
-measure restore_plain "$VAULTCTL" --repo "$T/vault" --identity "$T/identity" --catalog "$T/cat-r1.sqlite" --json \
+measure restore_plain 0 "$VAULTCTL" --repo "$T/vault" --identity "$T/identity" --catalog "$T/cat-r1.sqlite" --json \
     etcd restore "$BASE_ID" --data-dir "$T/restore-plain" "${RESTORE_ARGS[@]}"
 rm -rf "$T/restore-plain"
-measure restore_point_in_time "$VAULTCTL" --repo "$T/vault" --identity "$T/identity" --catalog "$T/cat-r2.sqlite" --json \
+measure restore_point_in_time 0 "$VAULTCTL" --repo "$T/vault" --identity "$T/identity" --catalog "$T/cat-r2.sqlite" --json \
     etcd restore --revision "$END_REV" --data-dir "$T/restore-pitr" "${RESTORE_ARGS[@]}"
 rm -rf "$T/restore-pitr"
 

@@ -53,6 +53,29 @@ du_b() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s
 # fact NAME VALUE: one line of the run's facts file ($FACTS).
 fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
 
+# measure LABEL OK_CODES CMD...: run CMD under GNU time (exit codes in OK_CODES, e.g. "0 3", are
+# success; any other stops the run) and append "label wall_s user_s sys_s maxrss_kb exit" to
+# $MEASURE; its stdout, stderr and time report go to $T/out/LABEL.{out,err,time}, stdout's path also
+# to $LAST_OUT.
+LAST_OUT=""
+measure() {
+    local label=$1 ok=$2 o="$T/out/$1" t0 t1 code=0
+    shift 2
+    t0=$(date +%s%N)
+    /usr/bin/time -v -o "$o.time" "$@" >"$o.out" 2>"$o.err" || code=$?
+    t1=$(date +%s%N)
+    if [[ " $ok " != *" $code "* ]]; then
+        log "FAILED ($code): $label: $*"
+        tail -n 20 "$o.err" >&2
+        exit 1
+    fi
+    awk -F': ' -v label="$label" -v ns="$((t1 - t0))" -v code="$code" '
+        /User time \(seconds\)/ {u=$2} /System time \(seconds\)/ {s=$2} /Maximum resident set size/ {m=$2}
+        END {printf "%s\t%.3f\t%s\t%s\t%s\t%s\n", label, ns/1e9, u, s, m, code}' "$o.time" >>"$MEASURE"
+    LAST_OUT="$o.out"
+    log "  $label: $(tail -n 1 "$MEASURE" | cut -f2) s, peak RSS $(($(tail -n 1 "$MEASURE" | cut -f5) / 1024)) MiB"
+}
+
 # The facts every bench run records about the machine and the code ($ROOT).
 host_facts() {
     fact started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -69,27 +69,6 @@ FACTS="$T/facts.tsv"
 : >"$MEASURE"
 : >"$FACTS"
 
-# measure LABEL OK_CODES CMD...: run CMD under GNU time (exit codes in OK_CODES, e.g. "0 3", are
-# success); stdout goes to $LAST_OUT.
-LAST_OUT=""
-measure() {
-    local label=$1 ok=$2 o="$T/out/$1" t0 t1 code=0
-    shift 2
-    t0=$(date +%s%N)
-    /usr/bin/time -v -o "$o.time" "$@" >"$o.out" 2>"$o.err" || code=$?
-    t1=$(date +%s%N)
-    if [[ " $ok " != *" $code "* ]]; then
-        log "FAILED ($code): $label: $*"
-        tail -n 20 "$o.err" >&2
-        exit 1
-    fi
-    awk -F': ' -v label="$label" -v ns="$((t1 - t0))" -v code="$code" '
-        /User time \(seconds\)/ {u=$2} /System time \(seconds\)/ {s=$2} /Maximum resident set size/ {m=$2}
-        END {printf "%s\t%.3f\t%s\t%s\t%s\t%s\n", label, ns/1e9, u, s, m, code}' "$o.time" >>"$MEASURE"
-    LAST_OUT="$o.out"
-    log "  $label: $(tail -n 1 "$MEASURE" | cut -f2) s, peak RSS $(($(tail -n 1 "$MEASURE" | cut -f5) / 1024)) MiB"
-}
-
 fact mode "$MODE"
 host_facts
 build_facts
