@@ -81,9 +81,18 @@ async fn base(work: &Path) -> PathBuf {
     path
 }
 
+/// A temporary etcd on the snapshot `db`, with the default options.
+async fn etcd_on(db: &Path, work: &Path) -> TempEtcd {
+    TempEtcd::start(Some(db), work, &ReplayOptions::default()).await.unwrap()
+}
+
+/// A replayer onto `base` that stops at `stop`.
+async fn replayer(base: &Path, work: &Path, stop: StopAt) -> Replayer {
+    Replayer::new(etcd_on(base, work).await, stop).await.unwrap()
+}
+
 async fn replay(work: &Path, base: &Path, stop: StopAt, pause_after: Option<i64>) -> (ReplayProgress, PathBuf) {
-    let etcd = TempEtcd::start(Some(base), work, &ReplayOptions::default()).await.unwrap();
-    let mut r = Replayer::new(etcd, stop).await.unwrap();
+    let mut r = replayer(base, work, stop).await;
     for rec in records() {
         r.apply(&rec, "test segment").await.unwrap();
         if let Record::Group(g) = &rec
@@ -107,7 +116,7 @@ async fn replays_groups_onto_a_base_up_to_the_target_revision() {
     assert_eq!(p.events_applied, 5);
     assert!(p.reached_past, "group 7 was seen and not applied");
 
-    let mut check = TempEtcd::start(Some(&out), dir.path(), &ReplayOptions::default()).await.unwrap();
+    let mut check = etcd_on(&out, dir.path()).await;
     assert_eq!(check.revision().await.unwrap(), 6, "the replayed etcd is at the original revision");
     let got = keyspace(&mut check).await;
     let want: BTreeMap<String, (String, i64)> = [("a", "1b", 0), ("c", "leased", LEASE), ("d", "4", 0), ("x", "new", 0)]
@@ -133,7 +142,7 @@ async fn a_time_target_stops_after_the_last_group_received_by_then() {
     // Group 7 (received at 7000 ms) deletes c; its lease then holds no key and is revoked.
     let (p, out) = replay(dir.path(), &base, StopAt::ReceivedBy(7_500), None).await;
     assert_eq!((p.revision, p.received_ms), (7, Some(7_000)));
-    let mut check = TempEtcd::start(Some(&out), dir.path(), &ReplayOptions::default()).await.unwrap();
+    let mut check = etcd_on(&out, dir.path()).await;
     assert_eq!(check.revision().await.unwrap(), 7);
     let got = keyspace(&mut check).await;
     assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["a", "d", "x"]);
@@ -144,13 +153,11 @@ async fn a_time_target_stops_after_the_last_group_received_by_then() {
 async fn a_base_past_the_target_and_a_gap_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let base = base(dir.path()).await;
-    let etcd = TempEtcd::start(Some(&base), dir.path(), &ReplayOptions::default()).await.unwrap();
-    let mut r = Replayer::new(etcd, StopAt::Revision(2)).await.unwrap();
+    let mut r = replayer(&base, dir.path(), StopAt::Revision(2)).await;
     let e = r.apply(&group(3, vec![put("b", "2", 0)]), "seg").await.unwrap_err();
     assert_eq!(is_base_past_target(&e), Some(3), "{e}");
 
-    let etcd = TempEtcd::start(Some(&base), dir.path(), &ReplayOptions::default()).await.unwrap();
-    let mut r = Replayer::new(etcd, StopAt::Revision(10)).await.unwrap();
+    let mut r = replayer(&base, dir.path(), StopAt::Revision(10)).await;
     let e = r.apply(&group(5, vec![put("q", "1", 0)]), "segment 0").await.unwrap_err();
     assert!(e.to_string().contains("segment 0: revision 5 follows revision 3"), "{e}");
 }
@@ -173,8 +180,7 @@ async fn a_replay_that_builds_another_history_is_refused() {
         )
     };
     for (create, version, ok) in [(2, 2, true), (2, 5, false), (4, 1, false)] {
-        let etcd = TempEtcd::start(Some(&base), dir.path(), &ReplayOptions::default()).await.unwrap();
-        let mut r = Replayer::new(etcd, StopAt::Revision(4)).await.unwrap();
+        let mut r = replayer(&base, dir.path(), StopAt::Revision(4)).await;
         r.apply(&overwrite(create, version), "seg").await.unwrap();
         let got = r.finish(&dir.path().join("out.db")).await;
         match got {
@@ -195,8 +201,7 @@ async fn a_keyspace_larger_than_one_response_finishes_and_keeps_its_leases() {
     // the last key only, on the last page.
     let dir = tempfile::tempdir().unwrap();
     let base = base(dir.path()).await;
-    let etcd = TempEtcd::start(Some(&base), dir.path(), &ReplayOptions::default()).await.unwrap();
-    let mut r = Replayer::new(etcd, StopAt::Revision(5)).await.unwrap();
+    let mut r = replayer(&base, dir.path(), StopAt::Revision(5)).await;
     let lease = Record::Lease(LeaseGrant {
         id: LEASE,
         granted_ttl_secs: 600,
@@ -210,7 +215,7 @@ async fn a_keyspace_larger_than_one_response_finishes_and_keeps_its_leases() {
     r.apply(&group(5, vec![put("~last", "leased", LEASE)]), "seg").await.unwrap();
     let out = dir.path().join("big.db");
     r.finish(&out).await.unwrap();
-    let mut check = TempEtcd::start(Some(&out), dir.path(), &ReplayOptions::default()).await.unwrap();
+    let mut check = etcd_on(&out, dir.path()).await;
     assert_eq!(check.revision().await.unwrap(), 5);
     assert_eq!(check.lease_ids().await.unwrap(), vec![LEASE], "the last page's lease is kept");
 }
