@@ -110,8 +110,8 @@ pub struct Packer {
 
 /// New chunks queued between the chunker and the packer. The packer (compression) is the slower
 /// stage, so this queue is usually full: 8 chunks are 2 MiB at the average chunk size. It was 64
-/// (16 MiB), which kept no stage busier and, through glibc's per-thread arenas, stayed resident in a
-/// daemon after its first full capture (docs/BENCHMARKS.md, continuous capture: RSS).
+/// (16 MiB) for no gain: a daemon's full capture of a 411 MB etcd took as long with 8 (2.8 s
+/// against 2.7 s) and, with glibc's malloc, left 28 MiB resident instead of 54 (docs/BENCHMARKS.md).
 const QUEUED_CHUNKS: usize = 8;
 
 /// Start packing for a capture. `known` is every chunk the vault already holds.
